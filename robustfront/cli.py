@@ -1,0 +1,195 @@
+"""robustfront command line: quickstart | train | eval | data info."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from pathlib import Path
+
+import yaml
+
+from .train.config import TrainConfig, parse_number
+
+
+def _kv(text: str) -> tuple[str, object]:
+    """KEY=VALUE with the value parsed as YAML (numbers, booleans, lists); 8/255 stays a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def _fraction(text: str) -> str:
+    parse_number(text, "value")  # validate now, keep the fraction's spelling for config.yaml
+    return text
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (defaults None so only given flags override the config file)."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = str(hints[f.name])
+        if f.name in ("opts", "model_args"):
+            name = "--opt" if f.name == "opts" else "--model-arg"
+            p.add_argument(name, dest=f.name, action="append", type=_kv, metavar="KEY=VALUE",
+                           help=f"{f.name} entry (repeatable)")
+        elif f.name == "milestones":
+            p.add_argument(flag, type=lambda s: [float(v) for v in s.split(",")], metavar="M1,M2",
+                           help="LR decay points: fractions of the run (<1) or epochs")
+        elif "bool" in hint:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        elif "int" in hint and "float" not in hint:
+            p.add_argument(flag, type=int)
+        elif f.name in ("eps", "alpha", "lr", "momentum", "weight_decay", "lr_decay", "warmup"):
+            p.add_argument(flag, type=_fraction, metavar="X")
+        else:
+            p.add_argument(flag)
+    p.add_argument("--config", help="YAML file of TrainConfig keys; flags override it")
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last.pt exactly")
+
+
+def config_from_args(args) -> TrainConfig:
+    if args.config:
+        cfg = TrainConfig.from_yaml(args.config)
+    elif args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
+        cfg = TrainConfig.from_yaml(str(Path(args.out) / "config.yaml"))
+    else:
+        cfg = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is None:
+            continue
+        if f.name in ("opts", "model_args"):
+            v = {**getattr(cfg, f.name), **dict(v)}
+        elif f.name in ("alpha", "eps", "lr", "momentum", "weight_decay", "lr_decay", "warmup"):
+            v = v if "/" in v else float(v)
+        setattr(cfg, f.name, v)
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from .train import train
+    cfg = config_from_args(args)
+    if cfg.out is None:
+        raise ValueError("--out is required: the folder for config.yaml, metrics.jsonl and checkpoints/")
+    metrics = train(cfg, resume=args.resume)
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .eval import check_attack_name, evaluate
+    from .models import load_model
+    from .train.checkpoint import load
+    from .train.loop import resolve_device
+
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    for a in attacks:
+        check_attack_name(a)
+    eps = parse_number(args.eps, "eps")
+    device = resolve_device(args.device)
+    state = load(args.checkpoint, device)
+    model = load_model(state, device=device)
+    data = args.data or state.get("config", {}).get("data")
+    if data is None:
+        raise ValueError("--data is required: the checkpoint does not name its data set")
+    ds = load_dataset(data, root=args.data_root, seed=args.seed)
+    x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_val, ds.y_val)
+    x, y = _subset(x, y, args.n, args.seed)
+    xt = torch.as_tensor(x, device=device)
+    xt = xt.float().div(255) if xt.dtype == torch.uint8 else xt.float()
+    yt = torch.as_tensor(y, device=device)
+    print(f"evaluating {args.checkpoint} on {data} ({args.split}, n={len(yt)}, seed={args.seed}), "
+          f"{args.norm} eps={args.eps}", file=sys.stderr)
+    res = evaluate(model, xt, yt, attacks, eps=eps, norm=args.norm, seed=args.seed, batch_size=args.batch_size,
+                   log=lambda m: print(m, file=sys.stderr))
+    res.update({"checkpoint": str(args.checkpoint), "data": data, "split": args.split, "eps_str": args.eps})
+    text = json.dumps(res, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _subset(x, y, n, seed):
+    """A seeded random subset: files come sorted by class, so never take the first n."""
+    import numpy as np
+    if n is None or n >= len(y):
+        return x, y
+    if n < 1:
+        raise ValueError(f"--n={n} must be >= 1")
+    idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:n])
+    return x[idx], y[idx]
+
+
+def cmd_quickstart(args) -> int:
+    from .quickstart import quickstart
+    quickstart(args.out, epochs=args.epochs, device=args.device, n_eval=args.n)
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from .data import dataset_info
+    print(json.dumps(dataset_info(args.data, root=args.data_root)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustfront", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model with a named method")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="clean and robust accuracy of a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-root")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--attacks", default="pgd20,autoattack", help="comma-separated attack names")
+    p.add_argument("--eps", default="8/255", type=_fraction)
+    p.add_argument("--norm", choices=("Linf", "L2", "L1"), default="Linf")
+    p.add_argument("--n", type=int, help="evaluate a seeded random subset of this many images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", help="write the JSON result here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("quickstart", help="train and evaluate three methods on the bundled digits data")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--n", type=int, default=None, help="test images to evaluate (default: all 360)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("data", help="data set utilities")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("info", help="print split sizes, classes and image shape as JSON")
+    q.add_argument("--data", required=True, help="digits, gaussian, cifar10, cifar100, or a path")
+    q.add_argument("--data-root")
+    q.set_defaults(func=cmd_data_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        # one line, naming the value and what is allowed (the messages are written that way)
+        print(f"robustfront: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Gradient combiners: how the gradients of an objective's terms become one update."""
+from ..registry import Registry
+from .agr import AGR, agr_diagnostics, agr_update
+from .base import Combiner, Sum, Weighted
+from .ca_at import CAAT, ca_at_diagnostics, ca_at_update
+
+COMBINERS = Registry("combiner")
+COMBINERS.register("sum")(Sum)
+COMBINERS.register("weighted")(Weighted)
+COMBINERS.register("ca_at")(CAAT)
+COMBINERS.register("agr")(AGR)
+
+
+def create_combiner(name: str, **kwargs) -> Combiner:
+    return COMBINERS.create(name, **kwargs)
+
+
+__all__ = ["AGR", "CAAT", "COMBINERS", "Combiner", "Sum", "Weighted", "agr_diagnostics", "agr_update",
+           "ca_at_diagnostics", "ca_at_update", "create_combiner"]

@@ -1,0 +1,131 @@
+"""AGR: Adaptive Gradient Reconstruction (Tong et al., ACM MM 2024).
+
+Per parameter tensor i, with ψ_i = cos(g_a,i, g_c,i):
+
+    ψ_i < 0:  G_i = g_a,i - (<g_a,i, g_c,i>/|g_c,i|²)·g_c,i      (GOP: drop the conflicting part)
+    ψ_i ≥ 0:  G_i = ψ_i·g_c,i + (1-ψ_i)·g_a,i                     (GICS: lean towards g_c)
+    G_i ← G_i / max(1, |G_i|/C)                                   (clip, per tensor)
+
+A branch that is switched off leaves plain g_a,i. Clipping belongs to the reconstruction
+(as in the reference code): plain g_a is not clipped unless clip_plain=True.
+See docs/methods/agr.md.
+
+Numerics as in ca_at.py: fp64 per-tensor reductions, decisions by torch.where on device
+scalars (no host sync), update written as α_i·g_a,i + β_i·g_c,i; |G_i| for the clip is
+computed from the fp64 sums, so clipping costs no second pass over the gradients.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._fp64 import mix as _mix, norms_dot64 as _norms_dot64
+from .base import Combiner as _Base
+
+__all__ = ["AGR", "agr_update", "agr_diagnostics"]
+
+def _check_clip(clip: float | None) -> float | None:
+    if clip is not None and not clip > 0:  # also rejects NaN
+        raise ValueError(f"clip={clip!r} is out of range; allowed: clip > 0, or None to disable")
+    return None if clip is None else float(clip)
+
+
+def _coefficients(nc: Tensor, na: Tensor, ac: Tensor, *, gics: bool, gop: bool, clip: float | None,
+                  clip_plain: bool, eps: float) -> dict[str, Tensor]:
+    """The rule on per-tensor fp64 sums. Returns α, β (G_i = α_i·g_a,i + β_i·g_c,i), cos ψ,
+    and bool vectors gop (took GOP) and neg (ψ < 0, whether or not GOP was on)."""
+    # g_c,i counts as zero when |g_c,i| ≤ eps·|g_a,i| (this includes exact zeros): ψ := 0,
+    # so the tensor takes GICS, which then gives plain g_a. Relative, hence scale-free.
+    ok = (nc > eps * na) & (na > 0)
+    one = torch.ones_like(nc)
+    psi = torch.where(ok, ac / torch.where(ok, na * nc, one), 0.0).clamp(-1.0, 1.0)
+    neg = psi < 0
+    use_gop = neg & gop
+    use_gics = ~neg & gics
+    # GOP: <g_a,g_c>/|g_c|² = ψ|g_a|/|g_c| (no squaring, so no fp64 range issue)
+    beta_gop = -psi * na / torch.where(ok, nc, one)
+    alpha = torch.where(use_gics, 1.0 - psi, one)
+    beta = torch.where(use_gop, beta_gop, torch.where(use_gics, psi, 0.0))
+    if clip is not None:
+        norm2 = (alpha * alpha * na * na + 2.0 * alpha * beta * ac + beta * beta * nc * nc).clamp_min(0.0)
+        scale = clip / torch.maximum(norm2.sqrt(), torch.full_like(nc, clip))  # = 1/max(1, |G|/C)
+        if not clip_plain:
+            scale = torch.where(use_gop | use_gics, scale, one)
+        alpha, beta = alpha * scale, beta * scale
+    return {"alpha": alpha, "beta": beta, "cos": psi, "gop": use_gop, "neg": neg}
+
+
+def agr_update(g_clean: list[Tensor], g_adv: list[Tensor], *, gics: bool = True, gop: bool = True,
+               clip: float | None = 0.1, eps: float = 1e-12, clip_plain: bool = False) -> list[Tensor]:
+    """AGR update, one tensor per parameter tensor; no host sync.
+    gics/gop=False leave plain g_a in that case; clip=None disables clipping;
+    clip_plain=True also clips tensors left as plain g_a."""
+    nc, na, ac = _norms_dot64(g_clean, g_adv)
+    co = _coefficients(nc, na, ac, gics=gics, gop=gop, clip=_check_clip(clip), clip_plain=clip_plain, eps=eps)
+    return _mix(g_adv, g_clean, co["alpha"], co["beta"])
+
+
+def agr_diagnostics(g_clean: list[Tensor], g_adv: list[Tensor], *, gop: bool = True,
+                    eps: float = 1e-12) -> dict[str, Tensor]:
+    """Device tensors: cos (per-tensor ψ, fp64 vector), gop (bool vector: took GOP),
+    gop_frac (fraction of tensors that took GOP), neg_frac (fraction with ψ < 0)."""
+    nc, na, ac = _norms_dot64(g_clean, g_adv)
+    co = _coefficients(nc, na, ac, gics=False, gop=gop, clip=None, clip_plain=False, eps=eps)
+    return {"cos": co["cos"], "gop": co["gop"], "gop_frac": co["gop"].double().mean(),
+            "neg_frac": co["neg"].double().mean()}
+
+
+class AGR(_Base):
+    """AGR combiner (registered as "agr"). `epoch` is 0-based, as the trainer passes it.
+
+    gop_from_start=False (paper): GOP on from the first epoch, GICS from start_epoch on
+    (before it the ψ ≥ 0 case is plain g_a). gop_from_start=True (reference code, which
+    used start_epoch=155): before start_epoch every tensor is plain g_a, from it both
+    branches are on. Clipping applies to reconstructed tensors only (see module doc).
+
+    pop_diagnostics(): gop_freq (fraction of tensor-updates that took GOP), neg_frac
+    (fraction with ψ < 0 — what the reference code logs as its "GOP rate", also before
+    AGR starts), cos_mean (mean ψ over tensor-updates), layer_cos (per-tensor mean ψ, list).
+    """
+
+    separate = True
+    terms = ("clean", "adv")
+
+    def __init__(self, start_epoch: int = 150, gop_from_start: bool = False, clip: float | None = 0.1,
+                 clip_plain: bool = False, eps: float = 1e-12):
+        if int(start_epoch) != start_epoch or start_epoch < 0:
+            raise ValueError(f"start_epoch={start_epoch!r} is out of range; allowed: an integer >= 0")
+        self.start_epoch = int(start_epoch)
+        self.gop_from_start = bool(gop_from_start)
+        self.clip = _check_clip(clip)
+        self.clip_plain = bool(clip_plain)
+        self.eps = float(eps)
+        self._sums: Tensor | None = None  # device fp64: gop count, neg count, then Σψ per tensor
+        self._steps = 0
+
+    def combine(self, grads: dict[str, list[Tensor]], epoch: int) -> list[Tensor]:
+        g_clean, g_adv = grads["clean"], grads["adv"]
+        started = epoch >= self.start_epoch
+        gop = started or not self.gop_from_start
+        nc, na, ac = _norms_dot64(g_clean, g_adv)
+        co = _coefficients(nc, na, ac, gics=started, gop=gop, clip=self.clip, clip_plain=self.clip_plain,
+                           eps=self.eps)
+        out = _mix(g_adv, g_clean, co["alpha"], co["beta"])
+        counts = torch.stack([co["gop"].sum(dtype=torch.float64), co["neg"].sum(dtype=torch.float64)])
+        step = torch.cat([counts, co["cos"]])
+        if self._sums is not None and self._sums.shape != step.shape:
+            raise ValueError(f"AGR got {len(g_clean)} gradient tensors, earlier {self._sums.numel() - 2}")
+        self._sums = step if self._sums is None else self._sums + step
+        self._steps += 1
+        return out
+
+    def pop_diagnostics(self) -> dict:
+        if self._sums is None:
+            return {}
+        vals = self._sums.tolist()  # the one host sync
+        s, n = self._steps, len(vals) - 2
+        layer = [v / s for v in vals[2:]]
+        res = {"gop_freq": vals[0] / (s * n), "neg_frac": vals[1] / (s * n), "cos_mean": sum(layer) / n,
+               "layer_cos": layer}
+        self._sums, self._steps = None, 0
+        return res

@@ -1,0 +1,145 @@
+"""Datasets as in-memory numpy arrays, and a device-resident batch loader.
+
+    ds = load_dataset("cifar10", root="~/data", download=True)
+    ds = load_dataset("/work/shared/datasets/cifar10-jpeg.tar.gz")
+    loader = DeviceLoader(ds.x_train, ds.y_train, 512, device="cuda")
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._cache import archive_stem, cache_root, cached_arrays, extract_archive, files_key
+from .cifar import FOLDERS, cifar_files, read_cifar
+from .download import fetch
+from .folders import READERS, detect_layout
+from .images import decode_files, parse_resize, resize_array
+from .loader import DeviceLoader
+from .synthetic import digits, gaussian, gaussian_params
+
+__all__ = ["Dataset", "DeviceLoader", "load_dataset", "dataset_info"]
+
+NAMES = ("digits", "gaussian", "cifar10", "cifar100", "tiny-imagenet")
+
+
+@dataclass
+class Dataset:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: list[str]
+    name: str
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _split_val(x, y, val_size, seed):
+    """Carve val from train by a seeded permutation; both parts keep their original order."""
+    n = len(y)
+    if val_size is None:
+        val_size = 1000 if n >= 20000 else n // 10
+    elif isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)) or not 0 <= val_size < n:
+        raise ValueError(f"bad val_size {val_size!r}; allowed: an int in [0, {n - 1}] "
+                         f"(the training set has {n} examples)")
+    perm = np.random.default_rng(seed).permutation(n)
+    val, train = np.sort(perm[:val_size]), np.sort(perm[val_size:])
+    return x[train], y[train], x[val], y[val]
+
+
+def _from_folder(folder: Path, size, cache_dir) -> dict:
+    """Arrays for any on-disk layout (pickles or image trees), decoded once and cached as .npy."""
+    layout, folder = detect_layout(folder)
+    if layout in FOLDERS:  # pickles are fast to read; only a resized copy is worth caching
+        if size is None:
+            return read_cifar(folder, layout)
+        key = f"{layout}|{files_key(cifar_files(folder, layout))}|{size}"
+
+        def build():
+            d = read_cifar(folder, layout)
+            return d | {"x_train": resize_array(d["x_train"], size), "x_test": resize_array(d["x_test"], size)}
+        return cached_arrays(layout, key, build, cache_dir)
+    plan = READERS[layout](folder)
+    key = f"{layout}|{files_key(plan['train'][0] + plan['test'][0])}|{size}"
+
+    def build():
+        return {"x_train": decode_files(plan["train"][0], size, f"'{folder}' train"),
+                "y_train": plan["train"][1],
+                "x_test": decode_files(plan["test"][0], size, f"'{folder}' test"),
+                "y_test": plan["test"][1], "classes": plan["classes"]}
+    return cached_arrays(layout, key, build, cache_dir)
+
+
+def _named_root(name: str, root, download: bool, cache_dir) -> Path:
+    """Folder holding a named dataset under `root` (default: the cache dir), downloaded on request."""
+    base = Path(root).expanduser() if root is not None else cache_root(cache_dir)
+    sub = FOLDERS.get(name, "tiny-imagenet-200")
+    if (base / sub).is_dir():
+        return base / sub
+    if name == "tiny-imagenet" and (base / "wnids.txt").is_file():
+        return base
+    if not download:
+        raise FileNotFoundError(f"{name} not found: no '{base / sub}'; pass download=True or "
+                                f"root=DIR containing {sub}")
+    fetch(name, base)
+    return base / sub
+
+
+def load_dataset(spec, *, root=None, download=False, val_size=None, resize=None, seed=0,
+                 cache_dir=None, **params) -> Dataset:
+    """Load a dataset as numpy arrays (images uint8 N,C,H,W; labels int64) with a val split.
+
+    spec: "digits" | "gaussian[:k=v,...]" | "cifar10" | "cifar100" | "tiny-imagenet" | a path to a
+    dataset folder or a .tar/.tar.gz/.tgz/.zip archive of one. `params` are the gaussian
+    parameters (dim, mean_norm, sigma, n_train, n_test, data_seed).
+    """
+    s = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else None
+    if s is None:
+        raise ValueError(f"bad dataset spec {spec!r}; allowed: a name or a path")
+    size = parse_resize(resize)
+    is_gaussian = s == "gaussian" or s.startswith("gaussian:")
+    if params and not is_gaussian:
+        raise ValueError(f"unexpected keyword(s) {sorted(params)} for dataset '{s}'; only gaussian "
+                         "takes dim, mean_norm, sigma, n_train, n_test, data_seed")
+    if is_gaussian:
+        if size is not None:
+            raise ValueError(f"resize={resize!r} does not apply to gaussian vectors; allowed: None")
+        d, name = gaussian(**gaussian_params(s, params)), "gaussian"
+    elif s == "digits":
+        d, name = digits(), "digits"
+        d["x_train"], d["x_test"] = resize_array(d["x_train"], size), resize_array(d["x_test"], size)
+    elif s in NAMES:
+        d, name = _from_folder(_named_root(s, root, download, cache_dir), size, cache_dir), s
+    else:
+        path = Path(s).expanduser()
+        if not path.exists():
+            raise ValueError(f"unknown dataset '{s}'; allowed: {', '.join(NAMES)}, or a path to a "
+                             "dataset folder or .tar/.tar.gz/.tgz/.zip archive")
+        if path.is_file():
+            name = archive_stem(path)
+            if name is None:
+                raise ValueError(f"unsupported file '{path}'; allowed archives: .tar, .tar.gz, .tgz, .zip")
+            path = extract_archive(path, cache_dir)
+        else:
+            name = path.resolve().name
+        d = _from_folder(path, size, cache_dir)
+    x_train, y_train, x_val, y_val = _split_val(d["x_train"], d["y_train"], val_size, seed)
+    return Dataset(x_train, y_train, x_val, y_val, d["x_test"], d["y_test"], list(d["classes"]), name)
+
+
+def dataset_info(spec, **kw) -> dict:
+    """Split sizes, class names and example shape of load_dataset(spec, **kw)."""
+    ds = load_dataset(spec, **kw)
+    return {"train": len(ds.y_train), "val": len(ds.y_val), "test": len(ds.y_test),
+            "classes": list(ds.classes), "shape": list(ds.shape)}

@@ -1,0 +1,124 @@
+"""Dataset layouts on disk: detection, and for image trees the (file list, labels) of each split.
+
+A plan is {"train": (paths, labels), "test": (paths, labels), "classes": [...]}; decoding and
+caching happen in __init__.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .cifar import FOLDERS
+from .images import IMAGE_EXTS
+
+LAYOUTS = ("cifar-10-batches-py, cifar-100-python, Tiny-ImageNet, CUB-200-2011, Stanford Dogs, "
+           "or train/<class>/ + test/<class>/")
+
+
+def _visible_dirs(d: Path) -> list[Path]:
+    return sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith((".", "__MACOSX")))
+
+
+def detect_layout(path: Path) -> tuple[str, Path]:
+    """(layout, folder) for a dataset folder, looking through single wrapper folders
+    (archives often hold e.g. cifar10/train/... or CUB_200_2011/images/...)."""
+    d = path
+    for _ in range(4):
+        for kind, sub in FOLDERS.items():
+            if (d / sub).is_dir():
+                return kind, d / sub
+        if (d / "data_batch_1").is_file() and (d / "batches.meta").is_file():
+            return "cifar10", d
+        if (d / "train").is_file() and (d / "meta").is_file():
+            return "cifar100", d
+        if (d / "wnids.txt").is_file():
+            return "tiny-imagenet", d
+        if (d / "images.txt").is_file() and (d / "train_test_split.txt").is_file():
+            return "cub", d
+        if (d / "Images").is_dir() and (d / "train_list.mat").is_file():
+            return "stanford-dogs", d
+        if (d / "train").is_dir():
+            return "folder", d
+        dirs = _visible_dirs(d)
+        if len(dirs) != 1:
+            break
+        d = dirs[0]
+    raise ValueError(f"unrecognised dataset layout at '{path}'; allowed: {LAYOUTS}")
+
+
+def _scan(split_dir: Path, classes: list[str]):
+    """Image files under split_dir/<class>/ (recursively), labelled by the class index."""
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        # os.walk on strings: sorting 100k Path objects is several times slower
+        files = sorted(os.path.join(top, f) for top, _, names in os.walk(split_dir / c)
+                       for f in names if os.path.splitext(f)[1].lower() in IMAGE_EXTS)
+        paths += files
+        labels += [i] * len(files)
+    return paths, np.asarray(labels, np.int64)
+
+
+def image_folder(d: Path) -> dict:
+    """train/<class>/* and test/<class>/* (or val/ when there is no test/); classes sorted."""
+    test_dir = next((d / s for s in ("test", "val") if (d / s).is_dir()), None)
+    if test_dir is None:
+        raise ValueError(f"no test/ or val/ folder beside '{d / 'train'}'")
+    classes = [c.name for c in _visible_dirs(d / "train")]
+    extra = sorted({c.name for c in _visible_dirs(test_dir)} - set(classes))
+    if extra:
+        raise ValueError(f"classes {extra} in '{test_dir}' are not in '{d / 'train'}'; allowed: {classes}")
+    return {"train": _scan(d / "train", classes), "test": _scan(test_dir, classes), "classes": classes}
+
+
+def tiny_imagenet(d: Path) -> dict:
+    """train/<wnid>/images/*.JPEG; the labelled val/ split (val_annotations.txt) serves as test."""
+    classes = sorted(w.strip() for w in (d / "wnids.txt").read_text().split() if w.strip())
+    index = {w: i for i, w in enumerate(classes)}
+    paths, labels = [], []
+    for line in (d / "val" / "val_annotations.txt").read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 2:
+            paths.append(d / "val" / "images" / parts[0])
+            labels.append(index[parts[1]])
+    return {"train": _scan(d / "train", classes), "test": (paths, np.asarray(labels, np.int64)),
+            "classes": classes}
+
+
+def _table(path: Path) -> dict[str, str]:
+    """'id value' lines -> {id: value}."""
+    return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
+
+
+def cub(d: Path) -> dict:
+    """CUB-200-2011: images.txt, image_class_labels.txt (1-based), train_test_split.txt, classes.txt."""
+    images, labels = _table(d / "images.txt"), _table(d / "image_class_labels.txt")
+    is_train = _table(d / "train_test_split.txt")
+    names = _table(d / "classes.txt")
+    classes = [names[k].strip().split(".", 1)[-1] for k in sorted(names, key=int)]
+    plan = {"train": ([], []), "test": ([], [])}
+    for i in sorted(images, key=int):
+        split = plan["train" if is_train[i].strip() == "1" else "test"]
+        split[0].append(d / "images" / images[i].strip())
+        split[1].append(int(labels[i]) - 1)
+    return {k: (p, np.asarray(y, np.int64)) for k, (p, y) in plan.items()} | {"classes": classes}
+
+
+def stanford_dogs(d: Path) -> dict:
+    """Images/<wnid>-<breed>/*.jpg with train_list.mat / test_list.mat (read with scipy)."""
+    try:
+        from scipy.io import loadmat
+    except ImportError as e:
+        raise ImportError("Stanford Dogs needs scipy to read train_list.mat; pip install scipy") from e
+    breeds = [b.name for b in _visible_dirs(d / "Images")]
+    index = {b: i for i, b in enumerate(breeds)}
+    plan = {"classes": [b.split("-", 1)[-1] for b in breeds]}
+    for split in ("train", "test"):
+        files = [str(np.ravel(e)[0]) for e in np.ravel(loadmat(d / f"{split}_list.mat")["file_list"])]
+        plan[split] = ([d / "Images" / f for f in files],
+                       np.asarray([index[f.split("/")[0]] for f in files], np.int64))
+    return plan
+
+
+READERS = {"folder": image_folder, "tiny-imagenet": tiny_imagenet, "cub": cub, "stanford-dogs": stanford_dogs}

@@ -1,0 +1,107 @@
+"""DeviceLoader: the whole dataset lives on the device; batching and augmentation run there."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    # each epoch gets its own well-mixed seed, so resuming needs only (seed, epoch) and an
+    # abandoned half-epoch cannot shift the random stream of later epochs
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+
+
+def _check_int(name: str, v, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+        raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
+    return int(v)
+
+
+class DeviceLoader:
+    """Batches (x float32 [B,C,H,W] in [0,1], y int64) from uint8 images held on `device`.
+
+    train=True: shuffled with a device generator seeded from (seed, epoch), random crop with
+    `crop` px zero padding, horizontal flip, optional Cutout square of `cutout` px.
+    Float arrays (synthetic data) are passed through unscaled and never augmented.
+    views=2 (two-view methods such as Cons-AT and RAAT) yields a tuple of independently
+    augmented copies of the same images in place of x.
+    """
+
+    def __init__(self, x, y, batch_size, *, device="cpu", train=True, crop=4, flip=True, cutout=0,
+                 seed=0, drop_last=False, views=1):
+        self.views = _check_int("views", views, 1)
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.crop = _check_int("crop", crop, 0)
+        self.cutout = _check_int("cutout", cutout, 0)
+        self.seed = _check_int("seed", seed, 0)
+        self.device = torch.device(device)
+        x, y = torch.as_tensor(x), torch.as_tensor(y)
+        if len(x) != len(y):
+            raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}")
+        self.images = x.dtype == torch.uint8
+        if self.images and x.ndim != 4:
+            raise ValueError(f"uint8 images must have shape N,C,H,W; got {tuple(x.shape)}")
+        self.x = x.to(self.device)
+        self.y = y.to(self.device, torch.int64)
+        self.train, self.flip, self.drop_last = bool(train), bool(flip), bool(drop_last)
+        self.epoch = 0
+        self._gen = torch.Generator(device=self.device)
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        g = self._gen
+        g.manual_seed(_epoch_seed(self.seed, self.epoch))
+        self.epoch += 1
+        n, bs = len(self.y), self.batch_size
+        if self.train:
+            order = torch.randperm(n, generator=g, device=self.device)
+        else:
+            order = torch.arange(n, device=self.device)
+        for i in range(len(self)):
+            idx = order[i * bs:(i + 1) * bs]
+            xb = self.x[idx]
+            views = [self._prepare(xb) for _ in range(self.views)]
+            yield (views[0] if self.views == 1 else tuple(views)), self.y[idx]
+
+    def _prepare(self, xb: torch.Tensor) -> torch.Tensor:
+        if not self.images:
+            return xb
+        return (self._augment(xb) if self.train else xb).float().div_(255)
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Vectorised crop / flip / cutout on a uint8 batch."""
+        B, C, H, W = x.shape
+        g, dev = self._gen, x.device
+        rows, cols = torch.arange(H, device=dev), torch.arange(W, device=dev)
+        if self.crop:
+            p = self.crop
+            xp = F.pad(x, (p, p, p, p))  # pad once, then gather each sample's window
+            dy = torch.randint(0, 2 * p + 1, (B,), generator=g, device=dev)
+            dx = torch.randint(0, 2 * p + 1, (B,), generator=g, device=dev)
+            x = xp[torch.arange(B, device=dev)[:, None, None, None],
+                   torch.arange(C, device=dev)[None, :, None, None],
+                   (dy[:, None] + rows)[:, None, :, None],
+                   (dx[:, None] + cols)[:, None, None, :]]
+        if self.flip:
+            m = torch.rand(B, generator=g, device=dev) < 0.5
+            x = torch.where(m[:, None, None, None], x.flip(3), x)
+        if self.cutout:
+            s = self.cutout
+            y0 = torch.randint(0, H, (B,), generator=g, device=dev)[:, None] - s // 2
+            x0 = torch.randint(0, W, (B,), generator=g, device=dev)[:, None] - s // 2
+            in_r = (rows >= y0) & (rows < y0 + s)
+            in_c = (cols >= x0) & (cols < x0 + s)
+            x = x.masked_fill((in_r[:, :, None] & in_c[:, None, :])[:, None], 0)
+        return x
+
+    def state_dict(self) -> dict:
+        """Plain ints: the next epoch's batches follow from (seed, epoch) alone."""
+        return {"epoch": self.epoch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.seed = int(state.get("seed", self.seed))

@@ -1,0 +1,52 @@
+"""Input normalisation as the first layer of every model, so that callers and attacks work in [0,1]."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2471, 0.2435, 0.2616)  # per-pixel std of the training set (not the common 0.2023 typo)
+
+
+def default_stats(channels: int | None) -> tuple[list[float], list[float]]:
+    """CIFAR-10's statistics for 3 channels, 0.5/0.5 per channel otherwise, identity (0/1) for flat vectors."""
+    if channels is None:
+        return [0.0], [1.0]
+    if channels == 3:
+        return list(CIFAR10_MEAN), list(CIFAR10_STD)
+    return [0.5] * channels, [0.5] * channels
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std over dim 1 (channels of B,C,H,W or features of B,D); length-1 stats broadcast.
+
+    channels: the channel count the stats must fit (None for flat vectors: any length).
+
+    mean/std are buffers (saved in the state_dict, moved by .to()); a None takes `default_stats(channels)`.
+    `mean_values`/`std_values` keep the plain floats for the model's rf_config.
+    """
+
+    def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 channels: int | None = 3):
+        super().__init__()
+        d_mean, d_std = default_stats(channels)
+        mean = [float(v) for v in (d_mean if mean is None else mean)]
+        std = [float(v) for v in (d_std if std is None else std)]
+        # flat vectors (channels=None) may take one value per feature
+        if len(mean) != len(std) or (channels is not None and len(mean) not in {1, channels}):
+            raise ValueError(f"mean/std lengths {len(mean)}/{len(std)} do not fit {channels} channels; "
+                             f"allowed: equal lengths of 1 or {channels}")
+        if min(std) <= 0:
+            raise ValueError(f"std={std} has a value <= 0; allowed: all > 0")
+        self.mean_values, self.std_values = mean, std
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean_values}, std={self.std_values}"

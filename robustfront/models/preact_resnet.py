@@ -1,0 +1,63 @@
+"""PreActResNet-18 for CIFAR (He et al., 2016, "Identity Mappings in Deep Residual Networks").
+
+The architecture of AGR's reference setup and of Rice et al.'s robust-overfitting code; layer
+names follow that code (conv1, layer1..4, bn, linear).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .factory import MODELS
+from .normalize import Normalize
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        # a projection shortcut sees the pre-activated input, the identity the raw one
+        shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+        out = self.conv2(F.relu(self.bn2(self.conv1(out))))
+        return out + shortcut
+
+
+class PreActResNet(nn.Module):
+    def __init__(self, num_blocks, num_classes=10, in_channels=3, mean=None, std=None, width=64):
+        super().__init__()
+        self.normalize = Normalize(mean, std, in_channels)
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
+        self.in_planes = width
+        self.layer1 = self._make_layer(width, num_blocks[0], 1)
+        self.layer2 = self._make_layer(2 * width, num_blocks[1], 2)
+        self.layer3 = self._make_layer(4 * width, num_blocks[2], 2)
+        self.layer4 = self._make_layer(8 * width, num_blocks[3], 2)
+        self.bn = nn.BatchNorm2d(8 * width)
+        self.linear = nn.Linear(8 * width, num_classes)
+
+    def _make_layer(self, planes, n, stride):
+        layers = []
+        for s in [stride] + [1] * (n - 1):
+            layers.append(PreActBlock(self.in_planes, planes, s))
+            self.in_planes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(self.normalize(x))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = F.relu(self.bn(out))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+@MODELS.register("preact_resnet18")
+def preact_resnet18(num_classes=10, in_channels=3, input_size=32, mean=None, std=None, width=64):
+    return PreActResNet([2, 2, 2, 2], num_classes, in_channels, mean, std, width)

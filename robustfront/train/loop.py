@@ -1,0 +1,285 @@
+"""The training loop: data on the device, objective -> gradients -> combiner -> SGD step.
+
+One function a reader can hold in their head. Nothing reads device values back
+to the host inside a step; metrics are summed on the device and read once per
+epoch (the `sync` comments mark where that happens).
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..attacks import create_attack
+from ..combiners import create_combiner
+from ..data import DeviceLoader, load_dataset
+from ..eval.metrics import accuracy
+from ..models import create_model
+from ..objectives import create_objective
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .ema import EMA
+from .methods import METHODS, split_opts
+from .schedule import Schedule
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} is not available on this machine; allowed: cpu" )
+    return torch.device(name)
+
+
+def build_attack(cfg: TrainConfig, name: str, steps: int | None = None):
+    if name == "none":
+        return None
+    if name == "fgsm":
+        return create_attack("fgsm", eps=cfg.eps)
+    return create_attack(name, eps=cfg.eps, alpha=cfg.alpha, steps=steps or cfg.attack_steps,
+                         **({"norm": cfg.norm} if name == "pgd" else {}))
+
+
+def build_method(cfg: TrainConfig):
+    method = METHODS.get(cfg.method)
+    obj_args, comb_args = split_opts(method, cfg.opts)
+    attack = build_attack(cfg, cfg.attack or method.attack)
+    objective = create_objective(method.objective, **({"attack": attack} if attack else {}), **obj_args)
+    return objective, create_combiner(method.combiner, **comb_args)
+
+
+def channel_stats(x) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of uint8 training images, for the Normalize layer inside the model."""
+    t = torch.as_tensor(x[:10000]).float().div_(255).transpose(0, 1).flatten(1)
+    return t.mean(1).tolist(), t.std(1).clamp_min(1e-3).tolist()
+
+
+def build_model(cfg: TrainConfig, ds, device):
+    kw = dict(cfg.model_args)
+    if ds.x_train.dtype.name == "uint8" and "mean" not in kw:
+        kw["mean"], kw["std"] = channel_stats(ds.x_train)
+    shape = ds.shape
+    if len(shape) == 3:
+        kw.setdefault("in_channels", shape[0])
+        kw.setdefault("input_size", shape[1])
+    else:
+        kw.setdefault("input_shape", list(shape))
+    return create_model(cfg.model, num_classes=len(ds.classes), **kw).to(device)
+
+
+def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train as `config` says; returns the last epoch's metrics.
+
+    resume: continue from OUT/checkpoints/last.pt exactly where it stopped.
+    stop_after: leave after this many epochs in this call (the run stays resumable).
+    """
+    cfg = config.resolved()
+    if cfg.out is None:
+        raise ValueError("out=None: name an output folder for the run (--out DIR)")
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    ds = load_dataset(cfg.data, root=cfg.data_root, download=cfg.download, val_size=cfg.val_size,
+                      resize=cfg.resize, seed=cfg.seed)
+    big = len(ds.shape) == 3 and ds.shape[-1] >= 32
+    model = build_model(cfg, ds, device)
+    objective, combiner = build_method(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                          weight_decay=cfg.weight_decay)
+    loader = DeviceLoader(ds.x_train, ds.y_train, cfg.batch_size, device=device, train=True,
+                          crop=cfg.crop if cfg.crop is not None else (4 if big else 0),
+                          flip=cfg.flip if cfg.flip is not None else big, cutout=cfg.cutout, seed=cfg.seed,
+                          views=getattr(objective, "views", 1))
+    sched = Schedule(cfg.schedule, cfg.lr, cfg.epochs * len(loader), len(loader), milestones=cfg.milestones,
+                     decay=cfg.lr_decay, warmup=cfg.warmup, epochs=cfg.epochs)
+    val_attack = build_attack(cfg, "pgd", steps=cfg.eval_steps) if cfg.eps > 0 else None
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
+
+    ema = EMA(model, cfg.ema, cfg.ema_start) if cfg.ema else None
+    scored = ema.model if ema else model     # the weights validated and saved under "model"
+
+    start_epoch, best = 0, -1.0
+    last_path, best_path = out / "checkpoints" / "last.pt", out / "checkpoints" / "best.pt"
+    if resume:
+        if not last_path.is_file():
+            raise ValueError(f"resume=True but {last_path} does not exist; start the run without --resume")
+        state = ckpt.load(last_path, device)
+        model.load_state_dict(state.get("model_raw", state["model"]))
+        if ema:
+            ema.model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["loader"])
+        ckpt.set_rng_state(state["rng"], device)
+        start_epoch, best = int(state["epoch"]), float(state["best_val_robust"])
+        _truncate_jsonl(out / "metrics.jsonl", start_epoch)
+        _truncate_jsonl(out / "steps.jsonl", start_epoch)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("")
+        if cfg.log_every:
+            (out / "steps.jsonl").write_text("")
+    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    writer = _tensorboard(out) if cfg.tensorboard else None
+
+    def state_dict(epoch, best, metrics):
+        s = {"model": scored.state_dict(), "model_config": model.rf_config, "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "loader": loader.state_dict(), "rng": ckpt.rng_state(device),
+             "epoch": epoch + 1, "best_val_robust": best, "config": config.to_dict(), "metrics": metrics}
+        if ema:
+            s["model_raw"] = model.state_dict()
+        return s
+
+    metrics: dict = {}
+    nonfinite = torch.zeros((), device=device)
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after is not None and epoch - start_epoch >= stop_after:
+            break
+        t0 = time.perf_counter()
+        model.train()
+        if hasattr(objective, "set_epoch"):
+            objective.set_epoch(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        step_diags: list[dict] = []
+        n_seen = 0
+        for i, (x, y) in enumerate(_progress(loader, cfg, epoch)):
+            lr = sched.apply(opt)
+            with amp:
+                losses, stats = objective(model, x, y)
+            total = _step(model, params, opt, objective, combiner, losses, epoch, nonfinite)
+            if ema:
+                ema.update(model, epoch)
+            _accumulate(sums, stats, total.detach() * len(y))
+            n_seen += len(y)
+            if cfg.log_every and (i + 1) % cfg.log_every == 0:
+                step_diags.append(_log_step(out, combiner, epoch, i + 1, losses))  # sync: opted in
+        metrics = {"epoch": epoch + 1, "lr": lr, "n_train": n_seen}
+        # sync: one read of the epoch's device-side sums
+        metrics.update({_metric_name(k): v.item() / n_seen for k, v in sums.items()})
+        metrics["nonfinite_steps"] = int(nonfinite.item())
+        metrics.update(_mean_dicts(step_diags + [combiner.pop_diagnostics()]))
+        metrics["epoch_time_s"] = time.perf_counter() - t0
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            metrics.update(_validate(scored, ds, val_attack, cfg, device))
+            robust = metrics.get("val_pgd_acc", metrics.get("val_clean_acc", 0.0))
+            if robust > best:
+                best = robust
+                ckpt.save_atomic(state_dict(epoch, best, metrics), best_path)
+        ckpt.save_atomic(state_dict(epoch, best, metrics), last_path)
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if writer:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, epoch + 1)
+        if cfg.progress:
+            print(_summary(metrics), flush=True)
+    if writer:
+        writer.close()
+    return metrics
+
+
+def _step(model, params, opt, objective, combiner, losses, epoch, nonfinite):
+    """Gradients of the terms -> one update per parameter -> guarded SGD step."""
+    opt.zero_grad(set_to_none=True)
+    if combiner.separate:
+        grads = {}
+        for i, term in enumerate(combiner.terms):
+            g = torch.autograd.grad(losses[term], params, retain_graph=i + 1 < len(combiner.terms), allow_unused=True)
+            grads[term] = [torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, g)]
+        for p, u in zip(params, combiner.combine(grads, epoch)):
+            p.grad = u
+        total = torch.stack([losses[t].detach().float() for t in combiner.terms]).sum()
+    else:
+        total = combiner.total_loss(losses)
+        total.backward()
+    if hasattr(objective, "after_backward"):  # e.g. AWP takes its weight perturbation back here
+        objective.after_backward(model)
+    # Policy for a NaN/Inf update: it is replaced by zeros (no host sync to skip the step;
+    # momentum then carries on as after a zero gradient) and counted in `nonfinite_steps`.
+    grads = [p.grad for p in params if p.grad is not None]
+    finite = torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()
+    nonfinite.add_(~finite)
+    for g in grads:
+        g.copy_(torch.where(finite, g, torch.zeros((), dtype=g.dtype, device=g.device)))
+    opt.step()
+    return total
+
+
+def _accumulate(sums, stats, loss_sum):
+    sums["loss"] = sums.get("loss", 0) + loss_sum.float()
+    for k, v in stats.items():
+        sums[k] = sums.get(k, 0) + v
+
+
+def _metric_name(k: str) -> str:
+    return {"loss": "train_loss", "clean_correct": "train_clean_acc", "adv_correct": "train_adv_acc"}.get(k, "train_" + k)
+
+
+def _validate(model, ds, attack, cfg, device) -> dict:
+    """Clean and PGD-k accuracy on the held-out split of the training set (eval mode, fp32)."""
+    if len(ds.y_val) == 0:
+        return {}
+    x = torch.as_tensor(ds.x_val, device=device)
+    x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
+    y = torch.as_tensor(ds.y_val, device=device)
+    was_training = model.training
+    model.eval()
+    res = {"val_clean_acc": accuracy(model, x, y)}
+    if attack is not None:
+        res["val_pgd_acc"] = accuracy(model, x, y, attack=attack)
+    model.train(was_training)
+    return res
+
+
+def _log_step(out: Path, combiner, epoch: int, step: int, losses) -> dict:
+    d = combiner.pop_diagnostics()
+    rec = {"epoch": epoch + 1, "step": step, **{f"loss_{k}": v.item() for k, v in losses.items()}, **d}
+    with open(out / "steps.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    return d
+
+
+def _mean_dicts(dicts: list[dict]) -> dict:
+    """Average diagnostics over the step records of an epoch (lists element-wise)."""
+    dicts = [d for d in dicts if d]
+    out = {}
+    for k in dicts[0] if dicts else []:
+        vals = [d[k] for d in dicts if k in d]
+        out[k] = [sum(c) / len(c) for c in zip(*vals)] if isinstance(vals[0], list) else sum(vals) / len(vals)
+    return out
+
+
+def _truncate_jsonl(path: Path, epochs: int) -> None:
+    """On resume, drop records written after the checkpoint we continue from."""
+    if path.is_file():
+        lines = [l for l in path.read_text().splitlines() if l.strip()]
+        keep = [l for l in lines if json.loads(l)["epoch"] <= epochs]
+        path.write_text("".join(l + "\n" for l in keep))
+
+
+def _progress(loader, cfg, epoch):
+    if not cfg.progress:
+        return loader
+    from tqdm import tqdm
+    return tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+
+
+def _summary(m: dict) -> str:
+    keys = ("train_loss", "train_clean_acc", "train_adv_acc", "val_clean_acc", "val_pgd_acc")
+    parts = [f"{k}={m[k]:.4f}" for k in keys if k in m]
+    return f"epoch {m['epoch']}: " + " ".join(parts) + f" ({m['epoch_time_s']:.1f}s)"
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ValueError("tensorboard=True needs the tensorboard package: pip install tensorboard") from e
+    return SummaryWriter(str(out / "tensorboard"))

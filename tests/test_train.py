@@ -1,0 +1,162 @@
+"""The trainer: robustness actually gained, exact resume, checkpoint layout, atomic writes."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from robustfront import load_model
+from robustfront.data import load_dataset
+from robustfront.eval import accuracy
+from robustfront.attacks import PGD
+from robustfront.train import TrainConfig, train
+from robustfront.train import checkpoint as ckpt
+from robustfront.train.schedule import Schedule
+
+TINY = dict(data="digits", model="small_cnn", model_args={"width": 16}, epochs=4, batch_size=64, lr=0.05,
+            schedule="cosine", eps="32/255", alpha="8/255", attack_steps=5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def digits_test():
+    ds = load_dataset("digits")
+    return torch.as_tensor(ds.x_test).float().div(255), torch.as_tensor(ds.y_test)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for m in ("standard", "pgd_at"):
+        train(TrainConfig(**TINY, method=m, out=str(root / m)))
+    return root
+
+
+def test_pgd_at_is_clearly_more_robust_than_standard(runs, digits_test):
+    x, y = digits_test
+    pgd = PGD(eps=32 / 255, alpha=8 / 255, steps=20)
+    acc = {}
+    for m in ("standard", "pgd_at"):
+        model = load_model(runs / m / "checkpoints" / "best.pt")
+        torch.manual_seed(0)
+        acc[m] = (accuracy(model, x, y), accuracy(model, x, y, attack=pgd))
+    assert acc["standard"][0] > 0.9 and acc["pgd_at"][0] > 0.85          # both learn the task
+    assert acc["standard"][1] < acc["standard"][0] - 0.3                  # the attack bites
+    assert acc["pgd_at"][1] > acc["standard"][1] + 0.2, acc               # PGD-AT keeps far more
+
+
+def test_run_layout_and_checkpoint_format(runs):
+    out = runs / "pgd_at"
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["method"] == "pgd_at" and cfg["eps"] == "32/255"
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2, 3, 4]
+    assert all(0 <= l["val_pgd_acc"] <= l["val_clean_acc"] <= 1 for l in lines)
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(out / "checkpoints" / name, weights_only=True)   # RobustBench-style, safe load
+        assert {"model", "model_config", "optimizer", "scheduler", "rng", "epoch"} <= state.keys()
+        assert all(isinstance(v, torch.Tensor) for v in state["model"].values())
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=True)
+    assert best["best_val_robust"] == max(l["val_pgd_acc"] for l in lines)
+    assert not load_model(out / "checkpoints" / "last.pt").training
+
+
+@pytest.mark.parametrize("method,extra", [("vanilla", {}), ("ca_at", {"ema": 0.9})])
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, method, extra):
+    cfg = dict(TINY, method=method, epochs=3, schedule="multistep", milestones=[2], **extra)
+    full = train(TrainConfig(**cfg, out=str(tmp_path / "full")))
+    train(TrainConfig(**cfg, out=str(tmp_path / "split")), stop_after=1)
+    lines = (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    resumed = train(TrainConfig(**cfg, out=str(tmp_path / "split")), resume=True)
+    a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert full["val_pgd_acc"] == resumed["val_pgd_acc"] and full["train_loss"] == resumed["train_loss"]
+    assert len((tmp_path / "split" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        train(TrainConfig(**TINY, method="pgd_at", out=str(tmp_path)), resume=True)
+
+
+def test_weighted_combiner_matches_the_weighted_loss_gradient():
+    from robustfront.combiners import create_combiner
+    torch.manual_seed(0)
+    w = torch.randn(5, requires_grad=True)
+    losses = {"clean": (w ** 2).sum(), "adv": (w ** 3).sum()}
+    total = create_combiner("weighted", lam=0.3).total_loss(losses)
+    (g,) = torch.autograd.grad(total, w)
+    assert torch.allclose(g, 0.3 * 2 * w + 0.7 * 3 * w ** 2)
+
+
+def test_nonfinite_updates_never_reach_the_weights(tmp_path, monkeypatch):
+    from robustfront.objectives import vanilla
+    calls = {"n": 0}
+    orig = vanilla.Vanilla.__call__
+
+    def poisoned(self, model, x, y):
+        losses, stats = orig(self, model, x, y)
+        calls["n"] += 1
+        if calls["n"] == 2:   # one step with a NaN loss
+            losses["adv"] = losses["adv"] * float("nan")
+        return losses, stats
+
+    monkeypatch.setattr(vanilla.Vanilla, "__call__", poisoned)
+    m = train(TrainConfig(**dict(TINY, epochs=1), method="ca_at", out=str(tmp_path)))
+    assert m["nonfinite_steps"] == 1
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt.save_atomic({"a": torch.ones(2)}, path)
+
+    def broken(obj, f, *a, **k):
+        open(f, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError):
+        ckpt.save_atomic({"a": torch.zeros(2)}, path)
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize("kind", ["multistep", "cosine", "onecycle", "constant"])
+def test_schedules(kind):
+    s = Schedule(kind, 0.1, total=100, steps_per_epoch=10, milestones=[0.5, 0.75], epochs=10)
+    lrs = [s.lr(i) for i in range(100)]
+    assert max(lrs) <= 0.1 + 1e-12 and min(lrs) >= 0
+    if kind == "multistep":
+        assert lrs[49] == 0.1 and abs(lrs[50] - 0.01) < 1e-12 and abs(lrs[75] - 0.001) < 1e-12
+    if kind == "cosine":
+        assert lrs[0] == 0.1 and lrs[99] < 1e-3
+    if kind == "onecycle":
+        assert lrs[0] < 0.01 and abs(max(lrs) - 0.1) < 1e-3 and lrs[99] < 1e-3
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"method": "nope"}, "unknown method 'nope'; allowed: .*pgd_at"),
+    ({"model": "nope"}, "unknown model 'nope'"),
+    ({"eps": "8/0"}, "eps='8/0' is not a number"),
+    ({"eps": -0.1}, "eps=-0.1 is negative"),
+    ({"schedule": "step"}, "schedule='step' is not known; allowed: multistep"),
+    ({"norm": "L3"}, "norm='L3' is not known"),
+    ({"epochs": 0}, "epochs=0 must be an integer >= 1"),
+    ({"momentum": 0.0, "nesterov": True}, "nesterov=True needs momentum > 0"),
+    ({"opts": {"gama": 0.8}, "method": "ca_at"}, "option 'gama' is not a hyper-parameter of this method; allowed: .*gamma"),
+    ({"opts": {"gamma": 1.5}, "method": "ca_at"}, "gamma=1.5 is out of range"),
+    ({"data": "nope"}, "unknown dataset 'nope'"),
+])
+def test_bad_config_raises_one_line_error(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match) as e:
+        train(TrainConfig(**{**TINY, **bad, "out": str(tmp_path)}))
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_config_key():
+    with pytest.raises(ValueError, match=r"unknown config key\(s\) \['epoch'\]"):
+        TrainConfig.from_dict({"epoch": 3})
