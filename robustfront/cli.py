@@ -1,4 +1,4 @@
-"""robustfront command line: quickstart | train | eval | data info."""
+"""robustfront command line: quickstart | train | eval | theorem1 | data info."""
 from __future__ import annotations
 
 import argparse
@@ -22,8 +22,18 @@ def _kv(text: str) -> tuple[str, object]:
 
 
 def _fraction(text: str) -> str:
-    parse_number(text, "value")  # validate now, keep the fraction's spelling for config.yaml
+    try:
+        parse_number(text, "value")  # validate now, keep the fraction's spelling for config.yaml
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; allowed: a number or a fraction like 8/255") from None
     return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad value gives one line (no usage dump): what was wrong and what is allowed."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -135,6 +145,15 @@ def cmd_quickstart(args) -> int:
     return 0
 
 
+def cmd_theorem1(args) -> int:
+    from .analysis import main_theorem1
+    kw = {"seed": args.seed}
+    if args.dims:
+        kw["dims"] = tuple(int(d) for d in args.dims.split(","))
+    main_theorem1(args.out, **kw)
+    return 0
+
+
 def cmd_data_info(args) -> int:
     from .data import dataset_info
     print(json.dumps(dataset_info(args.data, root=args.data_root)))
@@ -142,7 +161,7 @@ def cmd_data_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robustfront", description=__doc__)
+    parser = _Parser(prog="robustfront", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model with a named method")
@@ -170,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=None, help="test images to evaluate (default: all 360)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("theorem1", help="CA-AT Theorem 1: gradient conflict vs budget on synthetic data")
+    p.add_argument("--out", default="runs/theorem1")
+    p.add_argument("--dims", help="comma-separated input dimensions (default 10,100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_theorem1)
 
     p = sub.add_parser("data", help="data set utilities")
     dsub = p.add_subparsers(dest="data_command", required=True)

@@ -36,12 +36,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_attack(cfg: TrainConfig, name: str, steps: int | None = None):
+    """The training attack `name` with the run's threat model (ε, α, steps, norm)."""
     if name == "none":
         return None
-    if name == "fgsm":
-        return create_attack("fgsm", eps=cfg.eps)
-    return create_attack(name, eps=cfg.eps, alpha=cfg.alpha, steps=steps or cfg.attack_steps,
-                         **({"norm": cfg.norm} if name == "pgd" else {}))
+    if name == "fgsm" or name == "trades_kl":
+        if cfg.norm != "Linf":
+            raise ValueError(f"attack {name!r} is L-infinity only; norm={cfg.norm!r} is not allowed with it")
+        kw = {} if name == "fgsm" else {"alpha": cfg.alpha, "steps": steps or cfg.attack_steps}
+        return create_attack(name, eps=cfg.eps, **kw)
+    return create_attack(name, eps=cfg.eps, alpha=cfg.alpha, steps=steps or cfg.attack_steps, norm=cfg.norm)
 
 
 def build_method(cfg: TrainConfig):

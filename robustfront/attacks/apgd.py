@@ -1,0 +1,144 @@
+"""APGD-CE, APGD-DLR and targeted APGD-DLR (Croce & Hein, 2020) as training attacks.
+
+Wraps the official implementation (`pyautoattack.autopgd_base`), imported when the attack first
+runs, so this module imports without it.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+from .base import Attack, check_choice, check_int, check_number
+from .pgd import DEFAULT_EPS, margin
+
+APGD_NORMS = ("Linf", "L2", "L1")
+APGD_LOSSES = ("ce", "dlr")
+
+
+class APGD(Attack):
+    r"""APGD with the training-attack call shape `x_adv = atk(model, x, y)`.
+
+    Distance Measure : Linf, L2 or L1
+    Paper: Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
+    attacks, https://arxiv.org/abs/2003.01690
+
+    One run (n_restarts = 1) of the official `APGDAttack.attack_single_run` on every sample of the
+    batch, returning per sample the iterate with the highest loss (the official `best_loss=True`
+    output: fooled samples come back fooled when the loss says so, the others at their strongest
+    point, never reset to x as AutoAttack's evaluation output does). Targeted (loss "dlr" only,
+    `APGDAttack_targeted`): one run per target class, the classes ranked 2nd, 3rd, … by the clean
+    logits (eval mode), keeping per sample the run with the largest CW margin max_{j≠y} z_j - z_y
+    (so any fooling run wins).
+
+    The official code's own `perturb` reseeds the global RNG with a fixed seed on every call
+    (every batch would get the same random start); it is not used here, so the random start draws
+    from the caller's RNG stream. The official code reads values on the host (`nonzero`, boolean
+    indexing inside its step-size schedule), so these attacks synchronise the GPU a few times per
+    step; that is accepted for these optional training attacks (PGD does not sync).
+
+    The model runs in eval mode (`bn_mode`, see `Attack`) and its modes are restored; logits are
+    cast to fp32 before the official losses; input gradients come from torch.autograd.grad, so
+    parameters' .grad are untouched. The device is taken from x. The official "points with zero
+    gradient" warning is silenced (a training batch often has a few such samples).
+
+    Arguments:
+        eps (float): budget; default by norm: Linf 8/255, L2 128/255, L1 2000/255.
+        steps (int): APGD iterations (default 10 for training; AutoAttack uses 100).
+        norm (str): "Linf", "L2" or "L1" (the official L1 variant).
+        loss (str): "ce" or "dlr" (DLR needs at least 3 classes, the targeted DLR at least 4).
+        targeted (bool): targeted DLR (APGD-T); requires loss="dlr".
+        n_target_classes (int): target classes tried by APGD-T (default 1 for training, the most
+            likely wrong class; AutoAttack uses 9). Each costs one run of `steps` iterations.
+        rho (float): the official step-size-halving threshold (default 0.75).
+        alpha: accepted so that the trainer can build every attack with the same keywords as PGD,
+            and ignored: APGD sets its own step size (2·eps at first, halved when progress stalls).
+        bn_mode (str): "eval" (default) or "train", see `Attack`.
+
+    Shape:
+        - x: (N, ...) in [0, 1]; y: (N,) int64; output: (N, ...) like x, detached.
+
+    Examples::
+        >>> x_adv = APGD(eps=8/255, steps=10, loss="dlr")(model, x, y)
+    """
+
+    def __init__(self, eps: float | None = None, steps: int = 10, norm: str = "Linf", loss: str = "ce",
+                 targeted: bool = False, n_target_classes: int = 1, rho: float = 0.75, alpha: float | None = None,
+                 *, bn_mode: str = "eval"):
+        self.norm = check_choice("norm", norm, APGD_NORMS)
+        super().__init__(DEFAULT_EPS[norm] if eps is None else eps, bn_mode=bn_mode, bounds=(0.0, 1.0))
+        self.steps = check_int("steps", steps, 1)
+        self.loss = check_choice("loss", loss, APGD_LOSSES)
+        self.targeted = bool(targeted)
+        if self.targeted and self.loss != "dlr":
+            raise ValueError(f"loss={loss!r} with targeted=True is invalid; allowed: loss='dlr' (APGD-T)")
+        self.n_target_classes = check_int("n_target_classes", n_target_classes, 1)
+        self.rho = check_number("rho", rho, 0.0, strict=True)
+
+    def _official(self, model: nn.Module, x: torch.Tensor):
+        from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+
+        def predict(z):
+            return model(z).float()
+
+        kw = dict(n_iter=self.steps, norm=self.norm, n_restarts=1, eps=self.eps, seed=0, rho=self.rho,
+                  device=x.device, verbose=False)
+        if self.targeted:
+            atk = APGDAttack_targeted(predict, n_target_classes=self.n_target_classes, **kw)
+        else:
+            atk = APGDAttack(predict, loss=self.loss, **kw)
+        atk.init_hyperparam(x)
+        return atk
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.eps == 0:
+            return x.clone()
+        with warnings.catch_warnings():
+            # the official DLR code warns about zero input gradients on every batch where some
+            # sample has one (e.g. confidently classified samples): noise for a training attack
+            warnings.filterwarnings("ignore", message=r"there are \d+ points? with zero gradient")
+            return self._perturb(model, x, y)
+
+    def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        atk = self._official(model, x)
+        if not self.targeted:
+            if self.loss == "dlr":
+                _check_classes(model, x[:1], 3, "APGD-DLR")
+            return atk.attack_single_run(x, y)[0].clamp(0.0, 1.0)
+        with torch.no_grad():
+            logits = model(x).float()
+        _check_classes(None, logits, 4, "targeted APGD-DLR")
+        if self.n_target_classes > logits.shape[1] - 1:
+            raise ValueError(f"n_target_classes={self.n_target_classes} is invalid for {logits.shape[1]} classes; "
+                             f"allowed: 1 to {logits.shape[1] - 1}")
+        order = logits.sort(dim=1)[1]
+        best, best_m = None, None
+        for target_class in range(2, self.n_target_classes + 2):
+            atk.y_target = order[:, -target_class]
+            x_adv = atk.attack_single_run(x, y)[0].clamp(0.0, 1.0)
+            if best is None:
+                best = x_adv
+                if self.n_target_classes == 1:
+                    break
+                with torch.no_grad():
+                    best_m = margin(model(best).float(), y)
+                continue
+            with torch.no_grad():
+                m = margin(model(x_adv).float(), y)
+                better = m > best_m
+                best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), x_adv, best)
+                best_m = torch.where(better, m, best_m)
+        return best
+
+
+def _check_classes(model, x_or_logits, need: int, name: str) -> None:
+    if model is not None:
+        with torch.no_grad():
+            x_or_logits = model(x_or_logits)
+    k = x_or_logits.shape[1]
+    if k < need:
+        raise ValueError(f"{name} needs at least {need} classes; the model has {k}")
+
+
+__all__ = ["APGD"]

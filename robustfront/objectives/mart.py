@@ -1,0 +1,87 @@
+"""MART (Wang et al., 2020): misclassification-aware boosted CE plus a weighted KL.
+
+Paper: Improving Adversarial Robustness Requires Revisiting Misclassified Examples,
+https://openreview.net/forum?id=rklOg6EFwS
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..attacks.base import check_number
+from .base import Objective, correct
+
+
+def mart_bce(logits_adv: Tensor, y: Tensor) -> Tensor:
+    """Per-sample boosted CE: CE(f(x'), y) - log(1.0001 - max_{k≠y} p_k(x') + 1e-12).
+
+    The constants are the reference code's: 1.0001 keeps the log finite when the strongest wrong
+    class takes all the probability mass.
+    """
+    logits_adv = logits_adv.float()
+    p_adv = F.softmax(logits_adv, dim=1)
+    p_other = p_adv.scatter(1, y[:, None], 0.0).amax(1)  # max over k ≠ y (probabilities are >= 0)
+    return F.cross_entropy(logits_adv, y, reduction="none") - torch.log(1.0001 - p_other + 1e-12)
+
+
+def mart_kl(logits_clean: Tensor, logits_adv: Tensor, y: Tensor) -> Tensor:
+    """Per-sample KL(p(x) || p(x')) · (1 - p_y(x)), the reference code's form.
+
+    The reference writes KL with log(p(x') + 1e-12) and weight (1.0000001 - p_y(x)); both are kept.
+    Nothing is detached: gradients flow through p(x) in the KL and in the weight, as in the
+    reference. p(x)·log p(x) uses log_softmax, so the gradient is finite when p(x) underflows.
+    """
+    log_p = F.log_softmax(logits_clean.float(), dim=1)
+    p = log_p.exp()
+    log_q = torch.log(F.softmax(logits_adv.float(), dim=1) + 1e-12)
+    kl = (p * (log_p - log_q)).sum(1)
+    p_true = p.gather(1, y[:, None]).squeeze(1)
+    return kl * (1.0000001 - p_true)
+
+
+def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) -> Tensor:
+    """Per-sample MART loss: BCE(f(x'), y) + β·KL(p(x) || p(x'))·(1 - p_y(x))."""
+    return mart_bce(logits_adv, y) + beta * mart_kl(logits_clean, logits_adv, y)
+
+
+class MART(Objective):
+    r"""MART: adv = mean_i [BCE(f(x'_i), y_i) + β·KL(p(x_i) || p(x'_i))·(1 - p_{y_i}(x_i))].
+
+    BCE = CE - log(1 - max_{k≠y} p_k(x')) in the reference code's numerically safe form (see
+    `mart_bce`). The default training attack is PGD with the `x + 0.001·N(0,1)` start maximising CE
+    (`PGD(random_start="normal")`). Two train-mode forwards per step (x, x').
+
+    Arguments:
+        attack: the training attack `attack(model, x, y) -> x'`.
+        beta (float): weight of the KL term (default 6).
+        with_clean (bool): also return clean = CE(f(x), y), from the same clean forward. MART's loss
+            has no clean term; gradient-surgery combiners (AGR + MART) take g_c from the clean CE
+            and g_a from the whole MART loss. With the plain `sum` combiner leave it False, or the
+            clean CE is added to MART's loss.
+
+    Returns `({"adv": ...} [+ {"clean": ...}], {"clean_correct", "adv_correct"})`.
+    """
+    terms = ("adv",)
+
+    def __init__(self, attack=None, beta: float = 6.0, with_clean: bool = False):
+        super().__init__(attack)
+        self.beta = check_number("beta", beta, 0.0)
+        self.with_clean = bool(with_clean)
+        if self.with_clean:
+            self.terms = ("clean", "adv")
+
+    def __call__(self, model, x, y):
+        x_adv = self.attack(model, x, y)
+        logits = model(x).float()
+        logits_adv = model(x_adv).float()
+        losses = {"adv": mart_loss(logits, logits_adv, y, self.beta).mean()}
+        if self.with_clean:
+            losses = {"clean": F.cross_entropy(logits, y), **losses}
+        return losses, {"clean_correct": correct(logits, y), "adv_correct": correct(logits_adv, y)}
+
+    def __repr__(self) -> str:
+        return f"MART(attack={self.attack!r}, beta={self.beta}, with_clean={self.with_clean})"
+
+
+__all__ = ["MART", "mart_bce", "mart_kl", "mart_loss"]

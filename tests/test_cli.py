@@ -1,0 +1,102 @@
+"""The command line end to end: train, eval, data info, quickstart, and its one-line errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from robustfront.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "robustfront.cli", *args], capture_output=True, text=True)
+
+
+TRAIN = ["train", "--data", "digits", "--model", "small_cnn", "--model-arg", "width=8", "--epochs", "2",
+         "--eps", "32/255", "--alpha", "8/255", "--attack-steps", "3", "--batch-size", "128", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    assert main([*TRAIN, "--method", "vanilla", "--opt", "lam=0.3", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_the_promised_layout(run_dir):
+    for rel in ("config.yaml", "metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run_dir / rel).is_file(), rel
+    text = (run_dir / "config.yaml").read_text()
+    assert "lam: 0.3" in text and "eps: 32/255" in text
+
+
+def test_eval_writes_json_with_official_autoattack(run_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    rc = main(["eval", "--checkpoint", str(run_dir / "checkpoints" / "best.pt"), "--attacks", "fgsm,pgd20,autoattack",
+               "--eps", "32/255", "--n", "40", "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert {"clean_acc", "robust_acc", "n", "eps", "norm", "seed"} <= res.keys()
+    assert res["n"] == 40 and res["norm"] == "Linf" and abs(res["eps"] - 32 / 255) < 1e-12
+    ra = res["robust_acc"]
+    assert set(ra) == {"fgsm", "pgd20", "autoattack"}
+    # the official cascade logged per-attack accuracy, and AutoAttack is the strongest
+    assert set(res["autoattack_log"]["autoattack"]) <= {"apgd-ce", "apgd-t", "fab-t", "square"}
+    assert ra["autoattack"] <= ra["pgd20"] + 1e-9 <= res["clean_acc"] + 1e-9
+
+
+def test_resume_from_the_command_line(tmp_path):
+    out = tmp_path / "r"
+    assert main([*TRAIN, "--method", "pgd_at", "--epochs", "1", "--out", str(out)]) == 0
+    assert main(["train", "--resume", "--out", str(out), "--epochs", "2", "--no-progress"]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2]
+
+
+def test_data_info_prints_json(capsys):
+    assert main(["data", "info", "--data", "digits"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["shape"] == [1, 8, 8] and info["classes"] == [str(i) for i in range(10)]
+    assert info["train"] + info["val"] + info["test"] == 1797 and info["test"] == 360
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "pgdat"], "unknown method 'pgdat'; allowed:"),
+    (["--eps", "eight"], "argument --eps: 'eight' is not a number; allowed: a number or a fraction"),
+    (["--schedule", "linear"], "schedule='linear' is not known; allowed: multistep, cosine, onecycle, constant"),
+    (["--opt", "beta=6"], "option 'beta' is not a hyper-parameter of this method"),
+    (["--batch-size", "0"], "batch_size=0 must be an integer >= 1"),
+    (["--data", "/nonexistent/data"], "/nonexistent/data"),
+])
+def test_train_errors_are_one_line(tmp_path, args, needle):
+    r = run_cli(*TRAIN, "--method", "pgd_at", "--out", str(tmp_path / "x"), *args)
+    assert r.returncode == 2
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_eval_errors_are_one_line(run_dir):
+    ck = str(run_dir / "checkpoints" / "best.pt")
+    for args, needle in ((["--attacks", "pgd20,deepfool"], "unknown attack 'deepfool'; allowed:"),
+                         (["--checkpoint", "/nonexistent.pt"], "/nonexistent.pt does not exist"),
+                         (["--n", "0"], "--n=0 must be >= 1")):
+        r = run_cli("eval", "--checkpoint", ck, *args)
+        lines = [l for l in r.stderr.splitlines() if l.strip() and not l.startswith("evaluating")]
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_train_needs_out():
+    r = run_cli("train", "--data", "digits")
+    assert r.returncode == 2 and "--out is required" in r.stderr
+
+
+def test_quickstart_end_to_end_small(tmp_path):
+    out = tmp_path / "qs"
+    r = run_cli("quickstart", "--out", str(out), "--epochs", "1", "--n", "30")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in res] == ["standard", "pgd_at", "vanilla"]
+    for row in res:
+        assert set(row["robust_acc"]) == {"pgd20", "autoattack"}
+        assert row["robust_acc"]["autoattack"] <= row["robust_acc"]["pgd20"] + 1e-9 <= row["clean_acc"] + 1e-9
+    assert "| pgd_at" in r.stdout
