@@ -208,7 +208,9 @@ def test_unbounded_inputs_for_flat_data():
 
 
 def test_registry_and_defaults():
-    assert ATTACKS.names() == ["fgsm", "pgd", "trades_kl"]
+    assert ATTACKS.names() == ["apgd_ce", "apgd_dlr", "apgd_t", "fgsm", "pgd", "pgd_normal", "trades_kl"]
+    assert create_attack("pgd_normal").random_start == "normal"          # MART's start
+    assert create_attack("apgd_t").targeted and create_attack("apgd_dlr").loss == "dlr"
     pgd = create_attack("pgd", eps=None, norm="L2")
     assert (pgd.eps, pgd.alpha, pgd.steps) == (128 / 255, 32 / 255, 10)
     pgd = create_attack("pgd")
@@ -217,7 +219,7 @@ def test_registry_and_defaults():
     assert (t.alpha, t.steps) == (2 / 255, 10)
     assert create_attack("fgsm").eps == 8 / 255
     assert "PGD(" in repr(pgd) and "eps=" in repr(pgd)
-    with pytest.raises(ValueError, match="unknown attack 'cw'; allowed: fgsm, pgd, trades_kl"):
+    with pytest.raises(ValueError, match="unknown attack .cw.; allowed: apgd_ce, apgd_dlr, apgd_t, fgsm, pgd, pgd_normal, trades_kl"):
         create_attack("cw")
 
 

@@ -32,6 +32,7 @@ class TrainConfig:
     download: bool = False
     resize: int | None = None
     val_size: int | None = None          # default: 1000 for CIFAR-sized sets, 10 % for small ones
+    train_n: int | None = None           # train on a seeded random subset of this many images (CPU runs)
     # model
     model: str = "small_cnn"
     model_args: dict = field(default_factory=dict)
@@ -69,6 +70,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1                  # epochs between held-out PGD-10 evaluations
     eval_steps: int = 10
+    eval_n: int | None = None            # held-out images used for the per-epoch PGD check (default: all)
     log_every: int = 0                   # >0: also write combiner diagnostics every N steps (a host sync each)
     progress: bool = True
     tensorboard: bool = False
@@ -120,6 +122,10 @@ class TrainConfig:
         _check(not (c.nesterov and c.momentum == 0), "nesterov=True needs momentum > 0")
         _check(isinstance(c.milestones, (list, tuple)) and all(isinstance(m, (int, float)) and m > 0 for m in c.milestones),
                f"milestones={c.milestones!r} must be a list of positive numbers (fractions < 1 or epochs)")
+        for name in ("train_n", "eval_n"):
+            v = getattr(c, name)
+            _check(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                   f"{name}={v!r} must be an integer >= 1")
         for name in ("crop", "cutout", "val_size", "resize"):
             v = getattr(c, name)
             _check(v is None or (isinstance(v, int) and v >= 0), f"{name}={v!r} must be a non-negative integer")

@@ -11,6 +11,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -89,6 +90,10 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
 
     ds = load_dataset(cfg.data, root=cfg.data_root, download=cfg.download, val_size=cfg.val_size,
                       resize=cfg.resize, seed=cfg.seed)
+    if cfg.train_n is not None and cfg.train_n < len(ds.y_train):
+        # files often come sorted by class: a subset must be a seeded random one
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(ds.y_train))[:cfg.train_n])
+        ds.x_train, ds.y_train = ds.x_train[keep], ds.y_train[keep]
     big = len(ds.shape) == 3 and ds.shape[-1] >= 32
     model = build_model(cfg, ds, device)
     objective, combiner = build_method(cfg)
@@ -229,9 +234,12 @@ def _validate(model, ds, attack, cfg, device) -> dict:
     """Clean and PGD-k accuracy on the held-out split of the training set (eval mode, fp32)."""
     if len(ds.y_val) == 0:
         return {}
-    x = torch.as_tensor(ds.x_val, device=device)
+    idx = np.arange(len(ds.y_val))
+    if cfg.eval_n and cfg.eval_n < len(idx):  # the split keeps file order (often by class): sample it
+        idx = np.sort(np.random.default_rng(0).permutation(len(idx))[:cfg.eval_n])
+    x = torch.as_tensor(ds.x_val[idx], device=device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    y = torch.as_tensor(ds.y_val, device=device)
+    y = torch.as_tensor(ds.y_val[idx], device=device)
     was_training = model.training
     model.eval()
     res = {"val_clean_acc": accuracy(model, x, y)}
