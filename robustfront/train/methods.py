@@ -63,7 +63,7 @@ register_method("agr", objective="vanilla", combiner="agr", combiner_args={"star
 # -- the trade-off baselines (METHODS.md's objectives table) ---------------------------------
 register_method("trades", objective="trades", attack="trades_kl", doc="TRADES: CE(x) + β·KL(p(x)||p(x')), β=6.")
 register_method("mart", objective="mart", attack="pgd_normal", doc="MART: BCE(x') + β·KL·(1-p_y(x)), β=6.")
-register_method("clp", objective="clp", doc="Clean logit pairing: CE(x) + CE(x') + w·|f(x)-f(x')|², w=0.5.")
+register_method("clp", objective="clp", doc="Clean logit pairing: CE(x) + CE(x') + w·‖f(x)-f(x')‖², w=0.5.")
 register_method("cons_at", objective="cons_at", doc="Cons-AT: CE on two attacked views + λ·JS at T=0.5.")
 register_method("awp", objective="awp", doc="AWP around PGD-AT: adversarial weight perturbation, γ=0.01.")
 register_method("raat", objective="raat", doc="RAAT: reduced examples for boundary samples + DICAR consistency.")
@@ -73,7 +73,7 @@ register_method("raat_pp", objective="raat_pp", doc="RAAT++: RAAT with MART's BC
 register_method("ca_at_trades", objective="trades", attack="trades_kl", combiner="ca_at",
                 combiner_args={"gamma": 0.8}, doc="CA-AT on g_c = ∇CE(x), g_a = ∇β·KL (TRADES loss).")
 register_method("ca_at_clp", objective="clp", combiner="ca_at", combiner_args={"gamma": 0.8},
-                doc="CA-AT on g_c = ∇CE(x), g_a = ∇(CE(x') + w·|f(x)-f(x')|²).")
+                doc="CA-AT on g_c = ∇CE(x), g_a = ∇(CE(x') + w·‖f(x)-f(x')‖²).")
 
 # -- AGR with other objectives (reference code: g_a from the whole loss, g_c from clean CE) --
 _AGR = {"start_epoch": 150, "clip": 0.1}
