@@ -1,5 +1,8 @@
 import pytest
 import torch
+import torch.nn.functional as F
+
+from robustfront.models import create_model
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -9,3 +12,24 @@ def _threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    """(small CNN trained about a second on 8x8 digits, in eval mode; x_test, y_test: 256 held-out images)."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16
+    y = torch.tensor(d.target)
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 10, in_channels=1, input_size=8, width=16)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(6):
+        perm = torch.randperm(1500)
+        for i in range(0, 1500, 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    model.eval().zero_grad(set_to_none=True)
+    return model, x[1500:1756], y[1500:1756]

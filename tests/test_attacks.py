@@ -12,34 +12,10 @@ from robustfront.models import create_model
 EPS = {"Linf": 0.1, "L2": 1.0, "L1": 2.0}  # budgets that fool part, not all, of the test digits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tensors here are tiny: extra threads only add synchronisation (6x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def digits(_one_thread):
+def digits(digits_model):
     """(model in eval mode, x_test, y_test, clean accuracy)."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16
-    y = torch.tensor(d.target)
-    torch.manual_seed(0)
-    model = create_model("small_cnn", 10, in_channels=1, input_size=8, width=16)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    for _ in range(6):
-        perm = torch.randperm(1500)
-        for i in range(0, 1500, 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval().zero_grad(set_to_none=True)
-    xt, yt = x[1500:1756], y[1500:1756]
+    model, xt, yt = digits_model
     return model, xt, yt, accuracy(model, xt, yt)
 
 

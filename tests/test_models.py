@@ -7,15 +7,6 @@ import torch.nn.functional as F
 
 from robustfront.models import Normalize, create_model, default_stats, list_models, load_model
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core box OpenMP threads contend and run up to 8x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 NAMES = ["mlp", "preact_resnet18", "resnet18", "resnet34", "small_cnn", "wrn28_10", "wrn34_10"]
 
 

@@ -24,15 +24,6 @@ from robustfront.objectives.raat import RAAT, RAATPP
 from robustfront.objectives.trades import TRADES, kl_from_logits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tensors here are tiny: extra threads only add synchronisation."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- stand-ins
 
 def identity_attack(model, x, y):
@@ -69,24 +60,10 @@ def softmax_list(z):
 
 
 @pytest.fixture(scope="module")
-def digits(_one_thread):
+def digits(digits_model):
     """(model in eval mode, x, y): small CNN trained about a second on digits; 128 test images."""
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16
-    y = torch.tensor(d.target)
-    torch.manual_seed(0)
-    model = create_model("small_cnn", 10, in_channels=1, input_size=8, width=16)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    for _ in range(6):
-        perm = torch.randperm(1500)
-        for i in range(0, 1500, 64):
-            idx = perm[i:i + 64]
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    model.eval().zero_grad(set_to_none=True)
-    return model, x[1500:1628], y[1500:1628]
+    model, x, y = digits_model
+    return model, x[:128], y[:128]
 
 
 def accuracy(model, x, y):
