@@ -94,7 +94,7 @@ def cmd_eval(args) -> int:
     import torch
 
     from .data import load_dataset
-    from .eval import check_attack_name, evaluate
+    from .eval import aggregate, check_attack_name, evaluate, format_sanity, sanity_check
     from .models import load_model
     from .train.checkpoint import load
     from .train.loop import resolve_device
@@ -102,29 +102,62 @@ def cmd_eval(args) -> int:
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     for a in attacks:
         check_attack_name(a)
-    eps = parse_number(args.eps, "eps")
+    eps_strs = [e.strip() for e in args.eps.split(",") if e.strip()]
+    eps_list = [parse_number(e, "eps") for e in eps_strs]
     device = resolve_device(args.device)
-    state = load(args.checkpoint, device)
-    model = load_model(state, device=device)
-    data = args.data or state.get("config", {}).get("data")
-    if data is None:
-        raise ValueError("--data is required: the checkpoint does not name its data set")
-    ds = load_dataset(data, root=args.data_root, seed=args.seed)
-    x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_val, ds.y_val)
-    x, y = _subset(x, y, args.n, args.seed)
-    xt = torch.as_tensor(x, device=device)
-    xt = xt.float().div(255) if xt.dtype == torch.uint8 else xt.float()
-    yt = torch.as_tensor(y, device=device)
-    print(f"evaluating {args.checkpoint} on {data} ({args.split}, n={len(yt)}, seed={args.seed}), "
-          f"{args.norm} eps={args.eps}", file=sys.stderr)
-    res = evaluate(model, xt, yt, attacks, eps=eps, norm=args.norm, seed=args.seed, batch_size=args.batch_size,
-                   log=lambda m: print(m, file=sys.stderr))
-    res.update({"checkpoint": str(args.checkpoint), "data": data, "split": args.split, "eps_str": args.eps})
-    text = json.dumps(res, indent=2)
+    err = lambda m: print(m, file=sys.stderr, flush=True)  # progress goes to stderr, the JSON to stdout
+    _pm = lambda d: f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}%"
+    results = []
+    for ck in args.checkpoint:
+        state = load(ck, device)
+        model = load_model(state, device=device)
+        data = args.data or state.get("config", {}).get("data")
+        if data is None:
+            raise ValueError("--data is required: the checkpoint does not name its data set")
+        ds = load_dataset(data, root=args.data_root, seed=args.seed)
+        x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_val, ds.y_val)
+        x, y = _subset(x, y, args.n, args.seed)
+        xt = torch.as_tensor(x, device=device)
+        xt = xt.float().div(255) if xt.dtype == torch.uint8 else xt.float()
+        yt = torch.as_tensor(y, device=device)
+        err(f"evaluating {ck} on {data} ({args.split}, n={len(yt)}, seed={args.seed}), {args.norm} eps={args.eps}")
+        res = evaluate(model, xt, yt, attacks, eps=eps_list if len(eps_list) > 1 else eps_list[0], norm=args.norm,
+                       seed=args.seed, batch_size=args.batch_size, log=err)
+        cfg = state.get("config", {})
+        res.update({"checkpoint": str(ck), "data": data, "split": args.split,
+                    "eps_str": eps_strs if len(eps_strs) > 1 else eps_strs[0],
+                    "model": cfg.get("model"), "method": cfg.get("method")})
+        if args.sanity:
+            # at the largest ε of a sweep: the one where masking shows most
+            i = max(range(len(eps_list)), key=eps_list.__getitem__)
+            res["sanity"] = sanity_check(model, xt, yt, eps=eps_list[i], norm=args.norm, seed=args.seed,
+                                         batch_size=args.batch_size)
+            res["sanity"]["eps_str"] = eps_strs[i]
+            for line in format_sanity(res["sanity"]):
+                err(line)
+        results.append(res)
+    if len(results) == 1:
+        out = results[0]
+    else:
+        out = {"checkpoints": results, "aggregate": aggregate(results), "n": results[0]["n"], "norm": args.norm,
+               "seed": args.seed, "data": results[0]["data"], "eps_str": results[0]["eps_str"]}
+        agg = out["aggregate"]
+        for a in (agg["sweep"] if "sweep" in agg else [agg]):
+            err(f"eps={a['eps']:.5g} over {len(results)} checkpoints: clean {_pm(a['clean_acc'])}, " + ", ".join(
+                f"{k} {_pm(v)}" for k, v in a["robust_acc"].items()) + f", worst {_pm(a['worst_case_acc'])}")
+    text = json.dumps(out, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     print(text)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import report
+    files = report(args.run_dirs, args.out)
+    for f in files:
+        print(f)
     return 0
 
 
@@ -160,6 +193,23 @@ def cmd_data_info(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import format_table, run_bench
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    report = run_bench(quick=args.quick, data=args.data, device=args.device, model=args.model,
+                       batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                       attack_steps=args.attack_steps, methods=methods, threads=args.threads, variants=variants,
+                       compile=args.compile, ref_workers=args.ref_workers, isolate=not args.no_isolate,
+                       repeats=args.repeats,
+                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(format_table(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="robustfront", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,20 +218,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="clean and robust accuracy of a checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    def _fractions(text: str) -> str:
+        """One number or fraction, or a comma-separated list of them (an ε sweep)."""
+        for part in text.split(","):
+            _fraction(part.strip())
+        return text
+
+    p = sub.add_parser("eval", help="clean and robust accuracy of one or more checkpoints")
+    p.add_argument("--checkpoint", required=True, nargs="+",
+                   help="one or more checkpoints (several: per-checkpoint results and mean ± std)")
     p.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
     p.add_argument("--data-root")
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--attacks", default="pgd20,autoattack", help="comma-separated attack names")
-    p.add_argument("--eps", default="8/255", type=_fraction)
+    p.add_argument("--attacks", default="pgd20,autoattack",
+                   help="comma-separated attack names: fgsm, pgdK, pgdKxR, mifgsm, cw, spsa, apgd-ce, apgd-dlr, "
+                        "apgd-t, fab, fab-t, square, autoattack, autoattack-plus")
+    p.add_argument("--eps", default="8/255", type=_fractions, help="budget, or a comma-separated sweep 2/255,4/255")
     p.add_argument("--norm", choices=("Linf", "L2", "L1"), default="Linf")
     p.add_argument("--n", type=int, help="evaluate a seeded random subset of this many images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device", default="auto")
+    p.add_argument("--sanity", action="store_true", help="run the six gradient-masking checks (PASS/WARN)")
     p.add_argument("--out", help="write the JSON result here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="Markdown/CSV tables and PNG plots from run folders")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="folder for report.md, results.csv and the plots")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("quickstart", help="train and evaluate three methods on the bundled digits data")
     p.add_argument("--out", default="runs/quickstart")
@@ -195,6 +260,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dims", help="comma-separated input dimensions (default 10,100)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_theorem1)
+
+    p = sub.add_parser("bench", help="training-step images/s of each method vs a reference-style PGD-AT loop")
+    p.add_argument("--quick", action="store_true", help="CPU-sized: small_cnn on random CIFAR-shaped uint8 data")
+    p.add_argument("--data", help="full mode: CIFAR-10 folder or archive (quick default: random-cifar)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--model", help="default: small_cnn (quick), resnet18 (full)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--steps", type=int, help="timed steps per run (same for every run)")
+    p.add_argument("--warmup", type=int, help="untimed warm-up steps per run")
+    p.add_argument("--attack-steps", type=int, default=10)
+    p.add_argument("--methods", default="pgd_at,trades,mart,ca_at,agr,raat")
+    p.add_argument("--variants", default="fp32,fast", help="our speed options: fp32, cl (channels_last), "
+                   "fast (bf16 + channels_last)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile our model (not the reference's)")
+    p.add_argument("--ref-workers", type=int, help="reference DataLoader workers (default: 0 on CPU, 4 on CUDA)")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds; each run keeps its best")
+    p.add_argument("--no-isolate", action="store_true", help="run every measurement in this process")
+    p.add_argument("--json", help="write the report here")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("data", help="data set utilities")
     dsub = p.add_subparsers(dest="data_command", required=True)

@@ -1,6 +1,10 @@
-"""Evaluation: attack suites, metrics and the AutoAttack adapter. Never imports `train`."""
+"""Evaluation: attack suites, metrics, sanity checks and the AutoAttack adapter. Never imports `train`."""
 from .autoattack import autoattack
-from .metrics import accuracy, correct_mask
-from .suite import check_attack_name, evaluate
+from .metrics import accuracy, aggregate, correct_mask, mean_nrr
+from .mifgsm import MIFGSM
+from .sanity import format_sanity, sanity_check
+from .spsa import SPSA
+from .suite import build_attack, check_attack_name, evaluate
 
-__all__ = ["accuracy", "autoattack", "check_attack_name", "correct_mask", "evaluate"]
+__all__ = ["MIFGSM", "SPSA", "accuracy", "aggregate", "autoattack", "build_attack", "check_attack_name",
+           "correct_mask", "evaluate", "format_sanity", "mean_nrr", "sanity_check"]

@@ -1,5 +1,8 @@
-"""Accuracy under an (optional) attack, batched, without touching parameter gradients."""
+"""Accuracy under an (optional) attack, batched, without touching parameter gradients; Mean, NRR,
+and mean ± std over several checkpoints."""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -19,3 +22,31 @@ def correct_mask(model, x, y, attack=None, batch_size: int = 500) -> torch.Tenso
 def accuracy(model, x, y, attack=None, batch_size: int = 500) -> float:
     # sync: one read per call
     return correct_mask(model, x, y, attack, batch_size).float().mean().item()
+
+
+def mean_nrr(sa: float, ra: float) -> tuple[float, float]:
+    """Mean = (SA + RA)/2 and NRR = 2·SA·RA/(SA + RA), the harmonic mean (0 when SA + RA = 0)."""
+    return (sa + ra) / 2, (2 * sa * ra / (sa + ra) if sa + ra > 0 else 0.0)
+
+
+def _mean_std(values: list[float]) -> dict:
+    m = sum(values) / len(values)
+    # sample std (ddof = 1), as papers report over seeds; 0 for a single value
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return {"mean": m, "std": s, "values": values}
+
+
+def aggregate(results: list[dict]) -> dict:
+    """Mean ± std (sample std) of clean, per-attack, worst-case, Mean and NRR over single-ε results.
+
+    Results with an ε sweep are aggregated per ε: {"eps": [...], "sweep": [aggregate per ε]}.
+    """
+    if not results:
+        raise ValueError("aggregate() needs at least one result")
+    if "sweep" in results[0]:
+        return {"eps": results[0]["eps"],
+                "sweep": [aggregate([r["sweep"][i] for r in results]) for i in range(len(results[0]["eps"]))]}
+    out = {k: _mean_std([r[k] for r in results]) for k in ("clean_acc", "worst_case_acc", "mean", "nrr")}
+    out["robust_acc"] = {a: _mean_std([r["robust_acc"][a] for r in results]) for a in results[0]["robust_acc"]}
+    out.update(n_checkpoints=len(results), eps=results[0]["eps"], ra_source=results[0].get("ra_source"))
+    return out

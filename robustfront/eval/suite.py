@@ -1,61 +1,104 @@
-"""Evaluation by attack name: clean accuracy, robust accuracy per attack and worst case."""
+"""Evaluation by attack name: clean accuracy, robust accuracy per attack, worst case, Mean and NRR.
+
+Attack names (budgets follow ε and the norm given to `evaluate`):
+
+    fgsm              one L∞ step of size ε (no random start)
+    pgdK, pgdKxR      PGD-K on cross-entropy, α = ε/4, random start, R restarts (pgd20x5)
+    mifgsm            MI-FGSM, 10 steps, α = ε/10, momentum μ = 1.0 (L∞)
+    cw                CW∞: PGD-30 on the CW margin loss, κ = 50, α = ε/4, random start
+    spsa              SPSA, 100 Adam iterations, 128 samples, lr 0.01, δ = 0.01 (gradient-free)
+    apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square
+                      single attacks of the official AutoAttack code (standard-version budgets)
+    autoattack, autoattack-plus
+                      the official AutoAttack cascade, version "standard" or "plus"
+"""
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 
 import torch
 
-from ..attacks import create_attack
+from ..attacks import PGD, create_attack
 from .autoattack import OFFICIAL, autoattack
-from .metrics import correct_mask
+from .metrics import correct_mask, mean_nrr
+from .mifgsm import MIFGSM
+from .spsa import SPSA
 
 NORMS = ("Linf", "L2", "L1")
-FIXED_NAMES = ("fgsm", "autoattack", "autoattack-plus", *OFFICIAL)
+FIXED_NAMES = ("fgsm", "mifgsm", "cw", "spsa", "autoattack", "autoattack-plus", *OFFICIAL)
+AA_NAMES = ("autoattack", "autoattack-plus")
+_PGD = re.compile(r"pgd([1-9][0-9]*)(?:x([1-9][0-9]*))?")
+CW_STEPS, CW_KAPPA = 30, 50.0
+SPSA_SETTINGS = {"iterations": 100, "samples": 128, "lr": 0.01, "delta": 0.01}
 
 
 def attack_names_help() -> str:
-    return "fgsm, pgdK (e.g. pgd10, pgd20, pgd100), " + ", ".join(FIXED_NAMES[1:])
+    return "fgsm, pgdK or pgdKxR (e.g. pgd10, pgd20, pgd100, pgd20x5), " + ", ".join(FIXED_NAMES[1:])
 
 
 def check_attack_name(name: str) -> None:
-    if name in FIXED_NAMES or re.fullmatch(r"pgd[1-9][0-9]*", name):
+    if name in FIXED_NAMES or _PGD.fullmatch(name):
         return
     raise ValueError(f"unknown attack '{name}'; allowed: {attack_names_help()}")
 
 
+def build_attack(name: str, *, eps: float, norm: str):
+    """robustfront's own attack for `name` (None for the official AutoAttack names)."""
+    check_attack_name(name)
+    m = _PGD.fullmatch(name)
+    if m:
+        return PGD(eps, alpha=eps / 4, steps=int(m.group(1)), restarts=int(m.group(2) or 1), norm=norm)
+    if name in ("fgsm", "mifgsm") and norm != "Linf":
+        raise ValueError(f"{name} is an L-infinity attack; norm={norm!r} is not allowed with it (use pgdK)")
+    if name == "fgsm":
+        return create_attack("fgsm", eps=eps)
+    if name == "mifgsm":
+        return MIFGSM(eps, steps=10, decay=1.0)
+    if name == "cw":
+        return PGD(eps, alpha=eps / 4, steps=CW_STEPS, norm=norm, loss="cw", kappa=CW_KAPPA)
+    if name == "spsa":
+        return SPSA(eps, norm=norm, **SPSA_SETTINGS)
+    return None
+
+
 def run_attack(model, x, y, name: str, *, eps: float, norm: str, seed: int, batch_size: int):
     """Per-sample correctness under attack `name` (plus AutoAttack's per-attack log, if any)."""
-    check_attack_name(name)
     torch.manual_seed(seed)
-    if name == "fgsm":
-        if norm != "Linf":
-            raise ValueError(f"fgsm is an L-infinity attack; norm={norm!r} is not allowed with it (use pgdK)")
-        return correct_mask(model, x, y, create_attack("fgsm", eps=eps), batch_size), {}
-    if name.startswith("pgd"):
-        steps = int(name[3:])
-        atk = create_attack("pgd", eps=eps, alpha=eps / 4, steps=steps, norm=norm)
+    atk = build_attack(name, eps=eps, norm=norm)
+    if atk is not None:
         return correct_mask(model, x, y, atk, batch_size), {}
-    if name in ("autoattack", "autoattack-plus"):
+    if eps == 0:  # the official code divides by ε; at ε = 0 the attack is the identity
+        return correct_mask(model, x, y, None, batch_size), {}
+    if name in AA_NAMES:
         return autoattack(model, x, y, eps=eps, norm=norm, version="plus" if name.endswith("plus") else "standard",
                           seed=seed, batch_size=batch_size)
     return autoattack(model, x, y, eps=eps, norm=norm, attacks=[name], seed=seed, batch_size=batch_size)
 
 
-def evaluate(model, x, y, attacks=("pgd20",), *, eps: float = 8 / 255, norm: str = "Linf", seed: int = 0,
-             batch_size: int = 500, log=None) -> dict:
+def evaluate(model, x, y, attacks=("pgd20",), *, eps: float | Sequence[float] = 8 / 255, norm: str = "Linf",
+             seed: int = 0, batch_size: int = 500, log=None) -> dict:
     """Clean accuracy and robust accuracy per attack for any model mapping [0,1] inputs to logits.
 
     Runs in fp32 with the model in eval mode (its mode is restored afterwards). Returns
-    {clean_acc, robust_acc: {name: acc}, worst_case_acc, n, eps, norm, seed, time_s: {name: s},
-    autoattack_log: {name: {attack: acc after it}}}.
+    {clean_acc, robust_acc: {name: acc}, worst_case_acc (per-sample worst case over the attacks),
+    mean, nrr, ra_source, n, eps, norm, seed, time_s: {name: s}, autoattack_log: {name: {attack: acc}}}.
+    Mean = (SA + RA)/2 and NRR = 2·SA·RA/(SA + RA) use RA = AutoAttack's accuracy when an AutoAttack
+    cascade is in `attacks`, else the worst case; `ra_source` names which.
+
+    A list of ε (a sweep) returns {"eps": [...], "sweep": [one such dict per ε], n, norm, seed}.
     """
     if norm not in NORMS:
         raise ValueError(f"norm={norm!r} is not known; allowed: {', '.join(NORMS)}")
-    if eps < 0:
-        raise ValueError(f"eps={eps} is negative; allowed: eps >= 0")
     for name in attacks:
         check_attack_name(name)
+    if isinstance(eps, Sequence):
+        sweep = [evaluate(model, x, y, attacks, eps=e, norm=norm, seed=seed, batch_size=batch_size, log=log)
+                 for e in eps]
+        return {"eps": list(eps), "sweep": sweep, "n": len(y), "norm": norm, "seed": seed}
+    if eps < 0:
+        raise ValueError(f"eps={eps} is negative; allowed: eps >= 0")
     was_training = model.training
     model.eval()
     try:
@@ -64,6 +107,8 @@ def evaluate(model, x, y, attacks=("pgd20",), *, eps: float = 8 / 255, norm: str
         worst = clean.clone()
         res = {"clean_acc": clean.float().mean().item(), "robust_acc": {}, "n": len(y), "eps": eps,
                "norm": norm, "seed": seed, "time_s": {}, "autoattack_log": {}}
+        if log:
+            log(f"eps={eps:.5g} clean: {100 * res['clean_acc']:.2f}%")
         for name in attacks:
             t0 = time.perf_counter()
             ok, aa_log = run_attack(model, x, y, name, eps=eps, norm=norm, seed=seed, batch_size=batch_size)
@@ -73,8 +118,12 @@ def evaluate(model, x, y, attacks=("pgd20",), *, eps: float = 8 / 255, norm: str
             if aa_log:
                 res["autoattack_log"][name] = aa_log
             if log:
-                log(f"{name}: {100 * res['robust_acc'][name]:.2f}% ({res['time_s'][name]:.1f}s)")
+                log(f"eps={eps:.5g} {name}: {100 * res['robust_acc'][name]:.2f}% ({res['time_s'][name]:.1f}s)")
         res["worst_case_acc"] = worst.float().mean().item()
+        aa = [a for a in AA_NAMES if a in res["robust_acc"]]
+        res["ra_source"] = aa[-1] if aa else "worst_case"
+        ra = res["robust_acc"][aa[-1]] if aa else res["worst_case_acc"]
+        res["mean"], res["nrr"] = mean_nrr(res["clean_acc"], ra)
         return res
     finally:
         model.train(was_training)

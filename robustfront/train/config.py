@@ -65,7 +65,11 @@ class TrainConfig:
     ema: float | None = None
     ema_start: int = 0
     # run
-    bf16: bool = False
+    bf16: bool = False                   # bf16 autocast for forward passes (attacks keep δ in fp32)
+    # speed options (see docs/performance.md); none changes the algorithm
+    channels_last: bool = False          # NHWC model weights and inputs (faster convs on recent GPUs/oneDNN)
+    compile: bool = False                # torch.compile the model for training and attack (skipped if unsupported)
+    fused_sgd: bool = True               # fused SGD kernel where the device has one, else foreach
     device: str = "auto"
     seed: int = 0
     eval_every: int = 1                  # epochs between held-out PGD-10 evaluations

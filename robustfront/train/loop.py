@@ -7,9 +7,13 @@ epoch (the `sync` comments mark where that happens).
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -75,6 +79,92 @@ def build_model(cfg: TrainConfig, ds, device):
     return create_model(cfg.model, num_classes=len(ds.classes), **kw).to(device)
 
 
+@dataclass
+class Trainer:
+    """What one training step needs, built from a config (shared by `train` and `robustfront bench`).
+
+    model: the module whose weights are trained and saved; net: what the objective calls
+    (model itself, or its torch.compile wrapper, which shares the parameters).
+    """
+    model: torch.nn.Module
+    net: torch.nn.Module
+    objective: object
+    combiner: object
+    params: list
+    opt: torch.optim.Optimizer
+    loader: DeviceLoader
+    nonfinite: torch.Tensor
+    step: Callable
+
+
+def build_optimizer(cfg: TrainConfig, params: list, device: torch.device) -> torch.optim.SGD:
+    """SGD; fused_sgd=True: one fused kernel where the device has it (CUDA, CPU in torch >= 2.4),
+    else the multi-tensor (foreach) path. Same update rule, fewer kernel launches."""
+    kw = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    if cfg.fused_sgd:
+        try:
+            from torch.optim.optimizer import _get_fused_kernels_supported_devices
+            fused_ok = device.type in _get_fused_kernels_supported_devices()
+        except ImportError:  # older torch: fused SGD is CUDA-only
+            fused_ok = device.type == "cuda"
+        kw.update({"fused": True} if fused_ok else {"foreach": True})
+    return torch.optim.SGD(params, **kw)
+
+
+def maybe_compile(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """torch.compile(model), or the model itself with a one-line note on stderr where unsupported."""
+    try:
+        import torch._dynamo
+        if not torch._dynamo.is_dynamo_supported():
+            raise RuntimeError("torch.compile does not support this Python version")
+        if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+            raise RuntimeError("no C++ compiler on PATH (inductor's CPU backend needs one)")
+        return torch.compile(model)
+    except Exception as e:  # noqa: BLE001 - any failure means: train uncompiled
+        print(f"robustfront: compile=True skipped, training eagerly: {str(e).splitlines()[0]}", file=sys.stderr)
+        return model
+
+
+def build_trainer(cfg: TrainConfig, ds, device: torch.device) -> Trainer:
+    """Model, method, optimizer and device loader for a resolved config; draws torch RNG in a fixed order."""
+    big = len(ds.shape) == 3 and ds.shape[-1] >= 32
+    model = build_model(cfg, ds, device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    objective, combiner = build_method(cfg)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = build_optimizer(cfg, params, device)
+    loader = DeviceLoader(ds.x_train, ds.y_train, cfg.batch_size, device=device, train=True,
+                          crop=cfg.crop if cfg.crop is not None else (4 if big else 0),
+                          flip=cfg.flip if cfg.flip is not None else big, cutout=cfg.cutout, seed=cfg.seed,
+                          views=getattr(objective, "views", 1))
+    net = maybe_compile(model, device) if cfg.compile else model
+    nonfinite = torch.zeros((), device=device)
+    step = make_step(net, params, opt, objective, combiner, nonfinite,
+                     amp=cfg.bf16 and device.type, channels_last=cfg.channels_last)
+    return Trainer(model, net, objective, combiner, params, opt, loader, nonfinite, step)
+
+
+def make_step(net, params, opt, objective, combiner, nonfinite, *, amp=None, channels_last=False) -> Callable:
+    """One training step as a closure `step(x, y, epoch) -> (total, losses, stats)`; no host sync.
+
+    amp: a device type ("cpu", "cuda") to run the objective's forward passes under bf16 autocast
+    (attacks keep δ and their loss in fp32), or None/False for fp32.
+    """
+    def to_format(x):
+        if isinstance(x, (tuple, list)):
+            return type(x)(to_format(v) for v in x)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
+
+    def step(x, y, epoch):
+        x = to_format(x)
+        with torch.autocast(amp, dtype=torch.bfloat16) if amp else nullcontext():
+            losses, stats = objective(net, x, y)
+        total = _step(getattr(net, "_orig_mod", net), params, opt, objective, combiner, losses, epoch, nonfinite)
+        return total, losses, stats
+    return step
+
+
 def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train as `config` says; returns the last epoch's metrics.
 
@@ -94,20 +184,12 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         # files often come sorted by class: a subset must be a seeded random one
         keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(ds.y_train))[:cfg.train_n])
         ds.x_train, ds.y_train = ds.x_train[keep], ds.y_train[keep]
-    big = len(ds.shape) == 3 and ds.shape[-1] >= 32
-    model = build_model(cfg, ds, device)
-    objective, combiner = build_method(cfg)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          weight_decay=cfg.weight_decay)
-    loader = DeviceLoader(ds.x_train, ds.y_train, cfg.batch_size, device=device, train=True,
-                          crop=cfg.crop if cfg.crop is not None else (4 if big else 0),
-                          flip=cfg.flip if cfg.flip is not None else big, cutout=cfg.cutout, seed=cfg.seed,
-                          views=getattr(objective, "views", 1))
+    parts = build_trainer(cfg, ds, device)
+    model, objective, combiner, params, opt, loader = (parts.model, parts.objective, parts.combiner,
+                                                       parts.params, parts.opt, parts.loader)
     sched = Schedule(cfg.schedule, cfg.lr, cfg.epochs * len(loader), len(loader), milestones=cfg.milestones,
                      decay=cfg.lr_decay, warmup=cfg.warmup, epochs=cfg.epochs)
     val_attack = build_attack(cfg, "pgd", steps=cfg.eval_steps) if cfg.eps > 0 else None
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext()
 
     ema = EMA(model, cfg.ema, cfg.ema_start) if cfg.ema else None
     scored = ema.model if ema else model     # the weights validated and saved under "model"
@@ -145,7 +227,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         return s
 
     metrics: dict = {}
-    nonfinite = torch.zeros((), device=device)
+    nonfinite, step = parts.nonfinite, parts.step
     for epoch in range(start_epoch, cfg.epochs):
         if stop_after is not None and epoch - start_epoch >= stop_after:
             break
@@ -158,9 +240,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
         n_seen = 0
         for i, (x, y) in enumerate(_progress(loader, cfg, epoch)):
             lr = sched.apply(opt)
-            with amp:
-                losses, stats = objective(model, x, y)
-            total = _step(model, params, opt, objective, combiner, losses, epoch, nonfinite)
+            total, losses, stats = step(x, y, epoch)
             if ema:
                 ema.update(model, epoch)
             _accumulate(sums, stats, total.detach() * len(y))

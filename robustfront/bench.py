@@ -1,0 +1,302 @@
+"""`robustfront bench`: training-step throughput of robustfront against a reference-style PGD-AT loop.
+
+Both sides run the same model, data, batch size, attack (PGD-k, L∞ 8/255, α 2/255) and number of
+timed steps, after the same number of untimed warm-up steps. Each run goes in a fresh subprocess
+(isolate=True) so that its peak memory is its own.
+
+reference: PGD-AT written the way published code does it (Madry et al. / Rice et al. style):
+    fp32; a torch.utils.data.DataLoader over the uint8 images with per-sample random crop (pad 4)
+    and flip in numpy (what torchvision's RandomCrop/RandomHorizontalFlip/ToTensor do), per-batch
+    `.to(device)`; the attack calls `loss.backward()` (so every step also computes the parameters'
+    gradients, which are thrown away by `opt.zero_grad()`); torch's default SGD; `.item()` per step.
+ours: `build_trainer(...).step` from robustfront.train.loop for each method: device-resident
+    loader with on-device augmentation, input-only attack gradients, fused/foreach SGD, no host sync
+    inside the step, optionally bf16 autocast, channels_last and torch.compile.
+
+speedup(M) = images/s(M, ours) / images/s(PGD-AT, reference): every method is compared with the same
+reference PGD-AT loop. step_time_vs_pgd_at(M) = step time(M, ours) / step time(PGD-AT, ours).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+METHODS = ("pgd_at", "trades", "mart", "ca_at", "agr", "raat")
+# speed options of our trainer per variant; "fp32" is TrainConfig's defaults (fp32, NCHW)
+VARIANTS = {"fp32": {"bf16": False, "channels_last": False},
+            "cl": {"bf16": False, "channels_last": True},
+            "fast": {"bf16": True, "channels_last": True}}
+QUICK = {"model": "small_cnn", "data": "random-cifar", "batch_size": 128, "steps": 4, "warmup": 1}
+FULL = {"model": "resnet18", "batch_size": 128, "steps": 50, "warmup": 10}
+
+
+# -- data ------------------------------------------------------------------------------------
+def random_cifar(n: int = 2048, seed: int = 0):
+    """A CIFAR-shaped stand-in: n random uint8 images 3×32×32, 10 classes (speed does not
+    depend on pixel values; every run sees the same arrays)."""
+    from .data import Dataset
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, 10, n).astype(np.int64)
+    return Dataset(x, y, x[:0], y[:0], x[:0], y[:0], [str(i) for i in range(10)], "random-cifar")
+
+
+def _dataset(spec: str, n: int, seed: int):
+    if spec == "random-cifar":
+        return random_cifar(n, seed)
+    from .data import load_dataset
+    return load_dataset(spec, seed=seed)
+
+
+class _ReferenceImages(torch.utils.data.Dataset):
+    """torchvision-style per-sample pipeline: HWC uint8 -> RandomCrop(32, padding=4) ->
+    RandomHorizontalFlip -> ToTensor, one image at a time in Python/numpy."""
+
+    def __init__(self, x_nchw: np.ndarray, y: np.ndarray, pad: int = 4):
+        self.x = np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))  # torchvision CIFAR10 keeps NHWC
+        self.y, self.pad = y, pad
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        img, p = self.x[i], self.pad
+        h, w = img.shape[:2]
+        img = np.pad(img, ((p, p), (p, p), (0, 0)))
+        top, left = random.randint(0, 2 * p), random.randint(0, 2 * p)
+        img = img[top:top + h, left:left + w]
+        if random.random() < 0.5:
+            img = img[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div(255), int(self.y[i])
+
+
+def _batches(loader):
+    while True:  # epochs back to back
+        yield from loader
+
+
+# -- one measurement -------------------------------------------------------------------------
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_mem(device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB; process-wide
+
+
+def _reference_steps(spec, ds, device):
+    """Reference-style PGD-AT; returns a function running n steps (with a .item() each)."""
+    from .train.config import TrainConfig
+    from .train.loop import build_model
+    cfg = TrainConfig(model=spec["model"], eps="8/255", attack_steps=spec["attack_steps"]).resolved()
+    eps, alpha, k = cfg.eps, cfg.alpha, cfg.attack_steps
+    model = build_model(cfg, ds, device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    loader = torch.utils.data.DataLoader(_ReferenceImages(ds.x_train, ds.y_train), batch_size=spec["batch_size"],
+                                         shuffle=True, drop_last=True, num_workers=spec["ref_workers"],
+                                         pin_memory=device.type == "cuda", persistent_workers=spec["ref_workers"] > 0)
+    it = _batches(loader)
+    log = {"loss": 0.0}
+
+    def run(n):
+        for _ in range(n):
+            x, y = next(it)
+            x, y = x.to(device), y.to(device)
+            model.eval()
+            delta = torch.empty_like(x).uniform_(-eps, eps)
+            delta = (x + delta).clamp(0, 1) - x
+            for _ in range(k):
+                delta.requires_grad_(True)
+                loss = F.cross_entropy(model(x + delta), y)
+                loss.backward()                       # also fills every parameter's .grad
+                delta = (delta + alpha * delta.grad.sign()).clamp(-eps, eps)
+                delta = ((x + delta).clamp(0, 1) - x).detach()
+            model.train()
+            loss = F.cross_entropy(model(x + delta), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            log["loss"] += loss.item()                # the usual running-loss print: a host sync per step
+    return run
+
+
+def _our_steps(spec, ds, device):
+    from .train.config import TrainConfig
+    from .train.loop import build_trainer
+    cfg = TrainConfig(model=spec["model"], method=spec["method"], batch_size=spec["batch_size"],
+                      attack_steps=spec["attack_steps"], bf16=spec["bf16"], channels_last=spec["channels_last"],
+                      compile=spec["compile"], device=str(device), seed=spec["seed"],
+                      crop=4, flip=True).resolved()
+    tr = build_trainer(cfg, ds, device)
+    tr.model.train()
+    # an epoch past AGR's default start (150), so its full rule (GOP + GICS) is timed
+    epoch = max(200, getattr(tr.combiner, "start_epoch", 0))
+    if hasattr(tr.objective, "set_epoch"):
+        tr.objective.set_epoch(epoch)
+    it = _batches(tr.loader)
+
+    def run(n):
+        total = None
+        for _ in range(n):
+            x, y = next(it)
+            total, _, _ = tr.step(x, y, epoch)
+        if total is not None:
+            total.item()                              # sync: once, after the timed steps
+    return run
+
+
+def measure(spec: dict) -> dict:
+    """Time one configuration: spec["method"] is "reference" or a method name."""
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    device = torch.device(spec["device"])
+    random.seed(spec["seed"])
+    torch.manual_seed(spec["seed"])
+    ds = _dataset(spec["data"], spec["n_images"], spec["seed"])
+    base = _peak_mem(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    run = (_reference_steps if spec["method"] == "reference" else _our_steps)(spec, ds, device)
+    run(spec["warmup"])
+    _sync(device)
+    t0 = time.perf_counter()
+    run(spec["steps"])
+    _sync(device)
+    dt = time.perf_counter() - t0
+    return {"method": spec["method"], "step_time_s": dt / spec["steps"],
+            "images_per_s": spec["steps"] * spec["batch_size"] / dt,
+            "peak_mem_bytes": _peak_mem(device), "base_mem_bytes": base if device.type == "cpu" else 0}
+
+
+def _measure_isolated(spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "robustfront.bench", json.dumps(spec)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"bench run {spec['method']} failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# -- the whole benchmark ---------------------------------------------------------------------
+def run_bench(*, quick: bool = True, data: str | None = None, device: str = "auto", model: str | None = None,
+              batch_size: int | None = None, steps: int | None = None, warmup: int | None = None,
+              attack_steps: int = 10, methods=METHODS, threads: int | None = None, variants=("fp32", "fast"),
+              compile: bool = False, ref_workers: int | None = None, repeats: int = 1,
+              isolate: bool = True, seed: int = 0, log=None) -> dict:
+    """Run the reference loop and each method; returns the JSON-ready report."""
+    from .train.loop import resolve_device
+    from .train.methods import METHODS as REGISTRY
+    for m in methods:
+        REGISTRY.get(m)  # unknown names fail here, listing the valid ones
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"variant {v!r} is not known; allowed: {', '.join(VARIANTS)}")
+    dev = resolve_device(device)
+    base = dict(QUICK if quick else FULL)
+    if not quick and data is None:
+        raise ValueError("full mode needs --data PATH (CIFAR-10 folder or archive); or use --quick")
+    base["data"] = data or base.get("data", "random-cifar")
+    for k, v in (("model", model), ("batch_size", batch_size), ("steps", steps), ("warmup", warmup)):
+        if v is not None:
+            base[k] = v
+    for k in ("batch_size", "steps"):
+        if base[k] < 1:
+            raise ValueError(f"{k}={base[k]} must be >= 1")
+    cuda = dev.type == "cuda"
+    spec = dict(base, device=str(dev), attack_steps=attack_steps, seed=seed,
+                threads=threads or torch.get_num_threads(), compile=compile, ref_workers=(4 if cuda else 0) if ref_workers is None else ref_workers,
+                n_images=max(2048, 2 * base["batch_size"]))
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats} must be >= 1")
+    one = _measure_isolated if isolate else measure
+    load_before = os.getloadavg()
+    say = log or (lambda m: None)
+    # rounds are interleaved (reference, then every method and variant, then again), and each
+    # configuration keeps its best round: on a shared machine interference only ever adds time
+    configs = [("reference", "fp32", dict(spec, method="reference", bf16=False, channels_last=False))]
+    configs += [(m, v, dict(spec, method=m, **VARIANTS[v])) for v in variants for m in methods]
+    best: dict = {}
+    for rnd in range(repeats):
+        for m, v, sp in configs:
+            r = one(sp)
+            say(f"round {rnd + 1}/{repeats} {m} [{v}]: {r['images_per_s']:.1f} img/s")
+            old = best.get((m, v))
+            if old is not None:
+                r = dict(r, peak_mem_bytes=max(r["peak_mem_bytes"], old["peak_mem_bytes"]))
+                if old["images_per_s"] > r["images_per_s"]:
+                    r = dict(old, peak_mem_bytes=r["peak_mem_bytes"])
+            best[(m, v)] = r
+    ref = best[("reference", "fp32")]
+    results = []
+    for v in variants:
+        rows = [best[(m, v)] for m in methods]
+        ours_pgd = next((r for r in rows if r["method"] == "pgd_at"), None)
+        for r in rows:
+            results.append({"method": r["method"], "variant": v, **VARIANTS[v], "images_per_s": r["images_per_s"],
+                            "step_time_s": r["step_time_s"], "reference_images_per_s": ref["images_per_s"],
+                            "speedup": r["images_per_s"] / ref["images_per_s"],
+                            "step_time_vs_pgd_at": r["step_time_s"] / ours_pgd["step_time_s"] if ours_pgd else None,
+                            "peak_mem_bytes": r["peak_mem_bytes"], "base_mem_bytes": r["base_mem_bytes"]})
+    settings = {k: spec[k] for k in ("model", "data", "batch_size", "steps", "warmup", "attack_steps", "threads",
+                                     "compile", "ref_workers", "seed")}
+    settings["repeats"] = repeats
+    settings["timing"] = ("wall clock over `steps` steps after `warmup` untimed ones; best of `repeats` "
+                          "interleaved rounds per configuration")
+    settings["variants"] = {v: VARIANTS[v] for v in variants}
+    settings.update({
+        "mode": "quick" if quick else "full", "torch": torch.__version__, "isolated_processes": isolate,
+        "cpu_count": os.cpu_count(), "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
+        "attack": "PGD L-inf eps=8/255 alpha=2/255 (TRADES: KL attack, MART: normal start)",
+        "peak_mem": ("torch.cuda.max_memory_allocated" if cuda else
+                     "process peak RSS (ru_maxrss, whole process incl. torch itself; base_mem_bytes is the "
+                     "peak before the model was built)"),
+        "speedup_definition": "images/s(method, robustfront) / images/s(PGD-AT, reference loop)",
+    })
+    return {"device": _device_name(dev), "settings": settings,
+            "reference": {"method": "pgd_at (reference loop)", "images_per_s": ref["images_per_s"],
+                          "step_time_s": ref["step_time_s"], "peak_mem_bytes": ref["peak_mem_bytes"],
+                          "base_mem_bytes": ref["base_mem_bytes"]},
+            "results": results}
+
+
+def _device_name(dev) -> str:
+    if dev.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(dev)}"
+    name = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"cpu: {name}".rstrip(": ")
+
+
+def format_table(report: dict) -> str:
+    ref = report["reference"]
+    lines = [f"device: {report['device']}  model={report['settings']['model']} "
+             f"batch={report['settings']['batch_size']} steps={report['settings']['steps']} "
+             f"threads={report['settings']['threads']}",
+             f"{'method':<12}{'variant':<8}{'img/s':>9}{'speedup':>9}{'vs pgd_at':>11}{'peak MiB':>10}",
+             f"{'reference':<12}{'fp32':<8}{ref['images_per_s']:>9.1f}{1.0:>9.2f}{'':>11}"
+             f"{ref['peak_mem_bytes'] / 2**20:>10.0f}"]
+    for r in report["results"]:
+        rel = "" if r["step_time_vs_pgd_at"] is None else f"{r['step_time_vs_pgd_at']:.2f}x"
+        lines.append(f"{r['method']:<12}{r['variant']:<8}{r['images_per_s']:>9.1f}{r['speedup']:>9.2f}{rel:>11}"
+                     f"{r['peak_mem_bytes'] / 2**20:>10.0f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # one isolated measurement: python -m robustfront.bench SPEC_JSON
+    print(json.dumps(measure(json.loads(sys.argv[1]))))

@@ -1,0 +1,188 @@
+"""Evaluation: our attacks against an independent implementation, the suite's ordering, the six
+sanity checks (a gradient-masking model is flagged, an adversarially trained one passes), metrics,
+ε sweeps, mean ± std, and the analysis helpers. Tiny CNNs trained here on 8x8 digits in seconds."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustfront.attacks import FGSM, PGD
+from robustfront.eval import MIFGSM, SPSA, aggregate, evaluate, mean_nrr, sanity_check
+from robustfront.models import create_model
+
+EPS = 32 / 255
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _train(x, y, adversarial: bool, epochs: int, seed: int = 0):
+    torch.manual_seed(seed)
+    model = create_model("small_cnn", 10, in_channels=1, input_size=8, width=8)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    atk = PGD(EPS, alpha=EPS / 3, steps=5)
+    for _ in range(epochs):
+        perm = torch.randperm(len(y))
+        for i in range(0, len(y), 64):
+            xb, yb = x[perm[i:i + 64]], y[perm[i:i + 64]]
+            if adversarial:
+                xb = atk(model, xb, yb)
+            model.train()
+            opt.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+    model.eval().zero_grad(set_to_none=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def digits(_one_thread):
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16
+    y = torch.tensor(d.target)
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(y), generator=g)
+    tr, te = perm[:1400], perm[1400:]
+    std = _train(x[tr], y[tr], False, 6)
+    adv = _train(x[tr], y[tr], True, 8)
+    return {"std": std, "adv": adv, "x": x[te][:100], "y": y[te][:100]}
+
+
+class Quantised(nn.Module):
+    """x → floor(4x)/4 before the model: piecewise constant, so every input gradient is exactly 0."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(torch.floor(x * 4) / 4)
+
+
+def acc(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+# --- an independent reference: torchattacks if installed (pip install --no-deps torchattacks), else 15 lines here
+
+def _reference(name, model, x, y, eps):
+    try:
+        import torchattacks
+    except ImportError:
+        torchattacks = None
+    if torchattacks is not None:
+        atk = {"fgsm": lambda: torchattacks.FGSM(model, eps=eps),
+               "pgd": lambda: torchattacks.PGD(model, eps=eps, alpha=eps / 4, steps=20, random_start=True),
+               "mifgsm": lambda: torchattacks.MIFGSM(model, eps=eps, alpha=eps / 10, steps=10, decay=1.0)}[name]()
+        return atk(x, y)
+    steps, alpha = {"fgsm": (1, eps), "pgd": (20, eps / 4), "mifgsm": (10, eps / 10)}[name]
+    x_adv = x + torch.empty_like(x).uniform_(-eps, eps) if name == "pgd" else x.clone()
+    x_adv, g = x_adv.clamp(0, 1), torch.zeros_like(x)
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        if name == "mifgsm":
+            g = g + grad / grad.abs().mean((1, 2, 3), keepdim=True)
+            grad = g
+        x_adv = torch.min(torch.max(x_adv.detach() + alpha * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    return x_adv.detach()
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "mifgsm"])
+def test_our_attacks_match_an_independent_implementation(digits, name):
+    model, x, y = digits["std"], digits["x"], digits["y"]
+    ours = {"fgsm": FGSM(EPS), "pgd": PGD(EPS, alpha=EPS / 4, steps=20), "mifgsm": MIFGSM(EPS)}[name]
+    torch.manual_seed(0)
+    a_ours = acc(model, ours(model, x, y), y)
+    torch.manual_seed(1)
+    a_ref = acc(model, _reference(name, model, x, y, EPS), y)
+    assert a_ours < acc(model, x, y) - 0.2  # the budget matters on this model
+    tol = 0.011 if name != "pgd" else 0.05   # deterministic attacks: at most one image (float ties); PGD: random start
+    assert abs(a_ours - a_ref) <= tol, (a_ours, a_ref)
+    for p in model.parameters():
+        assert p.grad is None  # input gradients only
+
+
+def test_suite_order_autoattack_pgd_fgsm_and_metrics(digits):
+    model, x, y = digits["adv"], digits["x"][:30], digits["y"][:30]
+    res = evaluate(model, x, y, ["fgsm", "pgd20", "mifgsm", "cw", "autoattack"], eps=EPS, seed=0)
+    ra = res["robust_acc"]
+    assert ra["autoattack"] <= ra["pgd20"] + 1e-9 <= ra["fgsm"] + 1e-9 <= res["clean_acc"] + 1e-9
+    assert res["worst_case_acc"] <= min(ra.values()) + 1e-9
+    assert res["ra_source"] == "autoattack"
+    sa, r = res["clean_acc"], ra["autoattack"]
+    assert res["mean"] == pytest.approx((sa + r) / 2) and res["nrr"] == pytest.approx(2 * sa * r / (sa + r))
+    assert {"clean_acc", "robust_acc", "worst_case_acc", "n", "eps", "norm", "seed", "time_s", "autoattack_log"} <= set(res)
+
+
+def test_mean_nrr_formulas():
+    assert mean_nrr(0.8, 0.4) == pytest.approx((0.6, 2 * 0.32 / 1.2))
+    assert mean_nrr(0.0, 0.0) == (0.0, 0.0)
+    assert mean_nrr(0.5, 0.5) == pytest.approx((0.5, 0.5))
+
+
+def test_eps_sweep_shape_and_monotone(digits):
+    model, x, y = digits["adv"], digits["x"][:50], digits["y"][:50]
+    eps = [0.0, 8 / 255, 16 / 255, 32 / 255]
+    res = evaluate(model, x, y, ["pgd10", "fgsm"], eps=eps)
+    assert res["eps"] == eps and len(res["sweep"]) == 4
+    assert [s["eps"] for s in res["sweep"]] == eps and all(set(s["robust_acc"]) == {"pgd10", "fgsm"} for s in res["sweep"])
+    assert res["sweep"][0]["robust_acc"]["pgd10"] == res["sweep"][0]["clean_acc"]
+    pgd = [s["robust_acc"]["pgd10"] for s in res["sweep"]]
+    assert all(b <= a + 0.04 for a, b in zip(pgd, pgd[1:]))
+
+
+def test_aggregate_mean_std():
+    mk = lambda c, p: {"clean_acc": c, "robust_acc": {"pgd20": p}, "worst_case_acc": p, "eps": 0.1, "n": 10,
+                       "mean": (c + p) / 2, "nrr": mean_nrr(c, p)[1], "ra_source": "worst_case"}
+    a = aggregate([mk(0.9, 0.4), mk(0.8, 0.5), mk(0.7, 0.6)])
+    assert a["clean_acc"]["mean"] == pytest.approx(0.8) and a["clean_acc"]["std"] == pytest.approx(0.1)
+    assert a["robust_acc"]["pgd20"]["mean"] == pytest.approx(0.5) and a["n_checkpoints"] == 3
+    sw = aggregate([{"eps": [0.1, 0.2], "sweep": [mk(0.9, 0.4), mk(0.9, 0.3)]}] * 2)
+    assert len(sw["sweep"]) == 2 and sw["sweep"][1]["robust_acc"]["pgd20"]["std"] == 0
+
+
+def test_spsa_is_gradient_free_and_beats_masking(digits):
+    """SPSA fools the quantised model though every input gradient is zero (PGD-20 cannot)."""
+    q, x, y = Quantised(digits["std"]), digits["x"][:50], digits["y"][:50]
+    torch.manual_seed(0)
+    a_pgd = acc(q, PGD(EPS, steps=20)(q, x, y), y)
+    a_spsa = acc(q, SPSA(EPS, iterations=30, samples=32)(q, x, y), y)
+    assert a_spsa < a_pgd - 0.1, (a_spsa, a_pgd)
+
+
+def test_sanity_flags_gradient_masking_and_passes_adversarial_training(digits):
+    x, y = digits["x"][:50], digits["y"][:50]
+    good = sanity_check(digits["adv"], x, y, eps=EPS)
+    assert good["passed"], good["checks"]
+    assert [c["name"] for c in good["checks"]] == ["monotone_in_eps", "more_steps_not_weaker",
+                                                   "gradient_free_not_stronger", "fgsm_pgd_autoattack_order",
+                                                   "apgd_agrees_with_pgd", "input_gradients"]
+    bad = sanity_check(Quantised(digits["adv"]), x, y, eps=EPS)
+    assert not bad["passed"]
+    failed = {c["name"] for c in bad["checks"] if not c["passed"]}
+    assert "input_gradients" in failed and failed & {"monotone_in_eps", "gradient_free_not_stronger"}
+
+
+def test_landscape_and_boundary(digits):
+    from robustfront.analysis.boundary import boundary_distance
+    from robustfront.analysis.landscape import loss_landscape_1d
+    model, x, y = digits["std"], digits["x"][:20], digits["y"][:20]
+    before = [p.clone() for p in model.parameters()]
+    alphas, losses = loss_landscape_1d(model, x, y, alphas=[-0.5, 0.0, 0.5])
+    assert alphas == [-0.5, 0.0, 0.5] and all(math.isfinite(v) for v in losses)
+    assert losses[1] == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-4)
+    assert losses[1] <= max(losses[0], losses[2])  # a trained minimum
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    d = boundary_distance(model, x[:5], directions=50, max_steps=128)
+    assert d["min"].shape == (5,) and (d["min"] > 0).all()
+    assert ((d["min"] * 255).round() - d["min"] * 255).abs().max() < 1e-3 or torch.isinf(d["min"]).any()
