@@ -160,3 +160,23 @@ def test_bad_config_raises_one_line_error(tmp_path, bad, match):
 def test_unknown_config_key():
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['epoch'\]"):
         TrainConfig.from_dict({"epoch": 3})
+
+
+def test_term_grads_fill_preallocated_buffers_exactly():
+    from robustfront.train.term_grads import TermGrads
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3))
+    net(torch.zeros(1, 3, 5, 5))
+    net = net.to(memory_format=torch.channels_last)           # strided parameters too
+    params = list(net.parameters()) + [torch.nn.Parameter(torch.ones(2))]   # one unused parameter
+    x = torch.randn(6, 3, 5, 5)
+    tg = TermGrads(params, ("clean", "adv"))
+    ptr = {t: f.data_ptr() for t, f in tg.flat.items()}
+    out = net(x)
+    grads = tg({"clean": out.pow(2).mean(), "adv": out.sin().sum()})
+    for term, fn in (("clean", lambda o: o.pow(2).mean()), ("adv", lambda o: o.sin().sum())):
+        ref = torch.autograd.grad(fn(net(x)), params, allow_unused=True)
+        for r, g in zip(ref, grads[term]):
+            assert torch.equal(torch.zeros_like(g) if r is None else r, g)
+        assert tg.flat[term].data_ptr() == ptr[term]                   # written in place, not reallocated
+    assert all(p.grad is None for p in params)

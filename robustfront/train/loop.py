@@ -30,6 +30,7 @@ from .config import TrainConfig
 from .ema import EMA
 from .methods import METHODS, split_opts
 from .schedule import Schedule
+from .term_grads import TermGrads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -156,11 +157,14 @@ def make_step(net, params, opt, objective, combiner, nonfinite, *, amp=None, cha
             return type(x)(to_format(v) for v in x)
         return x.contiguous(memory_format=torch.channels_last) if channels_last and x.dim() == 4 else x
 
+    term_grads = TermGrads(params, combiner.terms) if combiner.separate else None
+
     def step(x, y, epoch):
         x = to_format(x)
         with torch.autocast(amp, dtype=torch.bfloat16) if amp else nullcontext():
             losses, stats = objective(net, x, y)
-        total = _step(getattr(net, "_orig_mod", net), params, opt, objective, combiner, losses, epoch, nonfinite)
+        total = _step(getattr(net, "_orig_mod", net), params, opt, objective, combiner, losses, epoch, nonfinite,
+                      term_grads)
         return total, losses, stats
     return step
 
@@ -273,14 +277,11 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
     return metrics
 
 
-def _step(model, params, opt, objective, combiner, losses, epoch, nonfinite):
+def _step(model, params, opt, objective, combiner, losses, epoch, nonfinite, term_grads=None):
     """Gradients of the terms -> one update per parameter -> guarded SGD step."""
     opt.zero_grad(set_to_none=True)
     if combiner.separate:
-        grads = {}
-        for i, term in enumerate(combiner.terms):
-            g = torch.autograd.grad(losses[term], params, retain_graph=i + 1 < len(combiner.terms), allow_unused=True)
-            grads[term] = [torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, g)]
+        grads = term_grads(losses)   # one backward per term, into preallocated flat buffers
         for p, u in zip(params, combiner.combine(grads, epoch)):
             p.grad = u
         total = torch.stack([losses[t].detach().float() for t in combiner.terms]).sum()
