@@ -52,7 +52,8 @@ def digits(_one_thread):
     perm = torch.randperm(len(y), generator=g)
     tr, te = perm[:1400], perm[1400:]
     std = _train(x[tr], y[tr], False, 6)
-    adv = _train(x[tr], y[tr], True, 8)
+    # 12 epochs: shorter PGD-AT leaves a rough loss surface on which APGD beats PGD-20 by 5-8 points
+    adv = _train(x[tr], y[tr], True, 12)
     return {"std": std, "adv": adv, "x": x[te][:100], "y": y[te][:100]}
 
 
@@ -161,7 +162,7 @@ def test_spsa_is_gradient_free_and_beats_masking(digits):
 
 
 def test_sanity_flags_gradient_masking_and_passes_adversarial_training(digits):
-    x, y = digits["x"][:50], digits["y"][:50]
+    x, y = digits["x"], digits["y"]  # 100 images: with 50, one image is 2 points and the checks get noisy
     good = sanity_check(digits["adv"], x, y, eps=EPS)
     assert good["passed"], good["checks"]
     assert [c["name"] for c in good["checks"]] == ["monotone_in_eps", "more_steps_not_weaker",
