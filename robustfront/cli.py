@@ -1,4 +1,4 @@
-"""robustfront command line: quickstart | train | eval | theorem1 | data info."""
+"""robustfront command line: quickstart | train | eval | report | analyze | bench | theorem1 | data info."""
 from __future__ import annotations
 
 import argparse
@@ -93,10 +93,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from .data import load_dataset
     from .eval import aggregate, check_attack_name, evaluate, format_sanity, sanity_check
-    from .models import load_model
-    from .train.checkpoint import load
     from .train.loop import resolve_device
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -109,29 +106,18 @@ def cmd_eval(args) -> int:
     _pm = lambda d: f"{100 * d['mean']:.2f} ± {100 * d['std']:.2f}%"
     results = []
     for ck in args.checkpoint:
-        state = load(ck, device)
-        model = load_model(state, device=device)
-        data = args.data or state.get("config", {}).get("data")
-        if data is None:
-            raise ValueError("--data is required: the checkpoint does not name its data set")
-        ds = load_dataset(data, root=args.data_root, seed=args.seed)
-        x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_val, ds.y_val)
-        x, y = _subset(x, y, args.n, args.seed)
-        xt = torch.as_tensor(x, device=device)
-        xt = xt.float().div(255) if xt.dtype == torch.uint8 else xt.float()
-        yt = torch.as_tensor(y, device=device)
+        cfg, model, data, ds, xt, yt = _checkpoint_data(ck, args, device)
         err(f"evaluating {ck} on {data} ({args.split}, n={len(yt)}, seed={args.seed}), {args.norm} eps={args.eps}")
         res = evaluate(model, xt, yt, attacks, eps=eps_list if len(eps_list) > 1 else eps_list[0], norm=args.norm,
-                       seed=args.seed, batch_size=args.batch_size, log=err)
-        cfg = state.get("config", {})
+                       seed=args.seed, batch_size=args.batch_size, bounds=ds.bounds, log=err)
         res.update({"checkpoint": str(ck), "data": data, "split": args.split,
                     "eps_str": eps_strs if len(eps_strs) > 1 else eps_strs[0],
-                    "model": cfg.get("model"), "method": cfg.get("method")})
+                    "model": cfg.get("model"), "method": cfg.get("method"), "train_seed": cfg.get("seed")})
         if args.sanity:
             # at the largest ε of a sweep: the one where masking shows most
             i = max(range(len(eps_list)), key=eps_list.__getitem__)
             res["sanity"] = sanity_check(model, xt, yt, eps=eps_list[i], norm=args.norm, seed=args.seed,
-                                         batch_size=args.batch_size)
+                                         batch_size=args.batch_size, bounds=ds.bounds)
             res["sanity"]["eps_str"] = eps_strs[i]
             for line in format_sanity(res["sanity"]):
                 err(line)
@@ -158,6 +144,60 @@ def cmd_report(args) -> int:
     files = report(args.run_dirs, args.out)
     for f in files:
         print(f)
+    return 0
+
+
+def _checkpoint_data(ck, args, device):
+    """(training config, model in eval mode, data name, Dataset, x, y) for one checkpoint: x, y are
+    the --split images (a seeded --n subset), as float tensors on `device`."""
+    import torch
+
+    from .data import load_dataset
+    from .models import load_model
+    from .train.checkpoint import load
+    state = load(ck, device)
+    model = load_model(state, device=device)
+    cfg = state.get("config", {})
+    data = args.data or cfg.get("data")
+    if data is None:
+        raise ValueError("--data is required: the checkpoint does not name its data set")
+    # the training run's data settings: its input size, and its seed and size for the val split
+    # (another seed would carve a "val" split holding training images)
+    ds = load_dataset(data, root=args.data_root or cfg.get("data_root"), seed=cfg.get("seed", 0),
+                      val_size=cfg.get("val_size"), resize=args.resize or cfg.get("resize"))
+    x, y = (ds.x_test, ds.y_test) if args.split == "test" else (ds.x_val, ds.y_val)
+    x, y = _subset(x, y, args.n, args.seed)
+    xt = torch.as_tensor(x, device=device)
+    xt = xt.float().div(255) if xt.dtype == torch.uint8 else xt.float()
+    return cfg, model, data, ds, xt, torch.as_tensor(y, device=device)
+
+
+def cmd_analyze(args) -> int:
+    import torch
+
+    from .analysis.figures import boundary_figure, landscape_figure
+    from .attacks import PGD
+    from .train.loop import resolve_device
+    device = resolve_device(args.device)
+    models, x, y, data = {}, None, None, set()
+    for ck in args.checkpoint:
+        cfg, model, name, ds, xt, yt = _checkpoint_data(ck, args, device)
+        if x is not None and (xt.shape != x.shape or not torch.equal(xt, x)):
+            raise ValueError(f"{ck} was trained on other data ({name}); allowed: checkpoints of one data set")
+        x, y = xt, yt
+        data.add(name)
+        label = cfg.get("method") or Path(ck).stem
+        models[label if label not in models else f"{label} ({ck})"] = model
+    where = f"{data.pop()} {args.split}"
+    if args.kind == "landscape":
+        eps = parse_number(args.eps, "eps")
+        attack = PGD(eps, alpha=eps / 4, steps=10, bounds=ds.bounds) if eps > 0 else None
+        label = where + (f", PGD-10 L-inf eps={args.eps}" if attack else ", clean")
+        res = landscape_figure(models, x, y, args.out, seed=args.seed, attack=attack, label=label)
+    else:
+        res = boundary_figure(models, x, args.out, directions=args.directions, max_steps=args.max_steps,
+                              seed=args.seed, clamp=ds.bounds is not None, label=where)
+    print(json.dumps({k: v for k, v in res.items() if k in ("kind", "n", "files")}))
     return 0
 
 
@@ -189,7 +229,7 @@ def cmd_theorem1(args) -> int:
 
 def cmd_data_info(args) -> int:
     from .data import dataset_info
-    print(json.dumps(dataset_info(args.data, root=args.data_root)))
+    print(json.dumps(dataset_info(args.data, root=args.data_root, resize=args.resize)))
     return 0
 
 
@@ -228,8 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, nargs="+",
                    help="one or more checkpoints (several: per-checkpoint results and mean ± std)")
     p.add_argument("--data", help="data set (default: the one the checkpoint was trained on)")
-    p.add_argument("--data-root")
-    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--data-root", help="default: the training run's")
+    p.add_argument("--resize", type=int, help="image side (default: the training run's)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="val: the training run's held-out split (same seed and size)")
     p.add_argument("--attacks", default="pgd20,autoattack",
                    help="comma-separated attack names: fgsm, pgdK, pgdKxR, mifgsm, cw, spsa, apgd-ce, apgd-dlr, "
                         "apgd-t, fab, fab-t, square, autoattack, autoattack-plus")
@@ -242,6 +284,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sanity", action="store_true", help="run the six gradient-masking checks (PASS/WARN)")
     p.add_argument("--out", help="write the JSON result here")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("analyze", help="weight loss landscape or decision-boundary distance of checkpoints "
+                                       "(AGR Fig. 5 / Fig. 4): JSON and PNG")
+    p.add_argument("kind", choices=("landscape", "boundary"))
+    p.add_argument("--checkpoint", required=True, nargs="+", help="one curve per checkpoint (same data set)")
+    p.add_argument("--data", help="data set (default: the one the checkpoints were trained on)")
+    p.add_argument("--data-root", help="default: the training run's")
+    p.add_argument("--resize", type=int, help="image side (default: the training run's)")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--n", type=int, default=100, help="seeded random subset of this many images (default 100)")
+    p.add_argument("--eps", default="8/255", type=_fraction,
+                   help="landscape: loss on PGD-10 examples at this L-inf budget (0: clean loss)")
+    p.add_argument("--directions", type=int, default=1000, help="boundary: random directions per image")
+    p.add_argument("--max-steps", type=int, default=64, help="boundary: steps of 1/255 before giving up")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, help="folder for landscape|boundary .json and .png")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("report", help="Markdown/CSV tables and PNG plots from run folders")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -286,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("info", help="print split sizes, classes and image shape as JSON")
     q.add_argument("--data", required=True, help="digits, gaussian, cifar10, cifar100, or a path")
     q.add_argument("--data-root")
+    q.add_argument("--resize", type=int, help="resize images to this side (needed for mixed-size sets: CUB, Dogs)")
     q.set_defaults(func=cmd_data_info)
     return parser
 

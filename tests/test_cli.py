@@ -100,3 +100,46 @@ def test_quickstart_end_to_end_small(tmp_path):
         assert set(row["robust_acc"]) == {"pgd20", "autoattack"}
         assert row["robust_acc"]["autoattack"] <= row["robust_acc"]["pgd20"] + 1e-9 <= row["clean_acc"] + 1e-9
     assert "| pgd_at" in r.stdout
+
+
+def test_eval_on_val_uses_the_training_split_whatever_the_eval_seed(run_dir, tmp_path):
+    """--split val is the run's own held-out split: carved with the training seed, not --seed."""
+    import torch
+
+    from robustfront import load_model
+    from robustfront.data import load_dataset
+    from robustfront.eval import accuracy
+    ck = run_dir / "checkpoints" / "best.pt"
+    out = tmp_path / "val.json"
+    assert main(["eval", "--checkpoint", str(ck), "--split", "val", "--seed", "5", "--attacks", "fgsm",
+                 "--eps", "32/255", "--out", str(out)]) == 0
+    ds = load_dataset("digits", seed=0)                        # the run's seed (TrainConfig default)
+    x, y = torch.as_tensor(ds.x_val).float().div(255), torch.as_tensor(ds.y_val)
+    res = json.loads(out.read_text())
+    assert res["n"] == len(y) and res["clean_acc"] == accuracy(load_model(ck), x, y)
+
+
+def test_analyze_writes_landscape_and_boundary(run_dir, tmp_path):
+    ck = str(run_dir / "checkpoints" / "best.pt")
+    assert main(["analyze", "landscape", "--checkpoint", ck, "--n", "30", "--eps", "0", "--out", str(tmp_path)]) == 0
+    land = json.loads((tmp_path / "landscape.json").read_text())
+    curve = land["curves"]["vanilla"]
+    import torch
+    import torch.nn.functional as F
+
+    from robustfront import load_model
+    from robustfront.cli import _subset
+    from robustfront.data import load_dataset
+    ds = load_dataset("digits")
+    x, y = _subset(ds.x_test, ds.y_test, 30, 0)                  # the images `analyze --n 30` takes
+    with torch.no_grad():
+        ce = F.cross_entropy(load_model(ck)(torch.as_tensor(x).float().div(255)), torch.as_tensor(y)).item()
+    assert curve["alpha"][10] == 0.0 and curve["loss"][10] == pytest.approx(ce, rel=1e-5)
+    assert max(curve["loss"]) > curve["loss"][10]                # moving the weights away costs loss
+    assert main(["analyze", "boundary", "--checkpoint", ck, "--n", "4", "--directions", "16", "--max-steps", "40",
+                 "--out", str(tmp_path)]) == 0
+    bd = json.loads((tmp_path / "boundary.json").read_text())["models"]["vanilla"]
+    finite = [d for d in bd["min_distance"] if d is not None]
+    assert len(bd["min_distance"]) == 4 and bd["never_changed"] == 4 - len(finite)
+    assert all(abs(d * 255 - round(d * 255)) < 1e-4 and 0 < d <= 40 / 255 + 1e-6 for d in finite)
+    assert (tmp_path / "landscape.png").stat().st_size > 0 and (tmp_path / "boundary.png").stat().st_size > 0

@@ -328,7 +328,7 @@ def test_agr_epoch_gating_paper_variant():
 
 
 def test_agr_epoch_gating_reference_variant():
-    comb = AGR(start_epoch=3, gop_from_start=True, clip=0.1)
+    comb = AGR(start_epoch=3, delay_gop=True, clip=0.1)
     g_c, g_a = _pair_lists(6)
     before = comb.combine({"clean": g_c, "adv": g_a}, epoch=2)
     assert all(torch.equal(B, a) for B, a in zip(before, g_a))  # plain, unclipped g_a
@@ -337,9 +337,9 @@ def test_agr_epoch_gating_reference_variant():
         torch.testing.assert_close(A, F)
 
 
-@pytest.mark.parametrize("gop_from_start", [False, True])
-def test_agr_diagnostics_hand_counted(gop_from_start):
-    comb = AGR(start_epoch=2, gop_from_start=gop_from_start)
+@pytest.mark.parametrize("delay_gop", [False, True])
+def test_agr_diagnostics_hand_counted(delay_gop):
+    comb = AGR(start_epoch=2, delay_gop=delay_gop)
     gop = neg = total = 0
     layer = [0.0] * len(SHAPES)
     steps = [(seed, epoch) for seed, epoch in zip(range(12), [0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5])]
@@ -349,7 +349,7 @@ def test_agr_diagnostics_hand_counted(gop_from_start):
         psis = _cosines(g_c, g_a)
         n_neg = sum(p < 0 for p in psis)
         neg += n_neg
-        gop += n_neg if (epoch >= 2 or not gop_from_start) else 0
+        gop += n_neg if (epoch >= 2 or not delay_gop) else 0
         total += len(psis)
         layer = [s + p for s, p in zip(layer, psis)]
     d = comb.pop_diagnostics()
@@ -420,7 +420,7 @@ def test_combine_reads_nothing_on_the_host(monkeypatch):
     """CPU stand-in for the CUDA sync check: any read of a tensor value on the host raises."""
     g_c, g_a = _pair_lists(9)
     grads = {"clean": g_c, "adv": g_a}
-    combs = [CAAT(0.8), CAAT(0.8, per_tensor=True), CAAT(1.0), AGR(start_epoch=1), AGR(1, gop_from_start=True)]
+    combs = [CAAT(0.8), CAAT(0.8, per_tensor=True), CAAT(1.0), AGR(start_epoch=1), AGR(1, delay_gop=True)]
 
     def boom(*a, **k):
         raise AssertionError("host read of a tensor inside combine")
@@ -440,7 +440,7 @@ def test_combine_reads_nothing_on_the_host(monkeypatch):
 def test_combine_does_not_sync_on_cuda():
     g_c, g_a = _pair_lists(10)
     grads = {"clean": [g.cuda() for g in g_c], "adv": [g.cuda() for g in g_a]}
-    combs = [CAAT(0.8), CAAT(0.8, per_tensor=True), AGR(start_epoch=1), AGR(1, gop_from_start=True)]
+    combs = [CAAT(0.8), CAAT(0.8, per_tensor=True), AGR(start_epoch=1), AGR(1, delay_gop=True)]
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -448,7 +448,7 @@ def test_combine_does_not_sync_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     cpu = {"clean": g_c, "adv": g_a}
-    ref_combs = [CAAT(0.8), CAAT(0.8, per_tensor=True), AGR(start_epoch=1), AGR(1, gop_from_start=True)]
+    ref_combs = [CAAT(0.8), CAAT(0.8, per_tensor=True), AGR(start_epoch=1), AGR(1, delay_gop=True)]
     refs = [c.combine(cpu, epoch=e) for c in ref_combs for e in (0, 1)]
     for out, ref in zip(outs, refs):
         for o, r in zip(out, ref):

@@ -398,6 +398,10 @@ def test_apgd_arguments():
     model = linear(d_in=4, k=2)
     with pytest.raises(ValueError, match="at least 3 classes"):
         APGD(0.1, loss="dlr")(model, torch.rand(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="targeted APGD-DLR needs at least 4 classes; the model has 3"):
+        APGD(0.1, loss="dlr", targeted=True)(linear(d_in=4, k=3), torch.rand(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"bounds=None is not supported by APGD"):
+        APGD(0.1, bounds=None)
 
 
 # ---------------------------------------------------------------- every objective on a real model

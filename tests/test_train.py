@@ -150,6 +150,8 @@ def test_schedules(kind):
     ({"opts": {"gama": 0.8}, "method": "ca_at"}, "option 'gama' is not a hyper-parameter of this method; allowed: .*gamma"),
     ({"opts": {"gamma": 1.5}, "method": "ca_at"}, "gamma=1.5 is out of range"),
     ({"data": "nope"}, "unknown dataset 'nope'"),
+    ({"opts": {"surgery": True}, "method": "trades"}, "objective 'trades' with surgery=True .* not 'sum'"),
+    ({"opts": {"with_clean": True}, "method": "mart"}, "objective 'mart' .* not 'sum'"),
 ])
 def test_bad_config_raises_one_line_error(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match) as e:
@@ -180,3 +182,50 @@ def test_term_grads_fill_preallocated_buffers_exactly():
             assert torch.equal(torch.zeros_like(g) if r is None else r, g)
         assert tg.flat[term].data_ptr() == ptr[term]                   # written in place, not reallocated
     assert all(p.grad is None for p in params)
+
+
+def test_pairings_that_would_lose_or_double_count_a_term_are_refused():
+    from robustfront.combiners import create_combiner
+    from robustfront.objectives import create_objective
+    from robustfront.train.loop import check_pairing
+    from robustfront.train.methods import Method, split_opts
+    # RAAT's "dicar" term would be dropped by a combiner that only differentiates clean and adv
+    with pytest.raises(ValueError, match=r"combiner 'ca_at' needs exactly the terms \['clean', 'adv'\]"):
+        check_pairing(create_objective("raat"), create_combiner("ca_at"), "raat", "ca_at")
+    check_pairing(create_objective("trades", surgery=True), create_combiner("agr"), "trades", "agr")
+    # a key both sides accept (AWP's γ and CA-AT's γ) is never routed by guessing
+    with pytest.raises(ValueError, match="option 'gamma' is a hyper-parameter of both"):
+        split_opts(Method(objective="awp", combiner="ca_at"), {"gamma": 0.9})
+
+
+def test_surgery_runs_log_the_objective_loss_not_the_sum_of_terms():
+    from robustfront.objectives import create_objective
+    clean, adv = torch.tensor(0.5), torch.tensor(2.0)        # adv already holds clean (whole TRADES loss)
+    assert create_objective("trades", surgery=True).reported_loss({"clean": clean, "adv": adv}) == 2.0
+    assert create_objective("trades").reported_loss({"clean": clean, "adv": adv}) == 2.5
+    assert create_objective("awp_vanilla").reported_loss({"clean": clean, "adv": adv}) == 2.5
+
+
+def test_training_attacks_keep_the_data_box():
+    """Images are attacked inside [0,1]; the unbounded Gaussian model is not clipped to it."""
+    from robustfront.data import load_dataset
+    from robustfront.train.loop import build_trainer
+    for spec, bounds in (("digits", (0.0, 1.0)), ("gaussian:n_train=64,n_test=16", None)):
+        ds = load_dataset(spec)
+        cfg = TrainConfig(data=spec, model="small_cnn" if spec == "digits" else "mlp", method="trades",
+                          progress=False).resolved()
+        tr = build_trainer(cfg, ds, torch.device("cpu"))
+        assert ds.bounds == bounds and tr.objective.attack.bounds == bounds
+        if bounds is None:
+            x = torch.as_tensor(ds.x_train[:16]) + 5.0           # far outside [0,1]
+            x_adv = tr.objective.attack(tr.model, x, torch.as_tensor(ds.y_train[:16]))
+            assert (x_adv - x).abs().max() <= cfg.eps + 1e-6
+
+
+def test_select_on_test_scores_checkpoints_on_the_test_set(tmp_path, digits_test):
+    m = train(TrainConfig(**{**TINY, "epochs": 1}, method="standard", select_on="test", out=str(tmp_path)))
+    x, y = digits_test
+    model = load_model(tmp_path / "checkpoints" / "best.pt")
+    assert m["val_split"] == "test" and m["val_clean_acc"] == accuracy(model, x, y)
+    with pytest.raises(ValueError, match="select_on='train' is not known; allowed: val, test"):
+        TrainConfig(select_on="train").resolved()

@@ -55,6 +55,7 @@ class APGD(Attack):
         alpha: accepted so that the trainer can build every attack with the same keywords as PGD,
             and ignored: APGD sets its own step size (2·eps at first, halved when progress stalls).
         bn_mode (str): "eval" (default) or "train", see `Attack`.
+        bounds: only (0, 1), the box the official code clips to.
 
     Shape:
         - x: (N, ...) in [0, 1]; y: (N,) int64; output: (N, ...) like x, detached.
@@ -65,8 +66,11 @@ class APGD(Attack):
 
     def __init__(self, eps: float | None = None, steps: int = 10, norm: str = "Linf", loss: str = "ce",
                  targeted: bool = False, n_target_classes: int = 1, rho: float = 0.75, alpha: float | None = None,
-                 *, bn_mode: str = "eval"):
+                 *, bn_mode: str = "eval", bounds=(0.0, 1.0)):
         self.norm = check_choice("norm", norm, APGD_NORMS)
+        if bounds is None or tuple(bounds) != (0.0, 1.0):
+            raise ValueError(f"bounds={bounds!r} is not supported by APGD (the official code clips to [0, 1]); "
+                             f"allowed: (0, 1)")
         super().__init__(DEFAULT_EPS[norm] if eps is None else eps, bn_mode=bn_mode, bounds=(0.0, 1.0))
         self.steps = check_int("steps", steps, 1)
         self.loss = check_choice("loss", loss, APGD_LOSSES)
@@ -79,8 +83,15 @@ class APGD(Attack):
     def _official(self, model: nn.Module, x: torch.Tensor):
         from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 
+        need = 4 if self.targeted else 3 if self.loss == "dlr" else 2
+
         def predict(z):
-            return model(z).float()
+            logits = model(z).float()
+            # DLR reads the 3rd (targeted: 4th) largest logit; checked on the shape, no extra forward
+            if logits.shape[1] < need:
+                name = "targeted APGD-DLR" if self.targeted else f"APGD-{self.loss.upper()}"
+                raise ValueError(f"{name} needs at least {need} classes; the model has {logits.shape[1]}")
+            return logits
 
         kw = dict(n_iter=self.steps, norm=self.norm, n_restarts=1, eps=self.eps, seed=0, rho=self.rho,
                   device=x.device, verbose=False)
@@ -103,12 +114,9 @@ class APGD(Attack):
     def _perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         atk = self._official(model, x)
         if not self.targeted:
-            if self.loss == "dlr":
-                _check_classes(model, x[:1], 3, "APGD-DLR")
             return atk.attack_single_run(x, y)[0].clamp(0.0, 1.0)
         with torch.no_grad():
-            logits = model(x).float()
-        _check_classes(None, logits, 4, "targeted APGD-DLR")
+            logits = atk.model(x)  # the checked predict above
         if self.n_target_classes > logits.shape[1] - 1:
             raise ValueError(f"n_target_classes={self.n_target_classes} is invalid for {logits.shape[1]} classes; "
                              f"allowed: 1 to {logits.shape[1] - 1}")
@@ -131,14 +139,6 @@ class APGD(Attack):
                 best_m = torch.where(better, m, best_m)
         return best
 
-
-def _check_classes(model, x_or_logits, need: int, name: str) -> None:
-    if model is not None:
-        with torch.no_grad():
-            x_or_logits = model(x_or_logits)
-    k = x_or_logits.shape[1]
-    if k < need:
-        raise ValueError(f"{name} needs at least {need} classes; the model has {k}")
 
 
 __all__ = ["APGD"]

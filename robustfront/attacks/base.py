@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from ..models.modes import set_mode
 from ..registry import Registry
 
 ATTACKS = Registry("attack")
@@ -63,14 +64,8 @@ class Attack:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}; allowed: equal batch sizes")
         # per module, so a model mixing modes (e.g. frozen BatchNorm in a PEFT backbone) comes back as it was
-        modes = [(m, m.training) for m in model.modules()]
-        model.train(self.bn_mode == "train")
-        try:
-            with torch.enable_grad():
-                x_adv = self.perturb(model, x.detach().float(), y.detach())
-        finally:
-            for m, training in modes:
-                m.training = training
+        with set_mode(model, self.bn_mode == "train"), torch.enable_grad():
+            x_adv = self.perturb(model, x.detach().float(), y.detach())
         return x_adv.detach().to(x.dtype)
 
     def __repr__(self) -> str:

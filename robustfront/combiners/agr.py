@@ -78,8 +78,8 @@ def agr_diagnostics(g_clean: list[Tensor], g_adv: list[Tensor], *, gop: bool = T
 class AGR(_Base):
     """AGR combiner (registered as "agr"). `epoch` is 0-based, as the trainer passes it.
 
-    gop_from_start=False (paper): GOP on from the first epoch, GICS from start_epoch on
-    (before it the ψ ≥ 0 case is plain g_a). gop_from_start=True (reference code, which
+    delay_gop=False (paper): GOP on from the first epoch, GICS from start_epoch on
+    (before it the ψ ≥ 0 case is plain g_a). delay_gop=True (reference code, which
     used start_epoch=155): before start_epoch every tensor is plain g_a, from it both
     branches are on. Clipping applies to reconstructed tensors only (see module doc).
 
@@ -91,12 +91,12 @@ class AGR(_Base):
     separate = True
     terms = ("clean", "adv")
 
-    def __init__(self, start_epoch: int = 150, gop_from_start: bool = False, clip: float | None = 0.1,
+    def __init__(self, start_epoch: int = 150, delay_gop: bool = False, clip: float | None = 0.1,
                  clip_plain: bool = False, eps: float = 1e-12):
         if int(start_epoch) != start_epoch or start_epoch < 0:
             raise ValueError(f"start_epoch={start_epoch!r} is out of range; allowed: an integer >= 0")
         self.start_epoch = int(start_epoch)
-        self.gop_from_start = bool(gop_from_start)
+        self.delay_gop = bool(delay_gop)
         self.clip = _check_clip(clip)
         self.clip_plain = bool(clip_plain)
         self.eps = float(eps)
@@ -106,7 +106,7 @@ class AGR(_Base):
     def combine(self, grads: dict[str, list[Tensor]], epoch: int) -> list[Tensor]:
         g_clean, g_adv = grads["clean"], grads["adv"]
         started = epoch >= self.start_epoch
-        gop = started or not self.gop_from_start
+        gop = started or not self.delay_gop
         nc, na, ac = _norms_dot64(g_clean, g_adv)
         co = _coefficients(nc, na, ac, gics=started, gop=gop, clip=self.clip, clip_plain=self.clip_plain,
                            eps=self.eps)

@@ -41,6 +41,11 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     @property
+    def bounds(self) -> tuple[float, float] | None:
+        """The input box after scaling: uint8 images are [0,1]; float data (Gaussian) is unbounded."""
+        return (0.0, 1.0) if self.x_train.dtype == np.uint8 else None
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 

@@ -88,6 +88,7 @@ class AWP(Objective):
             raise ValueError(f"perturb_terms {sorted(unknown)} are not terms of {type(objective).__name__}; "
                              f"allowed: {', '.join(objective.terms)}")
         self.terms = objective.terms
+        self.terms_overlap = objective.terms_overlap
         self.views = getattr(objective, "views", 1)
         self.epoch = 0
         self._saved: list[tuple[Tensor, Tensor]] | None = None

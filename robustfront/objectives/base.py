@@ -10,18 +10,28 @@ Forward passes that produce loss terms run with the model in train mode
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
 class Objective:
     #: names of the loss terms this objective returns
     terms: tuple[str, ...] = ()
+    #: True when "adv" already contains "clean" (the whole loss, for gradient-surgery combiners):
+    #: summing the terms would then count the clean CE twice
+    terms_overlap: bool = False
 
     def __init__(self, attack=None):
         self.attack = attack
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         raise NotImplementedError
+
+    def reported_loss(self, losses: dict[str, Tensor]) -> Tensor:
+        """The objective's own loss, for the logs of gradient-surgery runs (detached, fp32)."""
+        if self.terms_overlap:
+            return losses["adv"].detach().float()
+        return torch.stack([v.detach().float() for v in losses.values()]).sum()
 
 
 def correct(logits: Tensor, y: Tensor) -> Tensor:

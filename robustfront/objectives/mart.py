@@ -68,6 +68,7 @@ class MART(Objective):
         super().__init__(attack)
         self.beta = check_number("beta", beta, 0.0)
         self.with_clean = bool(with_clean)
+        self.terms_overlap = self.with_clean
         if self.with_clean:
             self.terms = ("clean", "adv")
 

@@ -7,30 +7,17 @@ the clean views' logits.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks.base import check_choice, check_number
+from ..models.modes import eval_mode
 from .base import Objective
 from .cons_at import _two_views, js_from_logits
 from .mart import mart_loss
 
 MIXES = ("max", "plain")
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Every module in eval mode inside the block; each module's own flag restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def _per_sample(mask: Tensor, like: Tensor) -> Tensor:
@@ -52,15 +39,15 @@ class RAAT(Objective):
        BCE(f(x_in,v), y) + β·KL(p(x_v) ‖ p(x_in,v))·(1 - p_y(x_v)) with p(x_v) from the train-mode
        clean forward. adv = mean over samples and the two views.
     4. DICAR on images whose clean views are both correct (eval-mode split): one m ~ Beta(γ, γ) per
-       batch (`mix="max"`: max(m, 1-m), the reference code; `mix="plain"`: m), input
+       batch (`mix="plain"`: m, the paper; `mix="max"`: max(m, 1-m), the reference code), input
        m·x1' + (1-m)·x2', target m·f(x1) + (1-m)·f(x2) from the train-mode clean forwards, not
        detached (as the reference), loss JS of the softmaxes at temperature T, averaged over the
        selected images (0 when none is selected), times λ.
 
     Train-mode forwards per step: x1, x2 (clean, for the DICAR target and RAAT++'s KL), x_in,1,
     x_in,2 and the mixed input: five, kept separate (BatchNorm running statistics see each of them),
-    plus two attacks and one eval-mode no-grad forward of the 6 split inputs concatenated (eval mode
-    makes each sample's logits independent of the batch). Cost about 2–2.5× PGD-AT.
+    plus two attacks and, per view, one eval-mode no-grad forward of its 3 split inputs (x, x', x'')
+    concatenated (eval mode makes each sample's logits independent of the batch). Cost about 2–2.5× PGD-AT.
 
     Returns losses {"adv": supervised, "dicar": λ·JS}. There is no separate clean term, so RAAT
     is meant for the `sum` combiner; gradient-surgery combiners (CA-AT, AGR) do not apply.
@@ -79,7 +66,7 @@ class RAAT(Objective):
         temperature (float): T of the JS softmaxes (default 0.5).
         beta (float): β of RAAT++'s KL term (default 6; unused by RAAT).
         plus (bool): RAAT++ (MART-style supervised term) instead of RAAT (CE).
-        mix (str): "max" (default, the reference code: max(m, 1-m)) or "plain" (m as drawn).
+        mix (str): "plain" (default, the paper: m as drawn) or "max" (the reference code: max(m, 1-m)).
         require_adv_wrong (bool): boundary also requires x' wrong (reference code); default False
             (the paper's rule).
     """
@@ -87,7 +74,7 @@ class RAAT(Objective):
     views = 2
 
     def __init__(self, attack=None, eta: float = 0.1, lam: float = 1.0, gamma: float = 0.75,
-                 temperature: float = 0.5, beta: float = 6.0, plus: bool = False, mix: str = "max",
+                 temperature: float = 0.5, beta: float = 6.0, plus: bool = False, mix: str = "plain",
                  require_adv_wrong: bool = False):
         super().__init__(attack)
         self.eta = check_number("eta", eta, 0.0, strict=True)
@@ -171,9 +158,9 @@ class RAATPP(RAAT):
     """RAAT++: RAAT with the MART-style supervised term (`plus=True`); see `RAAT`."""
 
     def __init__(self, attack=None, eta: float = 0.1, lam: float = 1.0, gamma: float = 0.75,
-                 temperature: float = 0.5, beta: float = 6.0, mix: str = "max", require_adv_wrong: bool = False):
+                 temperature: float = 0.5, beta: float = 6.0, mix: str = "plain", require_adv_wrong: bool = False):
         super().__init__(attack, eta=eta, lam=lam, gamma=gamma, temperature=temperature, beta=beta, plus=True,
                          mix=mix, require_adv_wrong=require_adv_wrong)
 
 
-__all__ = ["RAAT", "RAATPP", "eval_mode"]
+__all__ = ["RAAT", "RAATPP"]

@@ -49,6 +49,7 @@ class TRADES(Objective):
         super().__init__(attack)
         self.beta = check_number("beta", beta, 0.0)
         self.surgery = bool(surgery)
+        self.terms_overlap = self.surgery
 
     def __call__(self, model, x, y):
         x_adv = self.attack(model, x, y)

@@ -10,6 +10,7 @@ import yaml
 
 SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
 NORMS = ("Linf", "L2", "L1")
+SELECT_ON = ("val", "test")
 
 
 def parse_number(value: Any, name: str) -> float:
@@ -75,6 +76,8 @@ class TrainConfig:
     eval_every: int = 1                  # epochs between held-out PGD-10 evaluations
     eval_steps: int = 10
     eval_n: int | None = None            # held-out images used for the per-epoch PGD check (default: all)
+    select_on: str = "val"               # best.pt by PGD-10 on: "val" (held out from train) or "test" (the
+                                         # references' rule, for reproduction only: it tunes on the test set)
     log_every: int = 0                   # >0: also write combiner diagnostics every N steps (a host sync each)
     progress: bool = True
     tensorboard: bool = False
@@ -115,6 +118,7 @@ class TrainConfig:
             setattr(c, name, parse_number(getattr(c, name), name))
         _positive_int(c, "epochs", "batch_size", "attack_steps", "eval_every", "eval_steps")
         _check(c.schedule in SCHEDULES, f"schedule={c.schedule!r} is not known; allowed: {', '.join(SCHEDULES)}")
+        _check(c.select_on in SELECT_ON, f"select_on={c.select_on!r} is not known; allowed: {', '.join(SELECT_ON)}")
         _check(c.norm in NORMS, f"norm={c.norm!r} is not known; allowed: {', '.join(NORMS)}")
         _check(c.eps >= 0, f"eps={c.eps} is negative; allowed: eps >= 0")
         _check(c.alpha > 0 or c.eps == 0, f"alpha={c.alpha} must be > 0")

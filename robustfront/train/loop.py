@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import yaml
 
-from ..attacks import create_attack
+from ..attacks import ATTACKS
 from ..combiners import create_combiner
 from ..data import DeviceLoader, load_dataset
 from ..eval.metrics import accuracy
-from ..models import create_model
+from ..models import create_model, eval_mode
 from ..objectives import create_objective
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -41,24 +41,38 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_attack(cfg: TrainConfig, name: str, steps: int | None = None):
-    """The training attack `name` with the run's threat model (ε, α, steps, norm)."""
+def build_attack(cfg: TrainConfig, name: str, steps: int | None = None, bounds=(0.0, 1.0)):
+    """The training attack `name` with the run's threat model (ε, α, steps, norm) and input box
+    (`Dataset.bounds`: None for unbounded data such as the Gaussian model)."""
     if name == "none":
         return None
+    build = ATTACKS.get(name)  # called directly: create_attack would drop bounds=None as "unset"
     if name == "fgsm" or name == "trades_kl":
         if cfg.norm != "Linf":
             raise ValueError(f"attack {name!r} is L-infinity only; norm={cfg.norm!r} is not allowed with it")
         kw = {} if name == "fgsm" else {"alpha": cfg.alpha, "steps": steps or cfg.attack_steps}
-        return create_attack(name, eps=cfg.eps, **kw)
-    return create_attack(name, eps=cfg.eps, alpha=cfg.alpha, steps=steps or cfg.attack_steps, norm=cfg.norm)
+        return build(eps=cfg.eps, bounds=bounds, **kw)
+    return build(eps=cfg.eps, alpha=cfg.alpha, steps=steps or cfg.attack_steps, norm=cfg.norm, bounds=bounds)
 
 
-def build_method(cfg: TrainConfig):
+def build_method(cfg: TrainConfig, bounds=(0.0, 1.0)):
     method = METHODS.get(cfg.method)
     obj_args, comb_args = split_opts(method, cfg.opts)
-    attack = build_attack(cfg, cfg.attack or method.attack)
+    attack = build_attack(cfg, cfg.attack or method.attack, bounds=bounds)
     objective = create_objective(method.objective, **({"attack": attack} if attack else {}), **obj_args)
-    return objective, create_combiner(method.combiner, **comb_args)
+    combiner = create_combiner(method.combiner, **comb_args)
+    check_pairing(objective, combiner, method.objective, method.combiner)
+    return objective, combiner
+
+
+def check_pairing(objective, combiner, obj_name: str, comb_name: str) -> None:
+    """An objective and a combiner fit when no term is lost and none is counted twice."""
+    if combiner.separate and set(objective.terms) != set(combiner.terms):
+        raise ValueError(f"combiner '{comb_name}' needs exactly the terms {list(combiner.terms)}; objective "
+                         f"'{obj_name}' gives {list(objective.terms)}")
+    if not combiner.separate and objective.terms_overlap:
+        raise ValueError(f"objective '{obj_name}' with surgery=True / with_clean=True repeats the clean CE inside "
+                         f"'adv'; allowed only with a gradient-surgery combiner (ca_at, agr), not '{comb_name}'")
 
 
 def channel_stats(x) -> tuple[list[float], list[float]]:
@@ -132,7 +146,7 @@ def build_trainer(cfg: TrainConfig, ds, device: torch.device) -> Trainer:
     model = build_model(cfg, ds, device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    objective, combiner = build_method(cfg)
+    objective, combiner = build_method(cfg, ds.bounds)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(cfg, params, device)
     loader = DeviceLoader(ds.x_train, ds.y_train, cfg.batch_size, device=device, train=True,
@@ -193,7 +207,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
                                                        parts.params, parts.opt, parts.loader)
     sched = Schedule(cfg.schedule, cfg.lr, cfg.epochs * len(loader), len(loader), milestones=cfg.milestones,
                      decay=cfg.lr_decay, warmup=cfg.warmup, epochs=cfg.epochs)
-    val_attack = build_attack(cfg, "pgd", steps=cfg.eval_steps) if cfg.eps > 0 else None
+    val_attack = build_attack(cfg, "pgd", steps=cfg.eval_steps, bounds=ds.bounds) if cfg.eps > 0 else None
 
     ema = EMA(model, cfg.ema, cfg.ema_start) if cfg.ema else None
     scored = ema.model if ema else model     # the weights validated and saved under "model"
@@ -284,7 +298,7 @@ def _step(model, params, opt, objective, combiner, losses, epoch, nonfinite, ter
         grads = term_grads(losses)   # one backward per term, into preallocated flat buffers
         for p, u in zip(params, combiner.combine(grads, epoch)):
             p.grad = u
-        total = torch.stack([losses[t].detach().float() for t in combiner.terms]).sum()
+        total = objective.reported_loss(losses)
     else:
         total = combiner.total_loss(losses)
         total.backward()
@@ -312,21 +326,21 @@ def _metric_name(k: str) -> str:
 
 
 def _validate(model, ds, attack, cfg, device) -> dict:
-    """Clean and PGD-k accuracy on the held-out split of the training set (eval mode, fp32)."""
-    if len(ds.y_val) == 0:
+    """Clean and PGD-k accuracy on the held-out split of the training set (eval mode, fp32), or on
+    the test set with select_on="test" (the references' rule, for reproducing their numbers)."""
+    xs, ys = (ds.x_test, ds.y_test) if cfg.select_on == "test" else (ds.x_val, ds.y_val)
+    if len(ys) == 0:
         return {}
-    idx = np.arange(len(ds.y_val))
+    idx = np.arange(len(ys))
     if cfg.eval_n and cfg.eval_n < len(idx):  # the split keeps file order (often by class): sample it
         idx = np.sort(np.random.default_rng(0).permutation(len(idx))[:cfg.eval_n])
-    x = torch.as_tensor(ds.x_val[idx], device=device)
+    x = torch.as_tensor(xs[idx], device=device)
     x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
-    y = torch.as_tensor(ds.y_val[idx], device=device)
-    was_training = model.training
-    model.eval()
-    res = {"val_clean_acc": accuracy(model, x, y)}
-    if attack is not None:
-        res["val_pgd_acc"] = accuracy(model, x, y, attack=attack)
-    model.train(was_training)
+    y = torch.as_tensor(ys[idx], device=device)
+    with eval_mode(model):
+        res = {"val_split": cfg.select_on, "val_clean_acc": accuracy(model, x, y)}
+        if attack is not None:
+            res["val_pgd_acc"] = accuracy(model, x, y, attack=attack)
     return res
 
 

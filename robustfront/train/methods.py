@@ -46,6 +46,10 @@ def split_opts(method: Method, opts: dict) -> tuple[dict, dict]:
     comb_keys = _params(COMBINERS.get(method.combiner))
     obj_args, comb_args = dict(method.objective_args), dict(method.combiner_args)
     for k, v in opts.items():
+        if k in obj_keys and k in comb_keys:  # e.g. gamma of AWP and of CA-AT: never guess
+            raise ValueError(f"option '{k}' is a hyper-parameter of both objective '{method.objective}' and "
+                             f"combiner '{method.combiner}'; allowed: set it in Python with create_objective / "
+                             f"create_combiner")
         if k in obj_keys:
             obj_args[k] = v
         elif k in comb_keys:
