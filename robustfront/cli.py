@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="val: the training run's held-out split (same seed and size)")
     p.add_argument("--attacks", default="pgd20,autoattack",
-                   help="comma-separated attack names: fgsm, pgdK, pgdKxR, mifgsm, cw, spsa, apgd-ce, apgd-dlr, "
+                   help="comma-separated attack names: fgsm, pgdK, pgdKxR, mifgsm, cw, cw0, spsa, apgd-ce, apgd-dlr, "
                         "apgd-t, fab, fab-t, square, autoattack, autoattack-plus")
     p.add_argument("--eps", default="8/255", type=_fractions, help="budget, or a comma-separated sweep 2/255,4/255")
     p.add_argument("--norm", choices=("Linf", "L2", "L1"), default="Linf")

@@ -127,8 +127,9 @@ def table_rows(runs: list[dict]) -> list[dict]:
         m = val[-1]
         sa, ra = m["val_clean_acc"], m.get("val_pgd_acc")
         mean, nrr = mean_nrr(sa, ra) if ra is not None else (None, None)
-        row = {**base, "split": "val", "source": f"metrics.jsonl epoch {m['epoch']}",
-               "attack_setting": f"held-out PGD-{cfg.get('eval_steps', 10)} (val)", "norm": cfg.get("norm", "Linf"),
+        split = m.get("val_split", "val")  # "test" for runs with select_on=test
+        row = {**base, "split": split, "source": f"metrics.jsonl epoch {m['epoch']}",
+               "attack_setting": f"held-out PGD-{cfg.get('eval_steps', 10)} ({split})", "norm": cfg.get("norm", "Linf"),
                "eps": fmt_eps(cfg.get("eps")), "n": cfg.get("eval_n") or "val split", "seed": cfg.get("seed", 0),
                "checkpoints": 1, "clean": sa, "pgd": ra, "cw": None, "aa": None, "worst_case": ra, "mean": mean,
                "nrr": nrr, "ra_source": "val PGD"}

@@ -1,6 +1,9 @@
 """Evaluation: our attacks against an independent implementation, the suite's ordering, the six
 sanity checks (a gradient-masking model is flagged, an adversarially trained one passes), metrics,
-ε sweeps, mean ± std, and the analysis helpers. Tiny CNNs trained here on 8x8 digits in seconds."""
+ε sweeps, mean ± std, AutoAttack's warnings and class-count limits, unbounded inputs, per-module
+modes, and the analysis helpers. Tiny CNNs trained here on 8x8 digits in seconds; linear models
+on 8x8 blobs where the numbers do not matter."""
+import logging
 import math
 
 import pytest
@@ -9,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustfront.attacks import FGSM, PGD
-from robustfront.eval import MIFGSM, SPSA, aggregate, evaluate, mean_nrr, sanity_check
+from robustfront.eval import MIFGSM, SPSA, aggregate, build_attack, evaluate, mean_nrr, sanity_check
+from robustfront.eval import sanity as sanity_mod
+from robustfront.eval.suite import attack_names_help
 from robustfront.models import create_model
 
 EPS = 32 / 255
@@ -66,6 +71,47 @@ class Quantised(nn.Module):
 
     def forward(self, x):
         return self.model(torch.floor(x * 4) / 4)
+
+
+class Scaled(nn.Module):
+    """Logits × `factor`: softmax saturates, so cross-entropy input gradients vanish (masking) while the
+    decision, and the scale-free DLR loss of APGD-T, stay the same."""
+
+    def __init__(self, model, factor: float):
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x):
+        return self.model(x) * self.factor
+
+
+class Softmaxed(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).softmax(1)
+
+
+def blobs(k: int, n: int = 40, unbounded: bool = False):
+    """n images 1x8x8 in k classes around random centres; in [0,1] unless `unbounded` (Gaussian data)."""
+    g = torch.Generator().manual_seed(k)
+    centres = 0.4 + 0.2 * torch.rand(k, 1, 8, 8, generator=g)
+    y = torch.arange(n) % k
+    x = centres[y] + 0.3 * torch.randn(n, 1, 8, 8, generator=g)
+    return (x if unbounded else x.clamp(0, 1)), y
+
+
+def linear(x, y, k: int):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), k))
+    opt = torch.optim.Adam(model.parameters(), 0.05)
+    for _ in range(100):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval().requires_grad_(False)
 
 
 def acc(model, x, y):
@@ -187,3 +233,105 @@ def test_landscape_and_boundary(digits):
     d = boundary_distance(model, x[:5], directions=50, max_steps=128)
     assert d["min"].shape == (5,) and (d["min"] > 0).all()
     assert ((d["min"] * 255).round() - d["min"] * 255).abs().max() < 1e-3 or torch.isinf(d["min"]).any()
+
+
+# --- review fixes
+
+def test_autoattack_warnings_are_returned_and_printed(capsys):
+    x, y = blobs(10)
+    model = linear(x, y, 10)
+    res = evaluate(Softmaxed(model), x, y, ["apgd-ce"], eps=0.05)
+    assert any("probability distribution" in w for w in res["autoattack_warnings"]), res["autoattack_warnings"]
+    assert all(w.startswith("apgd-ce: ") for w in res["autoattack_warnings"])
+    assert "autoattack warning: it seems that the output is a probability distribution" in capsys.readouterr().err
+    assert evaluate(model, x, y, ["apgd-ce"], eps=0.05)["autoattack_warnings"] == []
+    logger = logging.getLogger("auto-attack")
+    assert logger.handlers == [] and logger.propagate  # the adapter leaves the logger as it found it
+
+
+def test_autoattack_with_few_classes(capsys):
+    x, y = blobs(3)
+    model = linear(x, y, 3)
+    res = evaluate(model, x, y, ["autoattack", "autoattack-plus"], eps=0.05)
+    assert res["autoattack_skipped"]["autoattack"] == {"apgd-t": "needs >= 4 classes"}
+    assert set(res["autoattack_skipped"]["autoattack-plus"]) == {"apgd-t"}  # APGD-DLR runs on 3 classes
+    assert "dropped apgd-t (needs >= 4 classes)" in capsys.readouterr().err
+    assert res["robust_acc"]["autoattack"] <= res["clean_acc"]
+    with pytest.raises(ValueError, match="'apgd-t'.*K=3.*needs >= 4 classes"):
+        evaluate(model, x, y, ["apgd-t"], eps=0.05)
+    x2, y2 = blobs(2)
+    model2 = linear(x2, y2, 2)
+    with pytest.raises(ValueError, match="'apgd-dlr'.*K=2.*needs >= 3 classes"):
+        evaluate(model2, x2, y2, ["apgd-dlr"], eps=0.05)
+    res2 = evaluate(model2, x2, y2, ["fab-t", "autoattack"], eps=0.05)  # FAB-T: one target class is enough
+    assert set(res2["autoattack_skipped"]["autoattack"]) == {"apgd-t"}
+
+
+def test_unbounded_inputs():
+    x, y = blobs(3, unbounded=True)
+    assert x.min() < 0 and x.max() > 1
+    model = linear(x, y, 3)
+    eps = 0.3
+    res = evaluate(model, x, y, ["fgsm", "pgd10", "mifgsm", "cw0", "spsa"], eps=eps, bounds=None)
+    assert res["bounds"] is None and all(0 <= a <= res["clean_acc"] for a in res["robust_acc"].values())
+    for name in ("fgsm", "pgd10", "mifgsm", "spsa"):
+        x_adv = build_attack(name, eps=eps, norm="Linf", bounds=None)(model, x, y)
+        assert (x_adv - x).abs().max() <= eps + 1e-6, name
+        assert x_adv.min() < 0 and x_adv.max() > 1, name  # not clamped to [0,1]
+    with pytest.raises(ValueError, match="'autoattack'.*bounds=None"):
+        evaluate(model, x, y, ["pgd10", "autoattack"], eps=eps, bounds=None)
+    with pytest.raises(ValueError, match="bounds=None.*sanity_check"):
+        sanity_check(model, x, y, eps=eps, bounds=None)
+
+
+def test_sanity_square_runs_under_l1():
+    x, y = blobs(10)
+    model = linear(x, y, 10)
+    a = sanity_mod._square(model, x, y, 8.0, "L1", 0, 500, n_queries=200)
+    assert not math.isnan(a) and a < acc(model, x, y)
+
+
+def test_monotone_check_uses_the_running_minimum():
+    grid = [0, 1, 2, 3, 4, 5]
+    assert sanity_mod.monotone_violations(grid, [0.5, 0.52, 0.54, 0.56, 0.58, 0.0], 0.03) == [2, 3, 4]
+    assert sanity_mod.monotone_violations(grid, [0.5, 0.52, 0.49, 0.51, 0.2, 0.0], 0.03) == []
+
+
+def test_sanity_flags_saturated_logits(digits):
+    """Logits × 1e4 mask cross-entropy gradients: Square, SPSA and APGD-T beat PGD-20 by far."""
+    s = sanity_check(Scaled(digits["adv"], 1e4), digits["x"], digits["y"], eps=EPS)
+    failed = {c["name"] for c in s["checks"] if not c["passed"]}
+    assert {"gradient_free_not_stronger", "apgd_agrees_with_pgd"} <= failed, s["checks"]
+
+
+def test_sanity_fails_check_6_on_autoattack_zero_gradient_warnings(monkeypatch):
+    x, y = blobs(10)
+    q = Quantised(linear(x, y, 10))
+    # hide our own zero-gradient count: check 6 must still fail on AutoAttack's own warning
+    monkeypatch.setattr(sanity_mod, "input_gradient_stats", lambda *a: {"zero": 0, "nonfinite": 0, "n": len(y)})
+    s = sanity_check(q, x, y, eps=0.05)
+    c6 = next(c for c in s["checks"] if c["name"] == "input_gradients")
+    assert not c6["passed"] and "about zero gradients" in c6["detail"], c6
+    assert any("zero gradient" in w for w in s["autoattack_warnings"])
+
+
+def test_cw0_is_cw_with_kappa_zero():
+    assert build_attack("cw0", eps=0.1, norm="Linf").kappa == 0.0
+    assert build_attack("cw", eps=0.1, norm="Linf").kappa == 50.0
+    assert "cw0" in attack_names_help()
+    x, y = blobs(3)
+    res = evaluate(linear(x, y, 3), x, y, ["cw", "cw0"], eps=0.05)
+    assert set(res["robust_acc"]) == {"cw", "cw0"}
+
+
+def test_evaluate_and_boundary_restore_each_modules_mode():
+    from robustfront.analysis.boundary import boundary_distance
+    x, y = blobs(3)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Dropout(0.5), nn.Linear(16, 3))
+    model.train()
+    model[2].eval()  # e.g. a frozen part inside a model in train mode
+    before = [m.training for m in model.modules()]
+    evaluate(model, x, y, ["fgsm", "pgd10"], eps=0.05)
+    assert [m.training for m in model.modules()] == before
+    boundary_distance(model, x[:2], directions=10, max_steps=4)
+    assert [m.training for m in model.modules()] == before

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..attacks import PGD, create_attack
+from ..attacks import FGSM, PGD
 from ..models.modes import eval_mode
 from .autoattack import autoattack, too_few_classes
 from .metrics import correct_mask
@@ -162,7 +162,7 @@ def _checks(model, x, y, eps, norm, seed, batch_size, log) -> dict:
 
     # 4 FGSM >= PGD >= AutoAttack
     if norm == "Linf":
-        fgsm = run("fgsm", create_attack("fgsm", eps=eps, bounds=UNIT_BOX))
+        fgsm = run("fgsm", FGSM(eps, bounds=UNIT_BOX))
         ok4 = fgsm >= pgd20 - noise and pgd20 >= aa - noise
         detail = f"FGSM {100 * fgsm:.1f}% >= PGD-20 {100 * pgd20:.1f}% >= {aa_label} {100 * aa:.1f}%"
     else:

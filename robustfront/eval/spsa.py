@@ -20,7 +20,7 @@ class SPSA(Attack):
 
     Each iteration draws `samples` Rademacher directions v per image (antithetic pairs ±v), estimates
     the gradient as mean[(f(x+δv) − f(x−δv)) / 2δ · v], takes an Adam step of size `lr` and projects
-    onto the `norm` ball ∩ [0,1]. Per image the first fooling point found is kept.
+    onto the `norm` ball ∩ `bounds`. Per image the first fooling point found is kept.
 
     Arguments:
         eps (float): budget (default 8/255).
@@ -30,6 +30,7 @@ class SPSA(Attack):
         lr (float): Adam learning rate (default 0.01).
         delta (float): finite-difference step (default 0.01).
         max_batch (int): largest forward batch, images × samples (default 8192).
+        bounds (tuple | None): the input box (default (0, 1)); None for unbounded inputs.
 
     Examples::
         >>> x_adv = SPSA(eps=8/255)(model, x, y)
