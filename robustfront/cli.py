@@ -93,7 +93,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from .eval import aggregate, check_attack_name, evaluate, format_sanity, sanity_check
+    from .eval import aggregate, auto_batch_size, check_attack_name, evaluate, format_sanity, sanity_check
     from .train.loop import resolve_device
 
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -107,17 +107,19 @@ def cmd_eval(args) -> int:
     results = []
     for ck in args.checkpoint:
         cfg, model, data, ds, xt, yt = _checkpoint_data(ck, args, device)
+        bs = args.batch_size or auto_batch_size(model, xt)
         err(f"evaluating {ck} on {data} ({args.split}, n={len(yt)}, seed={args.seed}), {args.norm} eps={args.eps}")
         res = evaluate(model, xt, yt, attacks, eps=eps_list if len(eps_list) > 1 else eps_list[0], norm=args.norm,
-                       seed=args.seed, batch_size=args.batch_size, bounds=ds.bounds, log=err)
+                       seed=args.seed, batch_size=bs, bounds=ds.bounds, log=err)
         res.update({"checkpoint": str(ck), "data": data, "split": args.split,
                     "eps_str": eps_strs if len(eps_strs) > 1 else eps_strs[0],
-                    "model": cfg.get("model"), "method": cfg.get("method"), "train_seed": cfg.get("seed")})
+                    "model": cfg.get("model"), "method": cfg.get("method"), "train_seed": cfg.get("seed"),
+                    "batch_size": bs})
         if args.sanity:
             # at the largest ε of a sweep: the one where masking shows most
             i = max(range(len(eps_list)), key=eps_list.__getitem__)
             res["sanity"] = sanity_check(model, xt, yt, eps=eps_list[i], norm=args.norm, seed=args.seed,
-                                         batch_size=args.batch_size, bounds=ds.bounds)
+                                         batch_size=bs, bounds=ds.bounds)
             res["sanity"]["eps_str"] = eps_strs[i]
             for line in format_sanity(res["sanity"]):
                 err(line)
@@ -279,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", choices=("Linf", "L2", "L1"), default="Linf")
     p.add_argument("--n", type=int, help="evaluate a seeded random subset of this many images")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, help="default: chosen for the device (CPU 500; CUDA: what fits "
+                                                  "in half the free memory, up to 4096)")
     p.add_argument("--device", default="auto")
     p.add_argument("--sanity", action="store_true", help="run the six gradient-masking checks (PASS/WARN)")
     p.add_argument("--out", help="write the JSON result here")

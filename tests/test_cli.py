@@ -38,6 +38,7 @@ def test_eval_writes_json_with_official_autoattack(run_dir, tmp_path):
     res = json.loads(out.read_text())
     assert {"clean_acc", "robust_acc", "n", "eps", "norm", "seed"} <= res.keys()
     assert res["n"] == 40 and res["norm"] == "Linf" and abs(res["eps"] - 32 / 255) < 1e-12
+    assert res["batch_size"] == 500                                  # chosen for the device: CPU
     ra = res["robust_acc"]
     assert set(ra) == {"fgsm", "pgd20", "autoattack"}
     # the official cascade logged per-attack accuracy, and AutoAttack is the strongest

@@ -19,6 +19,25 @@ def correct_mask(model, x, y, attack=None, batch_size: int = 500) -> torch.Tenso
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=y.device)
 
 
+def auto_batch_size(model, x, *, cpu: int = 500, budget: float = 0.5, cap: int = 4096, probe: int = 32) -> int:
+    """Evaluation batch size for x's device. CPU: `cpu` (larger batches gain nothing there).
+    CUDA: as many images as fit in `budget` of the free memory with one forward and input-gradient
+    pass (what every attack step needs), measured on a probe batch; a multiple of `probe` in
+    [probe, cap]."""
+    if x.device.type != "cuda":
+        return cpu
+    from ..models.modes import eval_mode
+    xb = x[:probe].detach().float().clone().requires_grad_(True)
+    torch.cuda.synchronize(x.device)
+    torch.cuda.reset_peak_memory_stats(x.device)
+    base = torch.cuda.memory_allocated(x.device)
+    with eval_mode(model), torch.enable_grad():
+        torch.autograd.grad(model(xb).float().logsumexp(1).sum(), xb)
+    per_image = max(1, (torch.cuda.max_memory_allocated(x.device) - base) // len(xb))
+    free, _ = torch.cuda.mem_get_info(x.device)
+    return int(max(probe, min(cap, int(budget * free / per_image) // probe * probe)))
+
+
 def accuracy(model, x, y, attack=None, batch_size: int = 500) -> float:
     # sync: one read per call
     return correct_mask(model, x, y, attack, batch_size).float().mean().item()
