@@ -91,8 +91,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import torch
-
     from .eval import aggregate, auto_batch_size, check_attack_name, evaluate, format_sanity, sanity_check
     from .train.loop import resolve_device
 
@@ -238,12 +236,11 @@ def cmd_data_info(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import format_table, run_bench
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None
     report = run_bench(quick=args.quick, data=args.data, device=args.device, model=args.model,
                        batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
                        attack_steps=args.attack_steps, methods=methods, threads=args.threads, variants=variants,
                        compile=args.compile, ref_workers=args.ref_workers, isolate=not args.no_isolate,
-                       repeats=args.repeats,
                        log=lambda m: print(m, file=sys.stderr, flush=True))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -330,17 +327,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--model", help="default: small_cnn (quick), resnet18 (full)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--steps", type=int, help="timed steps per run (same for every run)")
-    p.add_argument("--warmup", type=int, help="untimed warm-up steps per run")
+    p.add_argument("--steps", type=int, help="timed rounds; each times one step of every configuration "
+                                             "(default: 8 quick, 30 full)")
+    p.add_argument("--warmup", type=int, help="untimed warm-up steps per configuration")
     p.add_argument("--attack-steps", type=int, default=10)
     p.add_argument("--methods", default="pgd_at,trades,mart,ca_at,agr,raat")
-    p.add_argument("--variants", default="fp32,fast", help="our speed options: fp32, cl (channels_last), "
-                   "fast (bf16 + channels_last)")
+    p.add_argument("--variants", help="our speed options: fp32, cl (channels_last), fast (bf16 + channels_last); "
+                   "default fp32,fast, or fp32,cl on a CPU without native bf16 (emulated bf16 is slower than fp32)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (not the reference's)")
     p.add_argument("--ref-workers", type=int, help="reference DataLoader workers (default: 0 on CPU, 4 on CUDA)")
-    p.add_argument("--repeats", type=int, default=1, help="interleaved rounds; each run keeps its best")
-    p.add_argument("--no-isolate", action="store_true", help="run every measurement in this process")
+    p.add_argument("--no-isolate", action="store_true", help="skip the per-configuration processes that measure "
+                   "peak memory (memory is then not reported)")
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=cmd_bench)
 

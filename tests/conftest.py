@@ -15,6 +15,14 @@ def _threads():
 
 
 @pytest.fixture(scope="session")
+def digits_test():
+    """The 360 digits test images of robustfront's fixed split, as floats in [0,1], and their labels."""
+    from robustfront.data import load_dataset
+    ds = load_dataset("digits")
+    return torch.as_tensor(ds.x_test).float().div(255), torch.as_tensor(ds.y_test)
+
+
+@pytest.fixture(scope="session")
 def digits_model():
     """(small CNN trained about a second on 8x8 digits, in eval mode; x_test, y_test: 256 held-out images)."""
     from sklearn.datasets import load_digits

@@ -20,14 +20,6 @@ from robustfront.models import create_model
 EPS = 32 / 255
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _train(x, y, adversarial: bool, epochs: int, seed: int = 0):
     torch.manual_seed(seed)
     model = create_model("small_cnn", 10, in_channels=1, input_size=8, width=8)
@@ -48,7 +40,7 @@ def _train(x, y, adversarial: bool, epochs: int, seed: int = 0):
 
 
 @pytest.fixture(scope="module")
-def digits(_one_thread):
+def digits():
     from sklearn.datasets import load_digits
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16

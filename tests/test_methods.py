@@ -4,7 +4,6 @@ import torch
 
 from robustfront import load_model
 from robustfront.attacks import PGD
-from robustfront.data import load_dataset
 from robustfront.eval import accuracy
 from robustfront.train import METHODS, TrainConfig, train
 
@@ -25,20 +24,14 @@ def _opts(method):
 
 
 @pytest.fixture(scope="module")
-def test_set():
-    ds = load_dataset("digits")
-    return torch.as_tensor(ds.x_test).float().div(255), torch.as_tensor(ds.y_test)
-
-
-@pytest.fixture(scope="module")
-def standard_pgd(tmp_path_factory, test_set):
+def standard_pgd(tmp_path_factory, digits_test):
     out = tmp_path_factory.mktemp("standard")
     train(TrainConfig(**BASE, method="standard", out=str(out)))
-    return _pgd_acc(out, test_set)
+    return _pgd_acc(out, digits_test)
 
 
-def _pgd_acc(out, test_set):
-    x, y = test_set
+def _pgd_acc(out, digits_test):
+    x, y = digits_test
     model = load_model(out / "checkpoints" / "last.pt")
     torch.manual_seed(0)
     return accuracy(model, x, y), accuracy(model, x, y, attack=PGD(eps=32 / 255, alpha=8 / 255, steps=10))
@@ -52,13 +45,13 @@ def test_every_method_is_registered_and_documented():
 
 
 @pytest.mark.parametrize("method", ROBUST)
-def test_method_trains_logs_diagnostics_and_beats_standard(method, tmp_path, test_set, standard_pgd):
+def test_method_trains_logs_diagnostics_and_beats_standard(method, tmp_path, digits_test, standard_pgd):
     m = train(TrainConfig(**BASE, method=method, opts=_opts(method), out=str(tmp_path)))
     assert m["nonfinite_steps"] == 0 and m["train_loss"] == m["train_loss"]      # finite, not NaN
     for prefix, keys in DIAGNOSTICS.items():
         if method.startswith(prefix):
             assert keys <= m.keys(), keys - m.keys()
-    clean, robust = _pgd_acc(tmp_path, test_set)
+    clean, robust = _pgd_acc(tmp_path, digits_test)
     std_clean, std_robust = standard_pgd
     assert clean > 0.6, clean
     assert robust > std_robust + 0.1, (method, robust, std_robust)

@@ -16,16 +16,8 @@ from robustfront.eval.suite import AA_NAMES
 from robustfront.train import TrainConfig
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, _one_thread):
+def runs(tmp_path_factory):
     from robustfront.train import TrainConfig, train
     root = tmp_path_factory.mktemp("runs")
     dirs = []

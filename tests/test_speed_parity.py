@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from robustfront.attacks import PGD
-from robustfront.data import load_dataset
 from robustfront.eval import accuracy
 from robustfront.models import load_model
 from robustfront.train import TrainConfig, train
@@ -21,12 +20,6 @@ TOL = 0.02
 CFG = dict(data="digits", model="small_cnn", epochs=8, batch_size=64, lr=0.05, schedule="cosine", eps="32/255",
            alpha="8/255", attack_steps=5, crop=0, flip=False, progress=False, eval_every=100, seed=0)
 EVAL = dict(eps=32 / 255, alpha=8 / 255, steps=10)
-
-
-@pytest.fixture(scope="module")
-def digits_test():
-    ds = load_dataset("digits")
-    return torch.as_tensor(ds.x_test).float().div(255), torch.as_tensor(ds.y_test)
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,6 @@ TINY = dict(data="digits", model="small_cnn", model_args={"width": 16}, epochs=4
 
 
 @pytest.fixture(scope="module")
-def digits_test():
-    ds = load_dataset("digits")
-    return torch.as_tensor(ds.x_test).float().div(255), torch.as_tensor(ds.y_test)
-
-
-@pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     for m in ("standard", "pgd_at"):
@@ -208,7 +202,6 @@ def test_surgery_runs_log_the_objective_loss_not_the_sum_of_terms():
 
 def test_training_attacks_keep_the_data_box():
     """Images are attacked inside [0,1]; the unbounded Gaussian model is not clipped to it."""
-    from robustfront.data import load_dataset
     from robustfront.train.loop import build_trainer
     for spec, bounds in (("digits", (0.0, 1.0)), ("gaussian:n_train=64,n_test=16", None)):
         ds = load_dataset(spec)
