@@ -142,7 +142,7 @@ def maybe_compile(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 
 def cpu_bf16_native() -> bool:
     """Does this CPU run bf16 matmuls/convs in hardware (avx512_bf16 or AMX)? Without it oneDNN
-    emulates bf16, and bf16 autocast is slower than fp32 (30x on a 2-core AVX2 EPYC, small_cnn)."""
+    emulates bf16, and bf16 autocast is slower than fp32 (10x for small_cnn PGD-AT on a 2-core AVX2 EPYC)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
