@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,7 +31,6 @@ HEADERS = {"run": "run", "method": "method", "data": "data", "split": "split", "
            "attack_setting": "attacks", "norm": "norm", "eps": "ε", "n": "n", "seed": "seed", "checkpoints": "ckpts",
            "clean": "clean", "pgd": "PGD", "cw": "CW", "aa": "AA", "worst_case": "worst", "mean": "Mean",
            "nrr": "NRR", "ra_source": "RA from"}
-_PGD = re.compile(r"pgd([0-9]+)(?:x([0-9]+))?")
 
 
 def _read_run(run: Path) -> dict:
@@ -74,6 +72,7 @@ def _largest_eps(res: dict) -> dict | None:
 
 def _strongest_pgd(names) -> str | None:
     """The pgdK / pgdKxR attack with the most steps (then restarts)."""
+    from .eval.suite import _PGD  # the suite's own pgdK / pgdKxR name pattern
     pgd = [(int(m.group(1)), int(m.group(2) or 1), a) for a in names if (m := _PGD.fullmatch(a))]
     return max(pgd)[2] if pgd else None
 

@@ -187,6 +187,9 @@ def test_registry_and_defaults():
     assert ATTACKS.names() == ["apgd_ce", "apgd_dlr", "apgd_t", "fgsm", "pgd", "pgd_normal", "trades_kl"]
     assert create_attack("pgd_normal").random_start == "normal"          # MART's start
     assert create_attack("apgd_t").targeted and create_attack("apgd_dlr").loss == "dlr"
+    # None keeps a default, except bounds=None, which means unbounded inputs
+    assert create_attack("fgsm", eps=None).eps == 8 / 255 and create_attack("fgsm").bounds == (0.0, 1.0)
+    assert create_attack("trades_kl", bounds=None).bounds is None and create_attack("pgd", bounds=None).bounds is None
     pgd = create_attack("pgd", eps=None, norm="L2")
     assert (pgd.eps, pgd.alpha, pgd.steps) == (128 / 255, 32 / 255, 10)
     pgd = create_attack("pgd")

@@ -14,8 +14,9 @@ BN_MODES = ("eval", "train")
 
 
 def create_attack(name: str, **kw) -> "Attack":
-    """Build a registered attack ("fgsm", "pgd", "trades_kl"); None kwargs keep the defaults."""
-    return ATTACKS.create(name, **kw)
+    """Build a registered attack ("fgsm", "pgd", "trades_kl", ...); None kwargs keep the defaults,
+    except `bounds`, where None means unbounded inputs (e.g. the Gaussian data)."""
+    return ATTACKS.get(name)(**{k: v for k, v in kw.items() if v is not None or k == "bounds"})
 
 
 def check_number(name: str, v, lo: float, *, strict: bool = False) -> float:

@@ -65,7 +65,7 @@ def build_attack(name: str, *, eps: float, norm: str, bounds=UNIT_BOX):
         return PGD(eps, alpha=eps / 4, steps=int(m.group(1)), restarts=int(m.group(2) or 1), norm=norm, bounds=bounds)
     if name in ("fgsm", "mifgsm") and norm != "Linf":
         raise ValueError(f"{name} is an L-infinity attack; norm={norm!r} is not allowed with it (use pgdK)")
-    if name == "fgsm":  # built directly: create_attack drops None kwargs, so bounds=None would become (0, 1)
+    if name == "fgsm":
         return FGSM(eps, bounds=bounds)
     if name == "mifgsm":
         return MIFGSM(eps, steps=10, decay=1.0, bounds=bounds)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import yaml
 
-from ..attacks import ATTACKS
+from ..attacks import create_attack
 from ..combiners import create_combiner
 from ..data import DeviceLoader, load_dataset
 from ..eval.metrics import accuracy
@@ -46,13 +46,13 @@ def build_attack(cfg: TrainConfig, name: str, steps: int | None = None, bounds=(
     (`Dataset.bounds`: None for unbounded data such as the Gaussian model)."""
     if name == "none":
         return None
-    build = ATTACKS.get(name)  # called directly: create_attack would drop bounds=None as "unset"
     if name == "fgsm" or name == "trades_kl":
         if cfg.norm != "Linf":
             raise ValueError(f"attack {name!r} is L-infinity only; norm={cfg.norm!r} is not allowed with it")
         kw = {} if name == "fgsm" else {"alpha": cfg.alpha, "steps": steps or cfg.attack_steps}
-        return build(eps=cfg.eps, bounds=bounds, **kw)
-    return build(eps=cfg.eps, alpha=cfg.alpha, steps=steps or cfg.attack_steps, norm=cfg.norm, bounds=bounds)
+        return create_attack(name, eps=cfg.eps, bounds=bounds, **kw)
+    return create_attack(name, eps=cfg.eps, alpha=cfg.alpha, steps=steps or cfg.attack_steps, norm=cfg.norm,
+                         bounds=bounds)
 
 
 def build_method(cfg: TrainConfig, bounds=(0.0, 1.0)):
