@@ -145,8 +145,8 @@ def _our_steps(spec, ds, device):
     tr.model.train()
     # an epoch past AGR's default start (150), so its full rule (GOP + GICS) is timed
     epoch = max(200, getattr(tr.combiner, "start_epoch", 0))
-    if hasattr(tr.objective, "set_epoch"):
-        tr.objective.set_epoch(epoch)
+    tr.objective.on_epoch(epoch)
+    tr.combiner.on_epoch(epoch)
     it = _batches(tr.loader)
 
     def step():

@@ -15,6 +15,12 @@ from robustfront.combiners.ca_at import CAAT, ca_at_diagnostics, ca_at_update
 TOL = 1e-5
 
 
+def _at(combiner, epoch):
+    """The combiner after the trainer's start-of-epoch hook for `epoch` (0-based)."""
+    combiner.on_epoch(epoch)
+    return combiner
+
+
 def _cos64(u, v):
     u, v = u.double().reshape(-1), v.double().reshape(-1)
     return (u @ v / (u.norm() * v.norm())).item()
@@ -316,8 +322,8 @@ def test_agr_epoch_gating_paper_variant():
     comb = AGR(start_epoch=3, clip=None)
     g_c, g_a = _pair_lists(5)
     psis = _cosines(g_c, g_a)
-    before = comb.combine({"clean": g_c, "adv": g_a}, epoch=2)
-    after = comb.combine({"clean": g_c, "adv": g_a}, epoch=3)
+    before = _at(comb, 2).combine({"clean": g_c, "adv": g_a})
+    after = _at(comb, 3).combine({"clean": g_c, "adv": g_a})
     full = agr_update(g_c, g_a, clip=None)
     for a, B, A, F, psi in zip(g_a, before, after, full, psis):
         torch.testing.assert_close(A, F)
@@ -330,9 +336,9 @@ def test_agr_epoch_gating_paper_variant():
 def test_agr_epoch_gating_reference_variant():
     comb = AGR(start_epoch=3, delay_gop=True, clip=0.1)
     g_c, g_a = _pair_lists(6)
-    before = comb.combine({"clean": g_c, "adv": g_a}, epoch=2)
+    before = _at(comb, 2).combine({"clean": g_c, "adv": g_a})
     assert all(torch.equal(B, a) for B, a in zip(before, g_a))  # plain, unclipped g_a
-    after = comb.combine({"clean": g_c, "adv": g_a}, epoch=10)
+    after = _at(comb, 10).combine({"clean": g_c, "adv": g_a})
     for A, F in zip(after, agr_update(g_c, g_a, clip=0.1)):
         torch.testing.assert_close(A, F)
 
@@ -345,7 +351,7 @@ def test_agr_diagnostics_hand_counted(delay_gop):
     steps = [(seed, epoch) for seed, epoch in zip(range(12), [0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5])]
     for seed, epoch in steps:
         g_c, g_a = _pair_lists(seed)
-        comb.combine({"clean": g_c, "adv": g_a}, epoch)
+        _at(comb, epoch).combine({"clean": g_c, "adv": g_a})
         psis = _cosines(g_c, g_a)
         n_neg = sum(p < 0 for p in psis)
         neg += n_neg
@@ -377,7 +383,7 @@ def test_ca_at_combiner_flat_matches_rule_on_concatenation(gamma):
         g_c, g_a = _pair_lists(seed, signs=signs if seed < 4 else [-1] * len(SHAPES))
         if seed == 0:  # one step well inside the cone
             g_a = [2 * c + 1e-3 * a for c, a in zip(g_c, g_a)]
-        out = comb.combine({"clean": g_c, "adv": g_a}, epoch=0)
+        out = _at(comb, 0).combine({"clean": g_c, "adv": g_a})
         assert [o.shape for o in out] == [c.shape for c in g_c]
         ref = ca_at_update(_flat(g_c), _flat(g_a), gamma)
         torch.testing.assert_close(_flat(out), ref)
@@ -400,7 +406,7 @@ def test_ca_at_combiner_per_tensor():
     n_proj = total = 0
     for seed in range(5):
         g_c, g_a = _pair_lists(seed)
-        out = comb.combine({"clean": g_c, "adv": g_a}, epoch=7)
+        out = _at(comb, 7).combine({"clean": g_c, "adv": g_a})
         for c, a, o in zip(g_c, g_a, out):
             torch.testing.assert_close(o, ca_at_update(c, a, 0.8))
             _check_ca_at(c, a, 0.8, o)
@@ -429,8 +435,8 @@ def test_combine_reads_nothing_on_the_host(monkeypatch):
         for name in _SYNCING:
             m.setattr(torch.Tensor, name, boom)
         for comb in combs:
-            comb.combine(grads, epoch=0)
-            comb.combine(grads, epoch=1)
+            _at(comb, 0).combine(grads)
+            _at(comb, 1).combine(grads)
         ca_at_update(g_c[0], g_a[0], 0.8)
         agr_update(g_c, g_a)
     assert all(comb.pop_diagnostics() for comb in combs)
@@ -444,12 +450,12 @@ def test_combine_does_not_sync_on_cuda():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        outs = [c.combine(grads, epoch=e) for c in combs for e in (0, 1)]
+        outs = [_at(c, e).combine(grads) for c in combs for e in (0, 1)]
     finally:
         torch.cuda.set_sync_debug_mode("default")
     cpu = {"clean": g_c, "adv": g_a}
     ref_combs = [CAAT(0.8), CAAT(0.8, per_tensor=True), AGR(start_epoch=1), AGR(1, delay_gop=True)]
-    refs = [c.combine(cpu, epoch=e) for c in ref_combs for e in (0, 1)]
+    refs = [_at(c, e).combine(cpu) for c in ref_combs for e in (0, 1)]
     for out, ref in zip(outs, refs):
         for o, r in zip(out, ref):
             torch.testing.assert_close(o.cpu(), r, rtol=1e-5, atol=1e-7)

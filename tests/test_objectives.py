@@ -347,7 +347,7 @@ def test_awp_warmup_leftover_and_terms():
     awp = AWPAT(Shift(0.1), gamma=0.05, warmup_epochs=1)
     awp(model, x, y)
     assert torch.equal(model[1].weight, w0)  # epoch 0 < warmup
-    awp.set_epoch(1)
+    awp.on_epoch(1)
     awp(model, x, y)
     assert not torch.equal(model[1].weight, w0)
     awp(model, x, y)  # the previous perturbation was never removed: it is removed first

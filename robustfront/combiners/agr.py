@@ -76,7 +76,7 @@ def agr_diagnostics(g_clean: list[Tensor], g_adv: list[Tensor], *, gop: bool = T
 
 
 class AGR(_Base):
-    """AGR combiner (registered as "agr"). `epoch` is 0-based, as the trainer passes it.
+    """AGR combiner (registered as "agr"). The trainer calls `on_epoch(epoch)` (0-based) each epoch.
 
     delay_gop=False (paper): GOP on from the first epoch, GICS from start_epoch on
     (before it the ψ ≥ 0 case is plain g_a). delay_gop=True (reference code, which
@@ -100,12 +100,16 @@ class AGR(_Base):
         self.clip = _check_clip(clip)
         self.clip_plain = bool(clip_plain)
         self.eps = float(eps)
+        self.epoch = 0                    # set by on_epoch (0-based, as the trainer counts)
         self._sums: Tensor | None = None  # device fp64: gop count, neg count, then Σψ per tensor
         self._steps = 0
 
-    def combine(self, grads: dict[str, list[Tensor]], epoch: int) -> list[Tensor]:
+    def on_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def combine(self, grads: dict[str, list[Tensor]]) -> list[Tensor]:
         g_clean, g_adv = grads["clean"], grads["adv"]
-        started = epoch >= self.start_epoch
+        started = self.epoch >= self.start_epoch
         gop = started or not self.delay_gop
         nc, na, ac = _norms_dot64(g_clean, g_adv)
         co = _coefficients(nc, na, ac, gics=started, gop=gop, clip=self.clip, clip_plain=self.clip_plain,

@@ -14,10 +14,16 @@ class Combiner:
     separate: bool = False
     terms: tuple[str, ...] = ()
 
+    def on_epoch(self, epoch: int) -> None:
+        """Called by the trainer at the start of every epoch (0-based); a no-op unless overridden."""
+
+    def after_backward(self, model) -> None:
+        """Called after the update is written into .grad, before the optimizer step; a no-op here."""
+
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def combine(self, grads: dict[str, list[Tensor]], epoch: int) -> list[Tensor]:
+    def combine(self, grads: dict[str, list[Tensor]]) -> list[Tensor]:
         raise NotImplementedError
 
     def pop_diagnostics(self) -> dict[str, float]:

@@ -94,7 +94,7 @@ class CAAT(_Base):
         self._steps = 0
         self._decisions = 0
 
-    def combine(self, grads: dict[str, list[Tensor]], epoch: int) -> list[Tensor]:
+    def combine(self, grads: dict[str, list[Tensor]]) -> list[Tensor]:
         g_clean, g_adv = grads["clean"], grads["adv"]
         nc, na, ac = _norms_dot64(g_clean, g_adv)
         # whole-vector quantities from the per-tensor ones: squared norms and dots add up

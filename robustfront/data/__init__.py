@@ -18,11 +18,13 @@ from .download import fetch
 from .folders import READERS, detect_layout
 from .images import decode_files, parse_resize, resize_array
 from .loader import DeviceLoader
+from .subset import subset_indices
 from .synthetic import digits, gaussian, gaussian_params
 
-__all__ = ["Dataset", "DeviceLoader", "load_dataset", "dataset_info"]
+__all__ = ["Dataset", "DeviceLoader", "dataset_info", "load_dataset", "subset_indices"]
 
 NAMES = ("digits", "gaussian", "cifar10", "cifar100", "tiny-imagenet")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -48,6 +50,23 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is unknown; allowed: {', '.join(SPLITS)}")
+        return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+
+    def tensors(self, split: str, device="cpu", n: int | None = None, seed: int = 0):
+        """(x, y) of a split as tensors on `device`: images as float32 in [0,1], float data as is,
+        labels int64; `n` takes a seeded random subset (`subset_indices`)."""
+        import torch
+        x, y = self.arrays(split)
+        idx = subset_indices(len(y), n, seed)
+        if len(idx) < len(y):
+            x, y = x[idx], y[idx]
+        xt = torch.as_tensor(x, device=device)
+        xt = xt.float().div_(255) if xt.dtype == torch.uint8 else xt.float()
+        return xt, torch.as_tensor(y, device=device).long()
 
 
 def _split_val(x, y, val_size, seed):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
+from .. import checkpoint as _checkpoint
 from ..registry import Registry
 from .normalize import Normalize
 
@@ -67,8 +68,7 @@ def load_model(checkpoint: str | Any, device: str | torch.device = "cpu") -> nn.
 
     Files are read with weights_only=True (no arbitrary code). Returns the model on `device` in eval mode.
     """
-    ckpt = checkpoint if isinstance(checkpoint, dict) else torch.load(checkpoint, map_location=device,
-                                                                       weights_only=True)
+    ckpt = checkpoint if isinstance(checkpoint, dict) else _checkpoint.load(checkpoint, device)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint lacks {missing}; found keys {sorted(map(str, ckpt))}; expected "

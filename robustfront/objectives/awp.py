@@ -69,7 +69,7 @@ class AWP(Objective):
         objective: the wrapped objective (any, with `attack` attribute or not).
         gamma (float): γ, the relative size of the weight perturbation (default 0.01).
         warmup_epochs (int): no perturbation before this epoch; the trainer must then call
-            `set_epoch(epoch)` at the start of each epoch (default 0: always on).
+            `on_epoch(epoch)` at the start of each epoch (default 0: always on).
         perturb_terms (tuple | None): terms whose sum gives the perturbation direction (None: all
             terms). AT-AWP's reference uses the adversarial CE only, TRADES-AWP the whole TRADES loss.
 
@@ -78,7 +78,7 @@ class AWP(Objective):
 
     def __init__(self, objective: Objective, gamma: float = 0.01, warmup_epochs: int = 0,
                  perturb_terms: tuple[str, ...] | None = None):
-        super().__init__(getattr(objective, "attack", None))
+        super().__init__(objective.attack)
         self.objective = objective
         self.gamma = check_number("gamma", gamma, 0.0)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
@@ -89,11 +89,11 @@ class AWP(Objective):
                              f"allowed: {', '.join(objective.terms)}")
         self.terms = objective.terms
         self.terms_overlap = objective.terms_overlap
-        self.views = getattr(objective, "views", 1)
+        self.views = objective.views
         self.epoch = 0
         self._saved: list[tuple[Tensor, Tensor]] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
+    def on_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     @property
@@ -109,7 +109,7 @@ class AWP(Objective):
         if not self.active:
             return self.objective(model, x, y)
         inner = self.objective
-        has_attack = getattr(inner, "attack", None) is not None
+        has_attack = inner.attack is not None
         record = _Record(inner.attack) if has_attack else None
         buffers = [b.detach().clone() for b in model.buffers()]
         try:

@@ -17,6 +17,8 @@ from torch import Tensor, nn
 class Objective:
     #: names of the loss terms this objective returns
     terms: tuple[str, ...] = ()
+    #: augmented views of each image the loader yields (2: x is a tuple (x1, x2), e.g. Cons-AT, RAAT)
+    views: int = 1
     #: True when "adv" already contains "clean" (the whole loss, for gradient-surgery combiners):
     #: summing the terms would then count the clean CE twice
     terms_overlap: bool = False
@@ -26,6 +28,12 @@ class Objective:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         raise NotImplementedError
+
+    def on_epoch(self, epoch: int) -> None:
+        """Called by the trainer at the start of every epoch (0-based); a no-op unless overridden."""
+
+    def after_backward(self, model: nn.Module) -> None:
+        """Called after the gradients are computed, before the optimizer step (AWP restores its weights)."""
 
     def reported_loss(self, losses: dict[str, Tensor]) -> Tensor:
         """The objective's own loss, for the logs of gradient-surgery runs (detached, fp32)."""

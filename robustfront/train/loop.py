@@ -266,8 +266,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None =
             break
         t0 = time.perf_counter()
         model.train()
-        if hasattr(objective, "set_epoch"):
-            objective.set_epoch(epoch)
+        objective.on_epoch(epoch)
+        combiner.on_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
         step_diags: list[dict] = []
         n_seen = 0
@@ -311,14 +311,14 @@ def _step(model, params, opt, objective, combiner, losses, epoch, nonfinite, ter
     opt.zero_grad(set_to_none=True)
     if combiner.separate:
         grads = term_grads(losses)   # one backward per term, into preallocated flat buffers
-        for p, u in zip(params, combiner.combine(grads, epoch)):
+        for p, u in zip(params, combiner.combine(grads)):
             p.grad = u
         total = objective.reported_loss(losses)
     else:
         total = combiner.total_loss(losses)
         total.backward()
-    if hasattr(objective, "after_backward"):  # e.g. AWP takes its weight perturbation back here
-        objective.after_backward(model)
+    objective.after_backward(model)  # e.g. AWP takes its weight perturbation back here
+    combiner.after_backward(model)
     # Policy for a NaN/Inf update: it is replaced by zeros (no host sync to skip the step;
     # momentum then carries on as after a zero gradient) and counted in `nonfinite_steps`.
     grads = [p.grad for p in params if p.grad is not None]

@@ -1,0 +1,110 @@
+"""Where and how tensors run: device resolution, the bf16 probe, autocast, compile, fused SGD and
+the matmul precision flags. One module, so that train, eval and bench make the same choices."""
+from __future__ import annotations
+
+import shutil
+import sys
+from contextlib import contextmanager, nullcontext
+
+import torch
+
+from .validation import invalid
+
+DEVICES = "auto, cpu, cuda, cuda:N, mps"
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda when available, else cpu; a named device must exist on this machine."""
+    if isinstance(name, torch.device):
+        return name
+    if not isinstance(name, str):
+        raise invalid("device", name, DEVICES, "unknown")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and name != "mps" and not (name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise invalid("device", name, DEVICES, "unknown")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise invalid("device", name, "cpu (no CUDA device on this machine)", "not available")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise invalid("device", name, f"cuda:0 to cuda:{torch.cuda.device_count() - 1}", "not available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise invalid("device", name, "cpu (no MPS device on this machine)", "not available")
+    return torch.device(name)
+
+
+def cpu_bf16_native() -> bool:
+    """Does this CPU run bf16 matmuls/convs in hardware (avx512_bf16 or AMX)? Without it oneDNN
+    emulates bf16, and bf16 autocast is slower than fp32 (10x for small_cnn PGD-AT on a 2-core AVX2 EPYC)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        try:
+            with open("/proc/cpuinfo") as f:
+                return any(flag in f.read() for flag in ("avx512_bf16", "amx_bf16"))
+        except OSError:
+            return False
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on `device` when asked (attacks keep δ and their losses in fp32), else a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def warn_emulated_bf16(device: torch.device, bf16: bool) -> None:
+    if bf16 and device.type == "cpu" and not cpu_bf16_native():
+        print("robustfront: bf16=True on a CPU without native bf16 (no avx512_bf16/AMX): autocast is emulated "
+              "and slower than fp32", file=sys.stderr)
+
+
+def fused_sgd_supported(device: torch.device) -> bool:
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+        return device.type in _get_fused_kernels_supported_devices()
+    except ImportError:  # older torch: fused SGD is CUDA-only
+        return device.type == "cuda"
+
+
+def maybe_compile(model: torch.nn.Module, device: torch.device, mode: str | None = None) -> torch.nn.Module:
+    """torch.compile(model), or the model itself with a one-line note on stderr where unsupported.
+
+    The compiled wrapper shares the parameters: callers keep the plain module for saving."""
+    try:
+        import torch._dynamo
+        if not torch._dynamo.is_dynamo_supported():
+            raise RuntimeError("torch.compile does not support this Python version")
+        if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+            raise RuntimeError("no C++ compiler on PATH (inductor's CPU backend needs one)")
+        return torch.compile(model, mode=mode)
+    except Exception as e:  # noqa: BLE001 - any failure means: run uncompiled
+        print(f"robustfront: compile=True skipped, running eagerly: {str(e).splitlines()[0]}", file=sys.stderr)
+        return model
+
+
+def precision_flags() -> dict:
+    """The matmul/conv precision switches in force (recorded with every result)."""
+    flags = {"float32_matmul_precision": torch.get_float32_matmul_precision()}
+    if torch.cuda.is_available():
+        flags["cuda_matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        flags["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+    return flags
+
+
+@contextmanager
+def exact_fp32():
+    """TF32 off for matmuls and cuDNN convolutions inside the block (cuDNN enables it for convs by
+    default), so that evaluation is exact fp32; the previous flags come back afterwards."""
+    old = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,
+           torch.backends.cudnn.allow_tf32)
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(old[0])
+        torch.backends.cuda.matmul.allow_tf32 = old[1]
+        torch.backends.cudnn.allow_tf32 = old[2]
+
+
+__all__ = ["autocast", "cpu_bf16_native", "exact_fp32", "fused_sgd_supported", "maybe_compile", "precision_flags",
+           "resolve_device", "warn_emulated_bf16"]

@@ -1,0 +1,129 @@
+"""Weights from files written elsewhere: `.pt`/`.pth` (always `weights_only=True`) and `.safetensors`,
+the type sniffed from the bytes (an HTML error page saved as `.pth` is named as such), the usual
+wrappers unwrapped and compile / DataParallel prefixes stripped, and a readable report of how a
+state dict matches a model.
+
+    state = read_state_dict("ares_vit_b.pth")        # {name: tensor}
+    report = match_report(model, state)              # missing / unexpected / shape mismatches
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import checkpoint as ckpt
+
+# keys under which training scripts commonly nest the state dict (TRADES/MART/AWP: plain; timm: "state_dict"
+# or "model"; RAAT/Cons-AT: "model" / "state_dict"; others: "net", "model_state_dict")
+WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "module", "ema", "state_dict_ema")
+PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+def sniff(path: Path) -> str:
+    """"torch-zip", "torch-legacy", "safetensors", "html", "text", "empty" or "unknown", from the first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "torch-legacy"
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return "html"
+    if all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+        return "text"
+    return "unknown"
+
+
+def _read_file(path: Path, device) -> dict:
+    kind = sniff(path)
+    if kind == "safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise ValueError(f"{path} is a .safetensors file and the safetensors package is not installed; "
+                             f"allowed: pip install safetensors") from None
+        try:
+            return load_file(str(path), device=str(device))
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+            raise ValueError(f"weights file {path} is a damaged .safetensors file ({str(e).splitlines()[0][:160]})") \
+                from None
+    if kind in ("torch-zip", "torch-legacy"):
+        return ckpt.load(path, device, what="weights file")
+    what = {"html": "an HTML page (a failed download?)", "text": "a text file", "empty": "empty (0 bytes)",
+            "unknown": "not a known weights format"}[kind]
+    raise ValueError(f"weights file {path} is {what}; allowed: a .pt/.pth file written by torch.save or a "
+                     f".safetensors file")
+
+
+def unwrap(obj: dict) -> dict:
+    """The state dict inside a training script's checkpoint: robustfront's {"model", "model_config"},
+    one of WRAPPERS, nested; then common prefixes (DataParallel, compile, "model.") stripped."""
+    while isinstance(obj, dict):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        inner = next((obj[k] for k in WRAPPERS if isinstance(obj.get(k), dict) and obj[k]), None)
+        if inner is None:
+            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            if tensors:  # a state dict with some non-tensor entries beside it (e.g. "epoch")
+                obj = tensors
+                break
+            raise ValueError(f"found no state dict in the file: top-level keys {sorted(map(str, obj))[:12]}; "
+                             f"allowed: a state dict, or one under {', '.join(WRAPPERS)}")
+        obj = inner
+    return strip_prefixes(dict(obj))
+
+
+def strip_prefixes(state: dict, prefixes=PREFIXES) -> dict:
+    """Drop a prefix that every key carries (repeatedly: "module.model.conv1" -> "conv1")."""
+    changed = True
+    while changed and state:
+        changed = False
+        for p in prefixes:
+            if all(k.startswith(p) for k in state):
+                state = {k[len(p):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def read_state_dict(path: str | Path, device="cpu") -> dict[str, torch.Tensor]:
+    """{name: tensor} from a .pt/.pth/.safetensors file of any common layout; one ValueError line if bad."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"weights file {path} is a folder; allowed: a .pt/.pth/.safetensors file")
+    return unwrap(_read_file(path, device))
+
+
+def match_report(model: nn.Module, state: dict) -> dict:
+    """How `state` fits `model`: keys missing from the file, unexpected in it, and shape mismatches."""
+    own = model.state_dict()
+    shape = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+             if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    return {"missing": sorted(k for k in own if k not in state),
+            "unexpected": sorted(k for k in state if k not in own),
+            "shape_mismatch": shape}
+
+
+def format_report(report: dict, limit: int = 8) -> str:
+    """One line: what did not match, a few keys of each kind."""
+    parts = []
+    for kind in ("missing", "unexpected"):
+        keys = report[kind]
+        if keys:
+            more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+            parts.append(f"{len(keys)} {kind} key(s): {', '.join(keys[:limit])}{more}")
+    if report["shape_mismatch"]:
+        items = [f"{k} file {a} vs model {b}" for k, a, b in report["shape_mismatch"][:limit]]
+        parts.append(f"{len(report['shape_mismatch'])} shape mismatch(es): {'; '.join(items)}")
+    return "; ".join(parts) or "all keys match"
+
+
+__all__ = ["format_report", "match_report", "read_state_dict", "sniff", "strip_prefixes", "unwrap"]
