@@ -7,19 +7,14 @@ AutoAttack (standard version). Minutes on a 2-core CPU.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
-import torch
-
-from .data import load_dataset
-from .eval import evaluate
-from .models import load_model
-from .train import TrainConfig, parse_number, train
-from .train.checkpoint import load
-from .train.loop import resolve_device
+from .checkpoint import write_json_atomic
+from .eval import evaluate, load_for_eval
+from .train import TrainConfig, train
+from .validation import parse_number
 
 METHODS = ("standard", "pgd_at", "vanilla")
 EPS = "32/255"          # digits have 17 grey levels: 8/255 is below one level, so a larger budget
@@ -33,29 +28,26 @@ BASE = dict(data="digits", model="small_cnn", model_args={"width": 16}, epochs=1
 
 def quickstart(out: str, *, epochs: int | None = None, device: str = "auto", n_eval: int | None = None) -> list[dict]:
     out_dir = Path(out)
-    dev = resolve_device(device)
-    ds = load_dataset("digits")
-    x = torch.as_tensor(ds.x_test, device=dev).float().div(255)
-    y = torch.as_tensor(ds.y_test, device=dev)
-    if n_eval is not None:
-        x, y = x[:n_eval], y[:n_eval]
     results = []
-    for method in METHODS:
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    for i, method in enumerate(METHODS, 1):
         t0 = time.perf_counter()
+        say(f"[{i}/{len(METHODS)}] training {method} on digits ({BASE['epochs'] if not epochs else epochs} epochs)")
         cfg = TrainConfig(**{**BASE, "method": method, "out": str(out_dir / method), "device": device,
-                             "progress": False, **({"epochs": epochs} if epochs else {})})
-        train(cfg)
+                             **({"epochs": epochs} if epochs else {})})
+        train(cfg, force=True)
         t_train = time.perf_counter() - t0
-        model = load_model(load(out_dir / method / "checkpoints" / "best.pt", dev), device=dev)
-        res = evaluate(model, x, y, ATTACKS, eps=parse_number(EPS, "eps"), norm="Linf", seed=0)
+        say(f"[{i}/{len(METHODS)}] evaluating {method}: clean, PGD-20, AutoAttack (the longest part)")
+        inp = load_for_eval(out_dir / method / "checkpoints" / "best.pt", n=n_eval, seed=0, device=device)
+        res = evaluate(inp.model, inp.x, inp.y, ATTACKS, eps=parse_number(EPS, "eps"), norm="Linf", seed=0,
+                       log=say, data="digits", split="test")
         results.append({"method": method, "clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"],
                          "worst_case_acc": res["worst_case_acc"], "data": "digits (test split)", "model": MODEL,
                          "eps": EPS, "norm": "Linf", "n": res["n"], "seed": 0,
                          "train_time_s": round(t_train, 1), "eval_time_s": res["time_s"]})
         print(f"[{method}] trained in {t_train:.0f}s, evaluated in {sum(res['time_s'].values()):.0f}s",
               file=sys.stderr, flush=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json_atomic(out_dir / "results.json", results)
     print(table(results))
     print(f"\nresults: {out_dir / 'results.json'}")
     return results

@@ -84,16 +84,11 @@ def check_choice(name: str, v: Any, allowed: Iterable) -> Any:
     return v
 
 
-TRUE, FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
-
-
 def check_bool(name: str, v: Any) -> bool:
-    """True/False; the strings true/false, yes/no, on/off, 1/0 (any case) from flags and YAML; nothing else."""
+    """True or False only: a quoted 'no' in YAML is a string, and reading it as True would be a silent error."""
     if isinstance(v, bool):
         return v
-    if isinstance(v, str) and v.strip().lower() in TRUE + FALSE:
-        return v.strip().lower() in TRUE
-    raise invalid(name, v, "true or false")
+    raise invalid(name, v, "true or false (unquoted in YAML)")
 
 
 def check_path_text(name: str, v: Any) -> str:
@@ -103,4 +98,24 @@ def check_path_text(name: str, v: Any) -> str:
     return v
 
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_path_text", "invalid", "parse_number"]
+
+
+def check_like(name: str, v: Any, default: Any) -> Any:
+    """A user-given hyper-parameter checked against the type of its default: numbers (also "8/255"),
+    integers, booleans and strings; other defaults (None, tuples) accept any value, and None (YAML
+    null) is passed on for the constructor to accept or refuse."""
+    if v is None:
+        return None
+    if isinstance(default, bool):
+        return check_bool(name, v)
+    if isinstance(default, int):
+        return check_int(name, v)
+    if isinstance(default, float):
+        return check_number(name, v)
+    if isinstance(default, str) and not isinstance(v, str):
+        raise invalid(name, v, "a string")
+    return v
+
+
+__all__ = ["check_bool", "check_choice", "check_int", "check_like", "check_number", "check_path_text", "invalid",
+           "parse_number"]

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustfront.attacks import ATTACKS, FGSM, PGD, TradesKL, create_attack, lp_norm, project
+from robustfront.attacks import (ATTACKS, FGSM, PGD, ThreatModel, TradesKL, canonical, create_attack, is_official,
+                                 lp_norm, project)
 from robustfront.models import create_model
 
 EPS = {"Linf": 0.1, "L2": 1.0, "L1": 2.0}  # budgets that fool part, not all, of the test digits
@@ -183,23 +184,72 @@ def test_unbounded_inputs_for_flat_data():
         assert lp_norm(x_adv - x, norm).max() <= 0.5 + 1e-5
 
 
+VOCABULARY = ["apgd_ce", "apgd_dlr", "apgd_t", "autoattack", "autoattack_plus", "cw", "cw0", "fab", "fab_t", "fgsm",
+              "mifgsm", "pgd", "pgd_normal", "spsa", "square", "trades_kl"]
+
+
 def test_registry_and_defaults():
-    assert ATTACKS.names() == ["apgd_ce", "apgd_dlr", "apgd_t", "fgsm", "pgd", "pgd_normal", "trades_kl"]
+    assert ATTACKS.names() == VOCABULARY
     assert create_attack("pgd_normal").random_start == "normal"          # MART's start
     assert create_attack("apgd_t").targeted and create_attack("apgd_dlr").loss == "dlr"
-    # None keeps a default, except bounds=None, which means unbounded inputs
-    assert create_attack("fgsm", eps=None).eps == 8 / 255 and create_attack("fgsm").bounds == (0.0, 1.0)
-    assert create_attack("trades_kl", bounds=None).bounds is None and create_attack("pgd", bounds=None).bounds is None
-    pgd = create_attack("pgd", eps=None, norm="L2")
+    # the threat model carries ε, norm and the box; bounds=None means unbounded inputs
+    assert create_attack("fgsm", ThreatModel(eps=None)).eps == 8 / 255 and create_attack("fgsm").bounds == (0.0, 1.0)
+    unbounded = ThreatModel(bounds=None)
+    assert create_attack("trades_kl", unbounded).bounds is None and create_attack("pgd", unbounded).bounds is None
+    pgd = create_attack("pgd", ThreatModel(norm="L2"))
     assert (pgd.eps, pgd.alpha, pgd.steps) == (128 / 255, 32 / 255, 10)
     pgd = create_attack("pgd")
     assert (pgd.eps, pgd.alpha, pgd.norm, pgd.restarts) == (8 / 255, 2 / 255, "Linf", 1)
-    t = create_attack("trades_kl", eps=8 / 255)
+    t = create_attack("trades_kl", ThreatModel(eps=8 / 255))
     assert (t.alpha, t.steps) == (2 / 255, 10)
     assert create_attack("fgsm").eps == 8 / 255
     assert "PGD(" in repr(pgd) and "eps=" in repr(pgd)
-    with pytest.raises(ValueError, match="unknown attack .cw.; allowed: apgd_ce, apgd_dlr, apgd_t, fgsm, pgd, pgd_normal, trades_kl"):
-        create_attack("cw")
+    with pytest.raises(ValueError, match="unknown attack .cwx.; allowed: pgd, pgdK or pgdKxR .*apgd_ce.*trades_kl"):
+        create_attack("cwx")
+
+
+def test_spec_grammar_threat_steps_and_aliases():
+    threat = ThreatModel(eps=0.1, alpha=0.02, steps=7)
+    assert create_attack("pgd", threat).steps == 7 and create_attack("apgd_ce", threat).steps == 7
+    p = create_attack("pgd100x5", threat)
+    assert (p.steps, p.restarts, p.alpha) == (100, 5, 0.02)
+    # without steps in the threat model each attack keeps its own budget (AutoAttack's 100 for APGD, CW-30)
+    assert create_attack("apgd_ce", ThreatModel()).steps == 100 and create_attack("cw", ThreatModel()).steps == 30
+    assert (create_attack("cw0").kappa, create_attack("cw").kappa) == (0.0, 50.0)
+    assert create_attack("spsa").iterations == 100 and create_attack("mifgsm").steps == 10
+    # one underscore spelling; the official hyphenated names are aliases
+    assert canonical("apgd-ce") == "apgd_ce" and canonical("autoattack-plus") == "autoattack_plus"
+    assert canonical("fab-t") == "fab_t" and canonical("pgd20") == "pgd20"
+    assert create_attack("fab-t").attacks == ["fab_t"] and create_attack("autoattack-plus").version == "plus"
+    assert is_official("square") and is_official("apgd_t") and not is_official("pgd20")
+
+
+@pytest.mark.parametrize("name", ["fgsm", "mifgsm", "trades_kl"])
+def test_each_attack_declares_its_norms(name):
+    with pytest.raises(ValueError, match=r"norm='L2' is not supported; allowed: Linf"):
+        create_attack(name, ThreatModel(norm="L2"))
+    assert create_attack("pgd", ThreatModel(norm="L1")).norm == "L1"
+
+
+@pytest.mark.parametrize("name", VOCABULARY)
+def test_every_registered_attack_keeps_the_threat_model(digits, name):
+    """For every name of the vocabulary: ‖δ‖ ≤ ε, inside [0,1], robust ≤ clean, parameter grads untouched."""
+    model, x, y, clean = digits
+    x, y = x[:24], y[:24]
+    eps = EPS["Linf"]
+    kw = {"samples": 16, "iterations": 5} if name == "spsa" else {}
+    atk = create_attack(name, ThreatModel(eps=eps, steps=None if name.startswith(("apgd", "auto")) else 5), **kw)
+    for p in model.parameters():
+        p.grad = None
+    torch.manual_seed(0)
+    x_adv = atk(model, x, y)
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+    assert lp_norm(x_adv - x, "Linf").max() <= eps * (1 + 1e-5) + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert accuracy(model, x_adv, y) <= accuracy(model, x, y) + 1e-9
+    assert all(p.grad is None for p in model.parameters()), name
+    mask, _ = atk.robust_mask(model, x, y, batch_size=10, seed=0)
+    assert mask.shape == y.shape and mask.float().mean() <= accuracy(model, x, y) + 1e-9
 
 
 @pytest.mark.parametrize("make, match", [

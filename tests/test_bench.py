@@ -4,7 +4,7 @@ import statistics
 
 import torch
 
-from robustfront.bench import _ReferenceImages, random_cifar, run_bench
+from robustfront.bench import ReferenceImages, random_cifar, run_bench
 from robustfront.cli import main
 
 
@@ -42,7 +42,7 @@ def test_unknown_method_is_a_one_line_error():
 
 def test_reference_augmentation_is_a_crop_and_flip_of_the_image():
     ds = random_cifar(4)
-    x, y = _ReferenceImages(ds.x_train, ds.y_train)[0]
+    x, y = ReferenceImages(ds.x_train, ds.y_train)[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
     assert y == int(ds.y_train[0])
 

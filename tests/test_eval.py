@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustfront.attacks import FGSM, PGD
-from robustfront.eval import MIFGSM, SPSA, aggregate, build_attack, evaluate, mean_nrr, sanity_check
+from robustfront.attacks import FGSM, MIFGSM, PGD, SPSA, ThreatModel, create_attack, names_help
+from robustfront.eval import aggregate, evaluate, mean_nrr, sanity_check
 from robustfront.eval import sanity as sanity_mod
-from robustfront.eval.suite import attack_names_help
 from robustfront.models import create_model
 
 EPS = 32 / 255
@@ -232,9 +231,9 @@ def test_landscape_and_boundary(digits):
 def test_autoattack_warnings_are_returned_and_printed(capsys):
     x, y = blobs(10)
     model = linear(x, y, 10)
-    res = evaluate(Softmaxed(model), x, y, ["apgd-ce"], eps=0.05)
+    res = evaluate(Softmaxed(model), x, y, ["apgd-ce"], eps=0.05)   # the official spelling is an alias
     assert any("probability distribution" in w for w in res["autoattack_warnings"]), res["autoattack_warnings"]
-    assert all(w.startswith("apgd-ce: ") for w in res["autoattack_warnings"])
+    assert all(w.startswith("apgd_ce: ") for w in res["autoattack_warnings"])
     assert "autoattack warning: it seems that the output is a probability distribution" in capsys.readouterr().err
     assert evaluate(model, x, y, ["apgd-ce"], eps=0.05)["autoattack_warnings"] == []
     logger = logging.getLogger("auto-attack")
@@ -244,19 +243,19 @@ def test_autoattack_warnings_are_returned_and_printed(capsys):
 def test_autoattack_with_few_classes(capsys):
     x, y = blobs(3)
     model = linear(x, y, 3)
-    res = evaluate(model, x, y, ["autoattack", "autoattack-plus"], eps=0.05)
-    assert res["autoattack_skipped"]["autoattack"] == {"apgd-t": "needs >= 4 classes"}
-    assert set(res["autoattack_skipped"]["autoattack-plus"]) == {"apgd-t"}  # APGD-DLR runs on 3 classes
-    assert "dropped apgd-t (needs >= 4 classes)" in capsys.readouterr().err
+    res = evaluate(model, x, y, ["autoattack", "autoattack_plus"], eps=0.05)
+    assert res["autoattack_skipped"]["autoattack"] == {"apgd_t": "needs >= 4 classes"}
+    assert set(res["autoattack_skipped"]["autoattack_plus"]) == {"apgd_t"}  # APGD-DLR runs on 3 classes
+    assert "dropped apgd_t (needs >= 4 classes)" in capsys.readouterr().err
     assert res["robust_acc"]["autoattack"] <= res["clean_acc"]
-    with pytest.raises(ValueError, match="'apgd-t'.*K=3.*needs >= 4 classes"):
+    with pytest.raises(ValueError, match="'apgd_t'.*K=3.*needs >= 4 classes"):
         evaluate(model, x, y, ["apgd-t"], eps=0.05)
     x2, y2 = blobs(2)
     model2 = linear(x2, y2, 2)
-    with pytest.raises(ValueError, match="'apgd-dlr'.*K=2.*needs >= 3 classes"):
+    with pytest.raises(ValueError, match="'apgd_dlr'.*K=2.*needs >= 3 classes"):
         evaluate(model2, x2, y2, ["apgd-dlr"], eps=0.05)
     res2 = evaluate(model2, x2, y2, ["fab-t", "autoattack"], eps=0.05)  # FAB-T: one target class is enough
-    assert set(res2["autoattack_skipped"]["autoattack"]) == {"apgd-t"}
+    assert set(res2["autoattack_skipped"]["autoattack"]) == {"apgd_t"}
 
 
 def test_unbounded_inputs():
@@ -267,7 +266,7 @@ def test_unbounded_inputs():
     res = evaluate(model, x, y, ["fgsm", "pgd10", "mifgsm", "cw0", "spsa"], eps=eps, bounds=None)
     assert res["bounds"] is None and all(0 <= a <= res["clean_acc"] for a in res["robust_acc"].values())
     for name in ("fgsm", "pgd10", "mifgsm", "spsa"):
-        x_adv = build_attack(name, eps=eps, norm="Linf", bounds=None)(model, x, y)
+        x_adv = create_attack(name, ThreatModel(eps=eps, bounds=None))(model, x, y)
         assert (x_adv - x).abs().max() <= eps + 1e-6, name
         assert x_adv.min() < 0 and x_adv.max() > 1, name  # not clamped to [0,1]
     with pytest.raises(ValueError, match="'autoattack'.*bounds=None"):
@@ -308,9 +307,9 @@ def test_sanity_fails_check_6_on_autoattack_zero_gradient_warnings(monkeypatch):
 
 
 def test_cw0_is_cw_with_kappa_zero():
-    assert build_attack("cw0", eps=0.1, norm="Linf").kappa == 0.0
-    assert build_attack("cw", eps=0.1, norm="Linf").kappa == 50.0
-    assert "cw0" in attack_names_help()
+    assert create_attack("cw0", ThreatModel(eps=0.1)).kappa == 0.0
+    assert create_attack("cw", ThreatModel(eps=0.1)).kappa == 50.0
+    assert "cw0" in names_help()
     x, y = blobs(3)
     res = evaluate(linear(x, y, 3), x, y, ["cw", "cw0"], eps=0.05)
     assert set(res["robust_acc"]) == {"cw", "cw0"}

@@ -12,7 +12,7 @@ from robustfront import report as rep
 from robustfront.cli import main
 from robustfront.eval import evaluate
 from robustfront.eval.metrics import aggregate, mean_nrr
-from robustfront.eval.suite import AA_NAMES
+from robustfront.attacks import AUTOATTACK_NAMES as AA_NAMES
 from robustfront.train import TrainConfig
 
 
@@ -147,11 +147,11 @@ def test_sweep_row_uses_largest_eps(tmp_path):
 
 
 def test_aa_column_is_the_cascade_mean_and_nrr_use(tmp_path):
-    r = _result(0.8, {"pgd20": 0.5, "autoattack": 0.45, "autoattack-plus": 0.43})
-    assert r["ra_source"] == "autoattack-plus"
+    r = _result(0.8, {"pgd20": 0.5, "autoattack": 0.45, "autoattack_plus": 0.43})
+    assert r["ra_source"] == "autoattack_plus"
     run = _run(tmp_path, "aa", [_eval_json([r], "8/255")])
     (row,), _ = _report(tmp_path, run)
-    assert float(row["aa"]) == pytest.approx(0.43) and row["ra_source"] == "autoattack-plus"
+    assert float(row["aa"]) == pytest.approx(0.43) and row["ra_source"] == "autoattack_plus"
     assert float(row["mean"]) == pytest.approx((0.8 + float(row["aa"])) / 2)
 
 
@@ -165,6 +165,20 @@ def test_eps_is_a_budget_not_a_percentage(tmp_path):
         ["8/255", "0.031", "8/255", "128/255", "0", "12", "0.5"]
 
 
+def test_fronts_never_mix_robustness_sources(tmp_path):
+    """An AutoAttack point and a PGD-only point are on different fronts, even at the same data and ε."""
+    runs = [_run(tmp_path, "aa", [_eval_json([_result(0.9, {"autoattack": 0.4})], "8/255")]),
+            _run(tmp_path, "pgd", [_eval_json([_result(0.8, {"pgd20": 0.6})], "8/255")]),
+            _run(tmp_path, "val", val=(0.7, 0.5))]
+    fronts = rep.pareto_fronts(rep.table_rows([rep._read_run(r) for r in runs]))
+    assert sorted(k[4] for k in fronts) == ["AutoAttack", "held-out PGD (val)", "worst case of pgd20"]
+    assert all(len(pts) == 1 for pts, _ in fronts.values())
+    lo, hi = rep.percent_range([0.9, 0.902])
+    assert hi - lo >= 10 and lo <= 90 and hi >= 90.2  # never a 0.5-point zoom
+    lo, hi = rep.percent_range([0.0, 0.01])
+    assert lo == 0.0 and hi >= 10
+
+
 def test_one_pareto_front_per_data_norm_eps(tmp_path, monkeypatch):
     def ev(sa, ra, eps=8 / 255, data="digits", norm="Linf"):
         return _eval_json([_result(sa, {"autoattack": ra}, eps=eps, norm=norm)], "x", data=data)
@@ -172,8 +186,8 @@ def test_one_pareto_front_per_data_norm_eps(tmp_path, monkeypatch):
             _run(tmp_path, "d", [ev(0.85, 0.2, eps=16 / 255)]), _run(tmp_path, "e", [ev(0.6, 0.1, data="cifar10")]),
             _run(tmp_path, "f", [ev(0.5, 0.1, norm="L2")])]
     fronts = rep.pareto_fronts(rep.table_rows([rep._read_run(r) for r in runs]))
-    assert fronts[("digits", "test", "Linf", "8/255")][1] == [(0.8, 0.5), (0.9, 0.4)]
-    assert fronts[("digits", "test", "Linf", "16/255")][1] == [(0.85, 0.2)]  # not dropped behind run a
+    assert fronts[("digits", "test", "Linf", "8/255", "AutoAttack")][1] == [(0.8, 0.5), (0.9, 0.4)]
+    assert fronts[("digits", "test", "Linf", "16/255", "AutoAttack")][1] == [(0.85, 0.2)]  # not dropped behind run a
     assert len(fronts) == 4
     legends = {}
     save = rep._save
@@ -181,5 +195,5 @@ def test_one_pareto_front_per_data_norm_eps(tmp_path, monkeypatch):
         t.get_text() for t in fig.axes[0].get_legend().get_texts()]) and save(fig, path))
     _report(tmp_path, *runs)
     assert sorted(legends["pareto.png"]) == sorted(
-        f"Pareto front: {d} (test), {n} eps={e}" for d, n, e in
+        f"Pareto front: {d} (test), {n} eps={e}, RA = AutoAttack" for d, n, e in
         (("digits", "Linf", "8/255"), ("digits", "Linf", "16/255"), ("cifar10", "Linf", "8/255"), ("digits", "L2", "8/255")))

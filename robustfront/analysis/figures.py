@@ -8,32 +8,26 @@ the same images, directions and seed, so the curves are comparable.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 
+from ..checkpoint import write_json_atomic
+from ..plotting import figure, save
 from .boundary import boundary_distance
 from .landscape import loss_landscape_1d
 
 
-def _write(out: Path, stem: str, res: dict, fig) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
-    fig.tight_layout()
-    fig.savefig(out / f"{stem}.png", dpi=120)
-    import matplotlib.pyplot as plt
-    plt.close(fig)
+def _write(out: Path, stem: str, res: dict, fig, note: str | None = None) -> dict:
+    write_json_atomic(out / f"{stem}.json", res)
+    save(fig, out / f"{stem}.png", note)
     res["files"] = [str(out / f"{stem}.json"), str(out / f"{stem}.png")]
     return res
 
 
 def _figure():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt.subplots(figsize=(5, 3.5))
+    return figure(figsize=(5.5, 4))
 
 
 def landscape_figure(models: dict, x, y, out, *, alphas=None, seed: int = 0, attack=None, label: str = "") -> dict:
@@ -69,13 +63,18 @@ def boundary_figure(models: dict, x, out, *, directions: int = 1000, step: float
             "median_min_distance": finite.median().item() if len(finite) else None,
             "mean_hit_frac": d["hit_frac"].mean().item()}
         xs = torch.sort(finite * 255).values
-        ax.step(xs.tolist(), (torch.arange(1, len(xs) + 1) / len(mins)).tolist(), where="post", label=name)
+        never = res["models"][name]["never_changed"]
+        ax.step(xs.tolist(), (torch.arange(1, len(xs) + 1) / len(mins)).tolist(), where="post",
+                label=f"{name} ({never}/{len(mins)} never reached the boundary)")
     ax.set_xlabel("smallest L∞ distance to the boundary (×1/255)")
     ax.set_ylabel("fraction of images")
+    ax.set_ylim(0, 1)
     ax.set_title(f"Decision-boundary distance ({label}, n={len(x)}, {directions} random sign directions, "
                  f"seed={seed})", fontsize=7)
     ax.legend(fontsize=7)
-    return _write(Path(out), "boundary", res, fig)
+    note = (f"Images whose prediction never changed within {max_steps} steps of {step * 255:.3g}/255 are not on "
+            f"the curves: each curve ends below 1 by that fraction.")
+    return _write(Path(out), "boundary", res, fig, note)
 
 
 __all__ = ["boundary_figure", "landscape_figure"]

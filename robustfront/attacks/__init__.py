@@ -1,36 +1,24 @@
-"""Attacks with one call shape: `x_adv = attack(model, x, y)`, inputs in [0,1].
+"""Attacks with one call shape, `x_adv = attack(model, x, y)`, inputs in [0,1], built from one
+vocabulary for training and evaluation:
 
-    atk = create_attack("pgd", eps=8/255, alpha=2/255, steps=10, norm="Linf")
-    x_adv = atk(model, x, y)
+    threat = ThreatModel(norm="Linf", eps=8/255, alpha=2/255, steps=10)
+    x_adv = create_attack("pgd", threat)(model, x, y)
+    create_attack("pgd20", threat), create_attack("apgd_ce", threat), create_attack("autoattack", threat)
+
+See `attacks.spec` for the grammar; `ATTACKS.names()` lists the registered names.
 """
 from .apgd import APGD
-from .base import ATTACKS, Attack, create_attack
+from .autoattack import AutoAttack, run_official
+from .base import ATTACKS, Attack
 from .fgsm import FGSM
 from .lp import NORMS, lp_norm, project
+from .mifgsm import MIFGSM
 from .pgd import PGD, margin
+from .spec import AUTOATTACK_NAMES, canonical, create_attack, is_official, names_help, parse_spec
+from .spsa import SPSA
+from .threat import DEFAULT_EPS, ThreatModel
 from .trades_kl import TradesKL
 
-
-@ATTACKS.register("pgd_normal")
-def pgd_normal(**kw) -> PGD:
-    """PGD from x + 0.001·N(0,1): MART's training attack."""
-    return PGD(random_start="normal", **kw)
-
-
-@ATTACKS.register("apgd_ce")
-def apgd_ce(**kw) -> APGD:
-    return APGD(loss="ce", **kw)
-
-
-@ATTACKS.register("apgd_dlr")
-def apgd_dlr(**kw) -> APGD:
-    return APGD(loss="dlr", **kw)
-
-
-@ATTACKS.register("apgd_t")
-def apgd_t(**kw) -> APGD:
-    return APGD(loss="dlr", targeted=True, **kw)
-
-
-__all__ = ["APGD", "ATTACKS", "Attack", "FGSM", "NORMS", "PGD", "TradesKL", "create_attack", "lp_norm", "margin",
-           "project"]
+__all__ = ["APGD", "ATTACKS", "AUTOATTACK_NAMES", "Attack", "AutoAttack", "DEFAULT_EPS", "FGSM", "MIFGSM", "NORMS",
+           "PGD", "SPSA", "ThreatModel", "TradesKL", "canonical", "create_attack", "is_official", "lp_norm", "margin",
+           "names_help", "parse_spec", "project", "run_official"]

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from .base import Attack, check_choice, check_int, check_number
-from .pgd import DEFAULT_EPS, margin
+from .pgd import margin
+from .threat import DEFAULT_EPS
 
 APGD_NORMS = ("Linf", "L2", "L1")
 APGD_LOSSES = ("ce", "dlr")
@@ -45,12 +46,13 @@ class APGD(Attack):
 
     Arguments:
         eps (float): budget; default by norm: Linf 8/255, L2 128/255, L1 2000/255.
-        steps (int): APGD iterations (default 10 for training; AutoAttack uses 100).
+        steps (int): APGD iterations (default 100, AutoAttack's budget; a training threat model
+            passes its own, e.g. 10).
         norm (str): "Linf", "L2" or "L1" (the official L1 variant).
         loss (str): "ce" or "dlr" (DLR needs at least 3 classes, the targeted DLR at least 4).
         targeted (bool): targeted DLR (APGD-T); requires loss="dlr".
-        n_target_classes (int): target classes tried by APGD-T (default 1 for training, the most
-            likely wrong class; AutoAttack uses 9). Each costs one run of `steps` iterations.
+        n_target_classes (int | None): target classes tried by APGD-T, each one run of `steps`
+            iterations; None (default): AutoAttack's 9 (L1: 5), at most K - 1 for K classes.
         rho (float): the official step-size-halving threshold (default 0.75).
         alpha: accepted so that the trainer can build every attack with the same keywords as PGD,
             and ignored: APGD sets its own step size (2·eps at first, halved when progress stalls).
@@ -64,21 +66,44 @@ class APGD(Attack):
         >>> x_adv = APGD(eps=8/255, steps=10, loss="dlr")(model, x, y)
     """
 
-    def __init__(self, eps: float | None = None, steps: int = 10, norm: str = "Linf", loss: str = "ce",
-                 targeted: bool = False, n_target_classes: int = 1, rho: float = 0.75, alpha: float | None = None,
-                 *, bn_mode: str = "eval", bounds=(0.0, 1.0)):
-        self.norm = check_choice("norm", norm, APGD_NORMS)
+    def __init__(self, eps: float | None = None, steps: int = 100, norm: str = "Linf", loss: str = "ce",
+                 targeted: bool = False, n_target_classes: int | None = None, rho: float = 0.75,
+                 alpha: float | None = None, *, bn_mode: str = "eval", bounds=(0.0, 1.0)):
+        check_choice("norm", norm, APGD_NORMS)
         if bounds is None or tuple(bounds) != (0.0, 1.0):
             raise ValueError(f"bounds={bounds!r} is not supported by APGD (the official code clips to [0, 1]); "
                              f"allowed: (0, 1)")
-        super().__init__(DEFAULT_EPS[norm] if eps is None else eps, bn_mode=bn_mode, bounds=(0.0, 1.0))
+        super().__init__(DEFAULT_EPS[norm] if eps is None else eps, norm=norm, bn_mode=bn_mode, bounds=(0.0, 1.0))
         self.steps = check_int("steps", steps, 1)
         self.loss = check_choice("loss", loss, APGD_LOSSES)
         self.targeted = bool(targeted)
         if self.targeted and self.loss != "dlr":
             raise ValueError(f"loss={loss!r} with targeted=True is invalid; allowed: loss='dlr' (APGD-T)")
-        self.n_target_classes = check_int("n_target_classes", n_target_classes, 1)
+        self.n_target_classes = None if n_target_classes is None else check_int("n_target_classes",
+                                                                                 n_target_classes, 1)
         self.rho = check_number("rho", rho, 0.0, strict=True)
+
+    @property
+    def official_name(self) -> str:
+        """This attack's name among the official AutoAttack attacks (robustfront's spelling)."""
+        return "apgd_t" if self.targeted else f"apgd_{self.loss}"
+
+    def targets(self, n_classes: int) -> int:
+        """Target classes APGD-T tries on a model with `n_classes` outputs."""
+        if self.n_target_classes is None:
+            return min(5 if self.norm == "L1" else 9, n_classes - 1)
+        if self.n_target_classes > n_classes - 1:
+            raise ValueError(f"n_target_classes={self.n_target_classes} is invalid for {n_classes} classes; "
+                             f"allowed: 1 to {n_classes - 1}")
+        return self.n_target_classes
+
+    def robust_mask(self, model, x, y, *, batch_size: int = 500, seed: int = 0, progress=None):
+        """Evaluation goes through the official AutoAttack runner (its seeding, its check of the
+        model, attacks on the still-correct points only), with this attack's iterations and targets."""
+        from .autoattack import run_official
+        return run_official(model, x, y, eps=self.eps, norm=self.norm, attacks=[self.official_name], seed=seed,
+                            batch_size=batch_size, n_iter=self.steps, n_target_classes=self.n_target_classes,
+                            progress=progress)
 
     def _official(self, model: nn.Module, x: torch.Tensor):
         from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
@@ -96,7 +121,7 @@ class APGD(Attack):
         kw = dict(n_iter=self.steps, norm=self.norm, n_restarts=1, eps=self.eps, seed=0, rho=self.rho,
                   device=x.device, verbose=False)
         if self.targeted:
-            atk = APGDAttack_targeted(predict, n_target_classes=self.n_target_classes, **kw)
+            atk = APGDAttack_targeted(predict, n_target_classes=1, **kw)
         else:
             atk = APGDAttack(predict, loss=self.loss, **kw)
         atk.init_hyperparam(x)
@@ -117,17 +142,15 @@ class APGD(Attack):
             return atk.attack_single_run(x, y)[0].clamp(0.0, 1.0)
         with torch.no_grad():
             logits = atk.model(x)  # the checked predict above
-        if self.n_target_classes > logits.shape[1] - 1:
-            raise ValueError(f"n_target_classes={self.n_target_classes} is invalid for {logits.shape[1]} classes; "
-                             f"allowed: 1 to {logits.shape[1] - 1}")
+        n_targets = self.targets(logits.shape[1])
         order = logits.sort(dim=1)[1]
         best, best_m = None, None
-        for target_class in range(2, self.n_target_classes + 2):
+        for target_class in range(2, n_targets + 2):
             atk.y_target = order[:, -target_class]
             x_adv = atk.attack_single_run(x, y)[0].clamp(0.0, 1.0)
             if best is None:
                 best = x_adv
-                if self.n_target_classes == 1:
+                if n_targets == 1:
                     break
                 with torch.no_grad():
                     best_m = margin(model(best).float(), y)

@@ -1,11 +1,9 @@
 """Fast Gradient Sign Method (Goodfellow et al., 2015)."""
 from __future__ import annotations
 
-from .base import ATTACKS
 from .pgd import PGD
 
 
-@ATTACKS.register("fgsm")
 class FGSM(PGD):
     r"""FGSM: x' = clip(x + eps·sign(∇ₓ loss), box); one L∞ step of PGD from x, no random start.
 
@@ -24,6 +22,9 @@ class FGSM(PGD):
         >>> x_adv = FGSM(eps=8/255)(model, x, y)
     """
 
-    def __init__(self, eps: float = 8 / 255, loss: str = "ce", *, bn_mode: str = "eval", bounds=(0.0, 1.0)):
-        super().__init__(eps, alpha=eps, steps=1, norm="Linf", random_start=False, loss=loss,
+    norms = ("Linf",)
+
+    def __init__(self, eps: float = 8 / 255, loss: str = "ce", *, norm: str = "Linf", bn_mode: str = "eval",
+                 bounds=(0.0, 1.0)):
+        super().__init__(eps, alpha=eps, steps=1, norm=norm, random_start=False, loss=loss,
                          bn_mode=bn_mode, bounds=bounds)

@@ -5,12 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ATTACKS, Attack, check_choice, check_int, check_number
+from .base import Attack, check_choice, check_int, check_number
 from .lp import NORMS, ascent_step, project, random_delta
+from .threat import DEFAULT_EPS
 
 LOSSES = ("ce", "cw")
 STARTS = (True, False, "uniform", "normal")
-DEFAULT_EPS = {"Linf": 8 / 255, "L2": 128 / 255, "L1": 2000 / 255}
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -19,7 +19,6 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return logits.scatter(1, y[:, None], float("-inf")).amax(1) - z_y
 
 
-@ATTACKS.register("pgd")
 class PGD(Attack):
     r"""PGD: `restarts` × (random start, `steps` ascent steps of size alpha, projection after each).
 
@@ -54,8 +53,8 @@ class PGD(Attack):
     def __init__(self, eps: float | None = None, alpha: float | None = None, steps: int = 10, norm: str = "Linf",
                  random_start: bool | str = True, restarts: int = 1, loss: str = "ce", kappa: float = float("inf"),
                  l1_top: float = 0.05, *, bn_mode: str = "eval", bounds=(0.0, 1.0)):
-        self.norm = check_choice("norm", norm, NORMS)
-        super().__init__(DEFAULT_EPS[norm] if eps is None else eps, bn_mode=bn_mode, bounds=bounds)
+        check_choice("norm", norm, NORMS)
+        super().__init__(DEFAULT_EPS[norm] if eps is None else eps, norm=norm, bn_mode=bn_mode, bounds=bounds)
         # alpha = 0 is a no-op, allowed only with eps = 0 (e.g. the first point of an eps sweep)
         self.alpha = check_number("alpha", self.eps / 4 if alpha is None else alpha, 0.0, strict=self.eps > 0)
         self.steps = check_int("steps", steps, 1)

@@ -5,11 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ATTACKS, Attack, check_int, check_number
+from .base import Attack, check_int, check_number
 from .lp import project
 
 
-@ATTACKS.register("trades_kl")
 class TradesKL(Attack):
     r"""TRADES attack: start at x + 0.001·N(0,1), `steps` L∞ sign steps on the batch-sum
     KL(p(x)||p(x')), projection to the ball and box after every step. y is not used (the target
@@ -20,7 +19,7 @@ class TradesKL(Attack):
 
     Arguments:
         eps (float): L∞ budget (default 8/255).
-        alpha (float): step size (default 2/255; the reference code uses 0.007).
+        alpha (float): step size (default eps/4, 2/255 at 8/255; the reference code uses 0.007).
         steps (int): ascent steps (default 10).
         bn_mode (str), bounds (tuple | None): see `Attack`.
 
@@ -31,10 +30,12 @@ class TradesKL(Attack):
         >>> x_adv = TradesKL(eps=8/255, alpha=2/255, steps=10)(model, x, y)
     """
 
-    def __init__(self, eps: float = 8 / 255, alpha: float = 2 / 255, steps: int = 10, *, bn_mode: str = "eval",
-                 bounds=(0.0, 1.0)):
-        super().__init__(eps, bn_mode=bn_mode, bounds=bounds)
-        self.alpha = check_number("alpha", alpha, 0.0, strict=self.eps > 0)
+    norms = ("Linf",)
+
+    def __init__(self, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10, *, norm: str = "Linf",
+                 bn_mode: str = "eval", bounds=(0.0, 1.0)):
+        super().__init__(eps, norm=norm, bn_mode=bn_mode, bounds=bounds)
+        self.alpha = check_number("alpha", self.eps / 4 if alpha is None else alpha, 0.0, strict=self.eps > 0)
         self.steps = check_int("steps", steps, 1)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

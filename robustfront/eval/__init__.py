@@ -1,10 +1,9 @@
-"""Evaluation: attack suites, metrics, sanity checks and the AutoAttack adapter. Never imports `train`."""
-from .autoattack import autoattack
+"""Evaluation: attack suites, metrics, sanity checks, typed results. Never imports `train`."""
+from .load import EvalInput, load_for_eval
 from .metrics import accuracy, aggregate, auto_batch_size, correct_mask, mean_nrr
-from .mifgsm import MIFGSM
+from .result import EvalResult
 from .sanity import format_sanity, sanity_check
-from .spsa import SPSA
-from .suite import build_attack, check_attack_name, evaluate
+from .suite import check_attacks, evaluate
 
-__all__ = ["MIFGSM", "SPSA", "accuracy", "aggregate", "auto_batch_size", "autoattack", "build_attack", "check_attack_name",
-           "correct_mask", "evaluate", "format_sanity", "mean_nrr", "sanity_check"]
+__all__ = ["EvalInput", "EvalResult", "accuracy", "aggregate", "auto_batch_size", "check_attacks", "correct_mask",
+           "evaluate", "format_sanity", "load_for_eval", "mean_nrr", "sanity_check"]

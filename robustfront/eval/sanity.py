@@ -2,21 +2,32 @@
 
     sanity_check(model, x, y, eps=8/255, norm="Linf") -> {"passed": bool, "checks": [{name, passed, detail}]}
 
-"Noise" is max(3 points, 3 images): the attacks run on the same images, so their accuracies
-differ by far less than two independent samples would.
+Each check is one function of a shared `_Measure`, which runs every attack once, on first use:
+
+1 monotone_in_eps             PGD-20 accuracy over ε (0, ε/4, ε/2, ε, 2ε, large) never above its minimum at
+                              a smaller ε + noise, and ≈ 0 at a large ε (the whole box is reachable);
+2 more_steps_not_weaker       PGD-100 × 2 restarts not above PGD-20 + noise;
+3 gradient_free_not_stronger  official Square (1000 queries) and SPSA (40 × 64) not below PGD-20 − noise;
+4 fgsm_pgd_autoattack_order   FGSM ≥ PGD-20 ≥ APGD-CE+APGD-T (official, per-sample worst case), up to noise;
+5 apgd_agrees_with_pgd        |APGD-CE − PGD-20| ≤ 5 points and PGD-20 − APGD-CE+APGD-T ≤ 8 points (or noise);
+6 input_gradients             no NaN/Inf input gradient, ≤ 1 % all-zero CE input gradients, and no
+                              zero-gradient warning from AutoAttack's own checks.
+
+"Noise" is max(3 points, 3 images): the attacks run on the same images, so their accuracies differ by
+far less than two independent samples would.
 """
 from __future__ import annotations
 
 import math
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 
-from ..attacks import FGSM, PGD
+from ..attacks import ThreatModel, create_attack, run_official
+from ..attacks.autoattack import too_few_classes
 from ..models.modes import eval_mode
-from .autoattack import autoattack, too_few_classes
 from .metrics import correct_mask
-from .spsa import SPSA
 from .suite import UNIT_BOX
 
 # ε at which an attack can reach (nearly) any image in [0,1]^d, so accuracy must be ≈ 0
@@ -27,6 +38,8 @@ PGD_APGD_GAP = 0.08      # check 5: PGD-20 above APGD-CE+APGD-T by more flags ma
 ZERO_GRAD_FRAC = 0.01    # check 6: more than 1 % of images with an all-zero input gradient
 SQUARE_QUERIES = 1000    # check 3: official Square, fewer queries than AutoAttack's 5000
 SANITY_SPSA = {"iterations": 40, "samples": 64, "lr": 0.01, "delta": 0.01}
+CHECKS = ("monotone_in_eps", "more_steps_not_weaker", "gradient_free_not_stronger", "fgsm_pgd_autoattack_order",
+          "apgd_agrees_with_pgd", "input_gradients")
 
 
 def input_gradient_stats(model, x, y, batch_size: int = 500) -> dict:
@@ -63,19 +76,134 @@ def _square(model, x, y, eps, norm, seed, batch_size, n_queries: int = SQUARE_QU
     return torch.cat(ok).float().mean().item()
 
 
+class _Measure:
+    """Every accuracy the checks compare, each computed once on first use (same images, same seed)."""
+
+    def __init__(self, model, x, y, eps, norm, seed, batch_size, log):
+        self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
+        self.seed, self.batch_size, self.log = seed, batch_size, log
+        self.n = len(y)
+        self.noise = max(0.03, 3 / self.n)
+        self.acc: dict[str, float] = {}
+        self.aa_warnings: list[str] = []
+
+    def run(self, name: str, spec: str | None, eps: float | None = None, **kw) -> float:
+        if name not in self.acc:
+            atk = None if spec is None else create_attack(
+                spec, ThreatModel(norm=self.norm, eps=self.eps if eps is None else eps), **kw)
+            torch.manual_seed(self.seed)
+            self.acc[name] = correct_mask(self.model, self.x, self.y, atk, self.batch_size).float().mean().item()
+            if self.log:
+                self.log(f"sanity {name}: {100 * self.acc[name]:.2f}%")
+        return self.acc[name]
+
+    @cached_property
+    def grid(self) -> list[float]:
+        return [0.0, self.eps / 4, self.eps / 2, self.eps, 2 * self.eps,
+                max(LARGE[self.norm](self.x[0].numel()), 2 * self.eps)]
+
+    @cached_property
+    def grid_accs(self) -> list[float]:
+        return [self.run("clean", None)] + [self.run(f"pgd20@{e:.4g}", "pgd20", e) for e in self.grid[1:]]
+
+    @property
+    def pgd20(self) -> float:
+        self.acc["pgd20"] = self.grid_accs[3]
+        return self.acc["pgd20"]
+
+    @cached_property
+    def skipped(self) -> dict:
+        with torch.no_grad():
+            return too_few_classes(["apgd_t"], self.model(self.x[:1]).shape[1])
+
+    @cached_property
+    def official(self) -> list[str]:
+        return [a for a in ("apgd_ce", "apgd_t") if a not in self.skipped]
+
+    @property
+    def aa_label(self) -> str:
+        return "+".join(a.upper().replace("_", "-") for a in self.official)
+
+    @cached_property
+    def aa(self) -> float:
+        """APGD-CE then APGD-T (official runner, per-sample worst case); also records APGD-CE alone."""
+        if self.eps == 0:
+            self.acc["apgd_ce"] = self.acc["apgd_ce+apgd_t"] = self.grid_accs[0]
+        else:
+            torch.manual_seed(self.seed)
+            ok, info = run_official(self.model, self.x, self.y, eps=self.eps, norm=self.norm, attacks=self.official,
+                                    seed=self.seed, batch_size=self.batch_size)
+            self.acc["apgd_ce"] = info["after"].get("apgd_ce", ok.float().mean().item())
+            self.acc["apgd_ce+apgd_t"] = ok.float().mean().item()
+            self.aa_warnings = info["warnings"]
+        return self.acc["apgd_ce+apgd_t"]
+
+    @cached_property
+    def gradients(self) -> dict:
+        g = input_gradient_stats(self.model, self.x, self.y, self.batch_size)
+        self.acc["grad_zero_frac"] = g["zero"] / self.n
+        return g
+
+
+def monotone_in_eps(m: _Measure) -> tuple[bool, str]:
+    accs, grid = m.grid_accs, m.grid
+    rises = monotone_violations(grid, accs, m.noise)
+    detail = "PGD-20 acc over eps " + ", ".join(f"{e:.4g}:{100 * a:.1f}%" for e, a in zip(grid, accs))
+    if rises:
+        detail += f"; above an earlier minimum + noise at eps {', '.join(f'{e:.4g}' for e in rises)}"
+    return not rises and accs[-1] <= NEAR_ZERO, detail + f"; need <= {100 * NEAR_ZERO:.0f}% at eps={grid[-1]:.4g}"
+
+
+def more_steps_not_weaker(m: _Measure) -> tuple[bool, str]:
+    pgd100 = m.run("pgd100x2", "pgd100x2")
+    return pgd100 <= m.pgd20 + m.noise, (f"PGD-100x2 {100 * pgd100:.1f}% vs PGD-20 {100 * m.pgd20:.1f}% "
+                                         f"(noise {100 * m.noise:.0f} pts)")
+
+
+def gradient_free_not_stronger(m: _Measure) -> tuple[bool, str]:
+    spsa = m.run("spsa", "spsa", **SANITY_SPSA) if m.eps > 0 else m.grid_accs[0]
+    if "square" not in m.acc:
+        m.acc["square"] = (_square(m.model, m.x, m.y, m.eps, m.norm, m.seed, m.batch_size) if m.eps > 0
+                           else m.grid_accs[0])
+    grad_best = min(m.pgd20, m.run("pgd100x2", "pgd100x2"), m.aa)
+    free = min(spsa, m.acc["square"])
+    # against PGD-20, not only the best gradient attack: with masked CE gradients APGD-T (scale-free
+    # DLR loss) is as strong as the gradient-free attacks and would hide the gap (grad_best <= pgd20)
+    return free >= m.pgd20 - m.noise, (f"Square {100 * m.acc['square']:.1f}%, SPSA {100 * spsa:.1f}% vs PGD-20 "
+                                       f"{100 * m.pgd20:.1f}% and best gradient attack {100 * grad_best:.1f}% "
+                                       f"(noise {100 * m.noise:.0f} pts)")
+
+
+def fgsm_pgd_autoattack_order(m: _Measure) -> tuple[bool, str]:
+    if m.norm != "Linf":
+        return m.pgd20 >= m.aa - m.noise, (f"PGD-20 {100 * m.pgd20:.1f}% >= {m.aa_label} {100 * m.aa:.1f}% "
+                                           f"(FGSM is L-inf only)")
+    fgsm = m.run("fgsm", "fgsm")
+    return (fgsm >= m.pgd20 - m.noise and m.pgd20 >= m.aa - m.noise,
+            f"FGSM {100 * fgsm:.1f}% >= PGD-20 {100 * m.pgd20:.1f}% >= {m.aa_label} {100 * m.aa:.1f}%")
+
+
+def apgd_agrees_with_pgd(m: _Measure) -> tuple[bool, str]:
+    aa, ce = m.aa, m.acc["apgd_ce"]
+    tol5, tol_gap = max(AGREE, m.noise), max(PGD_APGD_GAP, m.noise)
+    return (abs(ce - m.pgd20) <= tol5 and m.pgd20 - aa <= tol_gap,
+            f"APGD-CE {100 * ce:.1f}% vs PGD-20 {100 * m.pgd20:.1f}% (allowed gap {100 * tol5:.0f} pts); "
+            f"PGD-20 - {m.aa_label} {100 * (m.pgd20 - aa):.1f} pts (allowed {100 * tol_gap:.0f})")
+
+
+def input_gradients(m: _Measure) -> tuple[bool, str]:
+    g = m.gradients
+    m.aa  # AutoAttack's own checks run with the official attacks
+    zero_warn = sum("zero gradient" in w for w in m.aa_warnings)
+    ok = g["nonfinite"] == 0 and g["zero"] <= ZERO_GRAD_FRAC * m.n and zero_warn == 0
+    return ok, (f"{g['zero']}/{m.n} images with all-zero input gradient, {g['nonfinite']} with NaN/Inf "
+                f"(allowed: 0 NaN/Inf, <= 1% zero); AutoAttack's checks: {len(m.aa_warnings)} warning(s), "
+                f"{zero_warn} about zero gradients (allowed: 0)")
+
+
 def sanity_check(model, x, y, *, eps: float = 8 / 255, norm: str = "Linf", seed: int = 0, batch_size: int = 500,
                  bounds=UNIT_BOX, log=None) -> dict:
     """Run the six checks on (x, y) at budget `eps`; returns {"passed", "checks", "acc", "autoattack_warnings", ...}.
-
-    1 PGD-20 accuracy over ε (0, ε/4, ε/2, ε, 2ε, large) never above its minimum at a smaller ε + noise,
-      and ≈ 0 at a large ε (L∞ 0.5, L2 0.5·√d, L1 0.5·d: the whole box is reachable);
-    2 PGD-100 × 2 restarts not above PGD-20 + noise;
-    3 gradient-free (official Square with 1000 queries, SPSA 40 iterations × 64 samples) not below PGD-20 − noise
-      (hence not below the best gradient attack − noise either: a model whose CE gradients are masked fails);
-    4 FGSM ≥ PGD-20 ≥ APGD-CE+APGD-T (official, per-sample worst case), each up to noise (FGSM: L∞ only);
-    5 |APGD-CE − PGD-20| ≤ 5 points (or noise if larger) and PGD-20 − APGD-CE+APGD-T ≤ 8 points (or noise);
-    6 no NaN/Inf input gradient, ≤ 1 % of images with an all-zero CE input gradient, and no zero-gradient
-      warning from AutoAttack's own checks (all its warnings are counted and returned).
 
     APGD-T needs >= 4 classes: with fewer it is left out (recorded under "autoattack_skipped").
     bounds: only (0, 1) is allowed (ValueError otherwise): the official attacks clamp to [0,1] and
@@ -84,111 +212,18 @@ def sanity_check(model, x, y, *, eps: float = 8 / 255, norm: str = "Linf", seed:
     if bounds is None or tuple(map(float, bounds)) != UNIT_BOX:
         raise ValueError(f"bounds={bounds!r} is not allowed in sanity_check; allowed: (0.0, 1.0) (the official "
                          f"AutoAttack code clamps to [0,1]); for other inputs use evaluate() with own attacks")
-    x, y = x.float(), y.long()
-    with eval_mode(model):
-        return _checks(model, x, y, eps, norm, seed, batch_size, log)
-
-
-def _checks(model, x, y, eps, norm, seed, batch_size, log) -> dict:
-    n = len(y)
-    noise = max(0.03, 3 / n)
-    acc: dict[str, float] = {}
-
-    def run(name, atk):
-        torch.manual_seed(seed)
-        acc[name] = correct_mask(model, x, y, atk, batch_size).float().mean().item()
-        if log:
-            log(f"sanity {name}: {100 * acc[name]:.2f}%")
-        return acc[name]
-
+    m = _Measure(model, x.float(), y.long(), eps, norm, seed, batch_size, log)
     checks = []
-
-    def add(name, ok, detail):
-        checks.append({"name": name, "passed": bool(ok), "detail": detail})
-        if log:
-            log(f"{'PASS' if ok else 'WARN'} {name}: {detail}")
-
-    # input gradients first: the cheapest numbers, and they explain the rest when bad (check 6 is added
-    # once AutoAttack's own warnings are in)
-    g = input_gradient_stats(model, x, y, batch_size)
-    acc["grad_zero_frac"] = g["zero"] / n
-
-    # 1 ε grid
-    d = x[0].numel()
-    grid = [0.0, eps / 4, eps / 2, eps, 2 * eps, max(LARGE[norm](d), 2 * eps)]
-    accs = [run("clean", None)] + [run(f"pgd20@{e:.4g}", PGD(e, alpha=e / 4, steps=20, norm=norm, bounds=UNIT_BOX))
-                                    for e in grid[1:]]
-    rises = monotone_violations(grid, accs, noise)
-    ok1 = not rises and accs[-1] <= NEAR_ZERO
-    add("monotone_in_eps", ok1, "PGD-20 acc over eps " + ", ".join(f"{e:.4g}:{100 * a:.1f}%" for e, a in
-                                                                  zip(grid, accs))
-        + (f"; above an earlier minimum + noise at eps {', '.join(f'{e:.4g}' for e in rises)}" if rises else "")
-        + f"; need <= {100 * NEAR_ZERO:.0f}% at eps={grid[-1]:.4g}")
-
-    # 2 more steps and restarts
-    pgd20 = accs[3]
-    acc["pgd20"] = pgd20
-    pgd100 = run("pgd100x2", PGD(eps, alpha=eps / 4, steps=100, restarts=2, norm=norm, bounds=UNIT_BOX))
-    add("more_steps_not_weaker", pgd100 <= pgd20 + noise,
-        f"PGD-100x2 {100 * pgd100:.1f}% vs PGD-20 {100 * pgd20:.1f}% (noise {100 * noise:.0f} pts)")
-
-    # official APGD-CE and APGD-T (needed by 3, 4, 5, 6)
-    with torch.no_grad():
-        n_classes = model(x[:1]).shape[1]
-    skipped = too_few_classes(["apgd-t"], n_classes)
-    official = [a for a in ("apgd-ce", "apgd-t") if a not in skipped]
-    aa_label = "+".join(a.upper() for a in official)
-    aa_warnings: list[str] = []
-    torch.manual_seed(seed)
-    if eps > 0:
-        ok_aa, info = autoattack(model, x, y, eps=eps, norm=norm, attacks=official, seed=seed, batch_size=batch_size)
-        acc["apgd-ce"] = info["after"].get("apgd-ce", ok_aa.float().mean().item())
-        acc["apgd-ce+apgd-t"] = ok_aa.float().mean().item()
-        aa_warnings = info["warnings"]
-    else:
-        acc["apgd-ce"] = acc["apgd-ce+apgd-t"] = accs[0]
-    aa = acc["apgd-ce+apgd-t"]
-
-    # 3 gradient-free
-    spsa = run("spsa", SPSA(eps, norm=norm, bounds=UNIT_BOX, **SANITY_SPSA)) if eps > 0 else accs[0]
-    acc["square"] = _square(model, x, y, eps, norm, seed, batch_size) if eps > 0 else accs[0]
-    grad_best = min(pgd20, pgd100, aa)
-    free = min(spsa, acc["square"])
-    # against PGD-20, not only the best gradient attack: with masked CE gradients APGD-T (scale-free
-    # DLR loss) is as strong as the gradient-free attacks and would hide the gap (grad_best <= pgd20)
-    add("gradient_free_not_stronger", free >= pgd20 - noise,
-        f"Square {100 * acc['square']:.1f}%, SPSA {100 * spsa:.1f}% vs PGD-20 {100 * pgd20:.1f}% and best "
-        f"gradient attack {100 * grad_best:.1f}% (noise {100 * noise:.0f} pts)")
-
-    # 4 FGSM >= PGD >= AutoAttack
-    if norm == "Linf":
-        fgsm = run("fgsm", FGSM(eps, bounds=UNIT_BOX))
-        ok4 = fgsm >= pgd20 - noise and pgd20 >= aa - noise
-        detail = f"FGSM {100 * fgsm:.1f}% >= PGD-20 {100 * pgd20:.1f}% >= {aa_label} {100 * aa:.1f}%"
-    else:
-        ok4 = pgd20 >= aa - noise
-        detail = f"PGD-20 {100 * pgd20:.1f}% >= {aa_label} {100 * aa:.1f}% (FGSM is L-inf only)"
-    add("fgsm_pgd_autoattack_order", ok4, detail)
-
-    # 5 APGD vs PGD
-    tol5, tol_gap = max(AGREE, noise), max(PGD_APGD_GAP, noise)
-    ok5 = abs(acc["apgd-ce"] - pgd20) <= tol5 and pgd20 - aa <= tol_gap
-    add("apgd_agrees_with_pgd", ok5,
-        f"APGD-CE {100 * acc['apgd-ce']:.1f}% vs PGD-20 {100 * pgd20:.1f}% (allowed gap {100 * tol5:.0f} pts); "
-        f"PGD-20 - {aa_label} {100 * (pgd20 - aa):.1f} pts (allowed {100 * tol_gap:.0f})")
-
-    # 6 input gradients, ours and AutoAttack's own check (APGD-T's zero-gradient warning)
-    zero_warn = sum("zero gradient" in w for w in aa_warnings)
-    ok6 = g["nonfinite"] == 0 and g["zero"] <= ZERO_GRAD_FRAC * n and zero_warn == 0
-    add("input_gradients", ok6, f"{g['zero']}/{n} images with all-zero input gradient, {g['nonfinite']} with NaN/Inf "
-                                f"(allowed: 0 NaN/Inf, <= 1% zero); AutoAttack's checks: {len(aa_warnings)} "
-                                f"warning(s), {zero_warn} about zero gradients (allowed: 0)")
-
-    order = ["monotone_in_eps", "more_steps_not_weaker", "gradient_free_not_stronger", "fgsm_pgd_autoattack_order",
-             "apgd_agrees_with_pgd", "input_gradients"]
-    checks.sort(key=lambda c: order.index(c["name"]))
-    return {"passed": all(c["passed"] for c in checks), "checks": checks, "acc": acc, "eps": eps, "norm": norm,
-            "n": n, "seed": seed, "autoattack_warnings": aa_warnings, "autoattack_skipped": skipped}
+    with eval_mode(model):
+        m.gradients  # the cheapest numbers first: they explain the rest when bad
+        for fn in (monotone_in_eps, more_steps_not_weaker, gradient_free_not_stronger, fgsm_pgd_autoattack_order,
+                   apgd_agrees_with_pgd, input_gradients):
+            ok, detail = fn(m)
+            checks.append({"name": fn.__name__, "passed": bool(ok), "detail": detail})
+            if log:
+                log(f"{'PASS' if ok else 'WARN'} {fn.__name__}: {detail}")
+    return {"passed": all(c["passed"] for c in checks), "checks": checks, "acc": m.acc, "eps": eps, "norm": norm,
+            "n": m.n, "seed": seed, "autoattack_warnings": m.aa_warnings, "autoattack_skipped": m.skipped}
 
 
 def format_sanity(s: dict) -> list[str]:

@@ -10,6 +10,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .. import checkpoint as _checkpoint
 from ..registry import Registry
+from ..validation import check_like
 from .normalize import Normalize
 
 MODELS = Registry("model")
@@ -48,6 +49,8 @@ def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, inpu
     unknown = [k for k in kw if k not in options]
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} for model '{name}'; allowed: {', '.join(options) or 'none'}")
+    kw = {k: check_like(k, v, params[k].default) if params[k].default is not inspect.Parameter.empty else v
+          for k, v in kw.items()}
     model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
                     mean=mean, std=std, **kw)
     norm = next(model.children(), None)

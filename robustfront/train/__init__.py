@@ -1,6 +1,8 @@
-"""Training: wires data, models, objectives and combiners."""
-from .config import TrainConfig, parse_number
+"""Training: wires data, models, objectives and combiners into one Trainer and its epoch loop."""
+from .config import Num, TrainConfig
 from .loop import train
-from .methods import METHODS, Method, register_method
+from .methods import METHODS, Method, build_method, register_method
+from .trainer import Trainer, build_model, build_trainer
 
-__all__ = ["METHODS", "Method", "TrainConfig", "parse_number", "register_method", "train"]
+__all__ = ["METHODS", "Method", "Num", "TrainConfig", "Trainer", "build_method", "build_model", "build_trainer",
+           "register_method", "train"]

@@ -1,157 +1,261 @@
-"""The training configuration: one dataclass, loaded from YAML and/or CLI flags, validated."""
+"""The training configuration: one dataclass, declared once, validated when it is built.
+
+Every field's type says what it accepts, and the CLI's flags are generated from these declarations
+(`robustfront train --help`): `Num` fields take numbers or fractions and keep their spelling
+("8/255" stays "8/255" in config.yaml), `Literal[...]` fields list their allowed values, and the
+comment after a field is its help text. The config saved with a run is the config it used.
+"""
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Literal, Optional
 
 import yaml
 
-SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
-NORMS = ("Linf", "L2", "L1")
-SELECT_ON = ("val", "test")
+from ..validation import check_bool, check_choice, check_int, check_number, invalid, parse_number
 
 
-def parse_number(value: Any, name: str) -> float:
-    """Accept 0.03, "0.03" or "8/255" (budgets are written as fractions of 255)."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} is not a number; allowed: a number or a fraction like 8/255")
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(Fraction(str(value).strip()))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{name}={value!r} is not a number; allowed: a number or a fraction like 8/255") from None
+class Num(float):
+    """A float that remembers how it was written: Num("8/255") == 8/255 and str() gives "8/255"."""
+
+    def __new__(cls, value, name: str = "value"):
+        if isinstance(value, Num):
+            return value
+        self = super().__new__(cls, parse_number(value, name))
+        self.text = value.strip() if isinstance(value, str) else repr(value)
+        return self
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return repr(self.text) if "/" in self.text else float.__repr__(self)
+
+    def plain(self):
+        """For YAML/JSON: the fraction's text, or the float."""
+        return self.text if "/" in self.text else float(self)
+
+
+Schedule = Literal["multistep", "cosine", "onecycle", "constant"]
+Norm = Literal["Linf", "L2", "L1"]
+SelectOn = Literal["val", "test", "last"]
+BNMode = Literal["eval", "train"]
+# keys a --resume may change: they alter what is logged or how long the run goes, not its trajectory so far
+RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out")
 
 
 @dataclass
 class TrainConfig:
-    # data
-    data: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    resize: int | None = None
-    val_size: int | None = None          # default: 1000 for CIFAR-sized sets, 10 % for small ones
-    train_n: int | None = None           # train on a seeded random subset of this many images (CPU runs)
-    # model
-    model: str = "small_cnn"
-    model_args: dict = field(default_factory=dict)
-    # method = (objective, combiner) with defaults; `opts` overrides their hyper-parameters
-    method: str = "pgd_at"
-    opts: dict = field(default_factory=dict)
-    # optimisation
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "multistep"
-    milestones: list = field(default_factory=lambda: [0.5, 0.75])  # fractions of the run (<1) or epochs
-    lr_decay: float = 0.1
-    warmup: float = 0.3                  # one-cycle: fraction of steps spent warming up
-    # threat model of the training attack
-    norm: str = "Linf"
-    eps: Any = "8/255"
-    alpha: Any = None                    # default eps/4 (2/255 for 8/255, 32/255 for L2 128/255)
-    attack_steps: int = 10
-    attack: str | None = None            # training attack; default: the method's
-    # augmentation on the device; None = by image size (crop 4 + flip for >= 32 px, none below)
-    crop: int | None = None
-    flip: bool | None = None
-    cutout: int = 0
-    # weight averaging (RAAT#): EMA of the weights with this decay from epoch `ema_start` (0-based);
-    # the EMA weights are the ones validated and saved under "model"
-    ema: float | None = None
-    ema_start: int = 0
-    # run
-    bf16: bool = False                   # bf16 autocast for forward passes (attacks keep δ in fp32)
-    # speed options (see docs/performance.md); none changes the algorithm
-    channels_last: bool = False          # NHWC model weights and inputs (faster convs on recent GPUs/oneDNN)
-    compile: bool = False                # torch.compile the model for training and attack (skipped if unsupported)
-    fused_sgd: bool = True               # fused SGD kernel where the device has one, else foreach
-    device: str = "auto"
-    seed: int = 0
-    eval_every: int = 1                  # epochs between held-out PGD-10 evaluations
-    eval_steps: int = 10
-    eval_n: int | None = None            # held-out images used for the per-epoch PGD check (default: all)
-    select_on: str = "val"               # best.pt by PGD-10 on: "val" (held out from train) or "test" (the
-                                         # references' rule, for reproduction only: it tunes on the test set)
+    # -- data
+    data: str = "digits"                 # digits, gaussian[:k=v,..], cifar10, cifar100, tiny-imagenet, or a folder/.tar/.zip
+    data_root: Optional[str] = None      # folder holding the named data sets (default: the cache folder, $ROBUSTFRONT_CACHE)
+    download: bool = False               # download cifar10/cifar100/tiny-imagenet when missing
+    resize: Optional[int] = None         # resize images to this side once, into the cache
+    val_size: Optional[int] = None       # held-out images carved from train (default: 1000 for CIFAR-sized sets, 10% for smaller)
+    train_n: Optional[int] = None        # train on a seeded random subset of this many images
+    # -- model
+    model: str = "small_cnn"             # architecture (inputs in [0,1], normalisation inside)
+    model_args: dict = field(default_factory=dict)  # architecture options, e.g. width=16
+    # -- method = objective x combiner (+ wrappers), with defaults from a named preset
+    method: str = "pgd_at"               # a named method, see docs/methods
+    objective: Optional[str] = None      # override the preset's objective
+    combiner: Optional[str] = None       # override the preset's combiner
+    wrap: list = field(default_factory=list)  # objective wrappers, e.g. [awp]
+    opts: dict = field(default_factory=dict)  # hyper-parameters, e.g. gamma=0.8 or combiner.gamma=0.8
+    # -- optimisation
+    epochs: int = 10                     # training epochs
+    batch_size: int = 128                # images per step
+    lr: Num = "0.1"                      # peak learning rate
+    momentum: Num = "0.9"                # SGD momentum
+    nesterov: bool = False               # Nesterov momentum
+    weight_decay: Num = "5e-4"           # L2 weight decay
+    schedule: Schedule = "multistep"     # learning-rate schedule
+    milestones: list = field(default_factory=lambda: [0.5, 0.75])  # multistep decay points: fractions (<1) or epochs
+    lr_decay: Num = "0.1"                # multistep decay factor
+    warmup: Num = "0.3"                  # onecycle: fraction of steps spent warming up
+    max_nonfinite: int = 20              # stop when an epoch has more non-finite steps than this
+    # -- threat model of the training attack
+    norm: Norm = "Linf"                  # threat model of the training attack
+    eps: Num = "8/255"                   # training budget
+    alpha: Optional[Num] = None          # attack step size (default: eps/4)
+    attack_steps: int = 10               # attack iterations
+    attack: Optional[str] = None         # training attack (default: the method's)
+    attack_bn_mode: BNMode = "eval"      # BatchNorm mode while attacking
+    # -- augmentation on the device; None = by image size (crop 4 + flip for >= 32 px, none below)
+    crop: Optional[int] = None           # random-crop padding in pixels (default: 4 for images >= 32 px, else 0)
+    flip: Optional[bool] = None          # random horizontal flip (default: on for images >= 32 px)
+    cutout: int = 0                      # Cutout square side in pixels (0: off)
+    # -- weight averaging (RAAT#): EMA of the weights from epoch ema_start (0-based); validated and saved
+    ema: Optional[Num] = None            # EMA decay, e.g. 0.999 (default: off)
+    ema_start: int = 0                   # first epoch (0-based) of the average
+    # -- speed options (docs/performance.md); none changes the algorithm
+    bf16: bool = False                   # bf16 autocast for forward passes (attacks keep delta in fp32)
+    channels_last: bool = False          # NHWC weights and inputs
+    compile: bool = False                # torch.compile the model (skipped where unsupported)
+    fused_sgd: bool = True               # fused SGD kernel where the device has one
+    device: str = "auto"                 # auto, cpu, cuda, cuda:N, mps
+    # -- checkpoint selection and logging
+    seed: int = 0                        # seeds the split, the subset, the init and the batches
+    eval_every: int = 1                  # epochs between held-out PGD evaluations
+    eval_steps: int = 10                 # PGD steps of the held-out check
+    eval_n: Optional[int] = None         # held-out images used for the per-epoch check (default: all of them)
+    select_on: SelectOn = "val"          # best.pt by PGD on: val (held out), test (references' rule), last
     log_every: int = 0                   # >0: also write combiner diagnostics every N steps (a host sync each)
-    progress: bool = True
-    tensorboard: bool = False
-    out: str | None = None
+    progress: bool = True                # progress bar and one line per epoch on stderr
+    tensorboard: bool = False            # also write TensorBoard scalars
+    out: Optional[str] = None            # the run folder (required)
 
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        if self.alpha is None:  # the spelling follows eps: 8/255 -> 2/255
+            q = Fraction(self.eps.text) / 4 if "/" in self.eps.text else None
+            self.alpha = Num(f"{q.numerator}/{q.denominator}" if q is not None else repr(self.eps / 4))
+        self._check()
+
+    # -- validation beyond the declared types
+    def _check(self) -> None:
+        check_number("eps", self.eps, 0.0)
+        check_number("alpha", self.alpha, 0.0, strict=self.eps > 0)
+        check_number("lr", self.lr, 0.0, strict=True)
+        check_number("momentum", self.momentum, 0.0, hi=1.0, hi_strict=True)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_number("lr_decay", self.lr_decay, 0.0, strict=True, hi=1.0)
+        check_number("warmup", self.warmup, 0.0, hi=1.0, hi_strict=True)
+        if self.nesterov and self.momentum == 0:
+            raise invalid("nesterov", True, "momentum > 0, or nesterov=False", "invalid with momentum=0")
+        for name in ("epochs", "batch_size", "attack_steps", "eval_every", "eval_steps", "max_nonfinite"):
+            check_int(name, getattr(self, name), 1)
+        for name, lo in (("train_n", 1), ("eval_n", 1), ("resize", 1), ("crop", 0), ("val_size", 0), ("cutout", 0),
+                         ("ema_start", 0), ("log_every", 0), ("seed", 0)):
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name), lo)
+        if self.val_size == 0 and self.select_on == "val":
+            raise invalid("val_size", 0, "val_size >= 1, or select_on=last / test (no held-out split to choose "
+                                         "best.pt on)")
+        if not all(isinstance(m, (int, float)) and not isinstance(m, bool) and m > 0 for m in self.milestones):
+            raise invalid("milestones", self.milestones, "a list of positive numbers (fractions < 1 or epochs)")
+        if self.ema is not None:
+            check_number("ema", self.ema, 0.0, strict=True, hi=1.0, hi_strict=True)
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or
+                (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise invalid("device", self.device, "auto, cpu, cuda, cuda:N, mps", "unknown")
+        if self.out is not None and not self.out.strip():
+            raise invalid("out", self.out, "a non-empty folder path")
+
+    # -- IO
     @classmethod
     def fields(cls) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(cls)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = cls.fields()
-        unknown = sorted(set(d) - set(known))
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be a mapping of keys to values, got {type(d).__name__}; allowed: "
+                             f"keys {', '.join(cls.fields())}")
+        unknown = sorted(set(map(str, d)) - set(cls.fields()))
         if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; allowed: {', '.join(known)}")
+            raise ValueError(f"unknown config key(s) {unknown}; allowed: {', '.join(cls.fields())}")
         return cls(**d)
 
     @classmethod
     def from_yaml(cls, path: str) -> "TrainConfig":
-        with open(path) as f:
-            d = yaml.safe_load(f) or {}
-        if not isinstance(d, dict):
-            raise ValueError(f"config file {path} must hold a mapping of keys to values, got {type(d).__name__}")
-        return cls.from_dict(d)
+        return cls.from_dict(read_yaml(path))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Plain values (fractions as their text), ready for YAML, JSON and torch.save(weights_only)."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    # -- validation ---------------------------------------------------------------
-    def resolved(self) -> "TrainConfig":
-        """A validated copy with numbers parsed; raises ValueError naming the bad value."""
-        c = dataclasses.replace(self, opts=dict(self.opts), model_args=dict(self.model_args))
-        c.eps = parse_number(c.eps, "eps")
-        c.alpha = c.eps / 4 if c.alpha is None else parse_number(c.alpha, "alpha")
-        if c.ema is not None:
-            c.ema = parse_number(c.ema, "ema")
-        for name in ("lr", "momentum", "weight_decay", "lr_decay", "warmup"):
-            setattr(c, name, parse_number(getattr(c, name), name))
-        _positive_int(c, "epochs", "batch_size", "attack_steps", "eval_every", "eval_steps")
-        _check(c.schedule in SCHEDULES, f"schedule={c.schedule!r} is not known; allowed: {', '.join(SCHEDULES)}")
-        _check(c.select_on in SELECT_ON, f"select_on={c.select_on!r} is not known; allowed: {', '.join(SELECT_ON)}")
-        _check(c.norm in NORMS, f"norm={c.norm!r} is not known; allowed: {', '.join(NORMS)}")
-        _check(c.eps >= 0, f"eps={c.eps} is negative; allowed: eps >= 0")
-        _check(c.alpha > 0 or c.eps == 0, f"alpha={c.alpha} must be > 0")
-        _check(c.lr > 0, f"lr={c.lr} must be > 0")
-        _check(0 <= c.momentum < 1, f"momentum={c.momentum} is out of range; allowed: 0 <= momentum < 1")
-        _check(c.weight_decay >= 0, f"weight_decay={c.weight_decay} must be >= 0")
-        _check(0 < c.lr_decay <= 1, f"lr_decay={c.lr_decay} is out of range; allowed: 0 < lr_decay <= 1")
-        _check(0 <= c.warmup < 1, f"warmup={c.warmup} is out of range; allowed: 0 <= warmup < 1")
-        _check(not (c.nesterov and c.momentum == 0), "nesterov=True needs momentum > 0")
-        _check(isinstance(c.milestones, (list, tuple)) and all(isinstance(m, (int, float)) and m > 0 for m in c.milestones),
-               f"milestones={c.milestones!r} must be a list of positive numbers (fractions < 1 or epochs)")
-        for name in ("train_n", "eval_n"):
-            v = getattr(c, name)
-            _check(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
-                   f"{name}={v!r} must be an integer >= 1")
-        for name in ("crop", "cutout", "val_size", "resize"):
-            v = getattr(c, name)
-            _check(v is None or (isinstance(v, int) and v >= 0), f"{name}={v!r} must be a non-negative integer")
-        _check(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda") or c.device == "mps",
-               f"device={c.device!r} is not known; allowed: auto, cpu, cuda, cuda:N, mps")
-        _check(c.ema is None or 0 < c.ema < 1, f"ema={c.ema!r} is out of range; allowed: 0 < ema < 1, or None")
-        _check(isinstance(c.ema_start, int) and c.ema_start >= 0, f"ema_start={c.ema_start!r} must be an integer >= 0")
-        _check(isinstance(c.log_every, int) and c.log_every >= 0, f"log_every={c.log_every!r} must be an integer >= 0")
-        _check(isinstance(c.opts, dict), f"opts={c.opts!r} must be a mapping of hyper-parameter names to values")
-        return c
+    def changed(self, other: "TrainConfig") -> dict:
+        """{key: (ours, theirs)} for every field that differs (by value: "8/255" equals 0.0313...)."""
+        a, b = self.to_dict(), other.to_dict()
+        return {k: (a[k], b[k]) for k in a if _value(a[k]) != _value(b[k])}
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
+def read_yaml(path) -> dict:
+    """A YAML mapping from a file; one-line errors for a missing file, a syntax error, or no mapping."""
+    try:
+        with open(path) as f:
+            d = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a folder; allowed: a YAML file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not text; allowed: a YAML file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        raise ValueError(f"config file {path} holds a {type(d).__name__}; allowed: a mapping of config keys to values")
+    return d
 
 
-def _positive_int(c: TrainConfig, *names: str) -> None:
-    for name in names:
-        v = getattr(c, name)
-        _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name}={v!r} must be an integer >= 1")
+def _plain(v):
+    if isinstance(v, Num):
+        return v.plain()
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _value(v):
+    try:
+        return parse_number(v) if isinstance(v, str) and "/" in v else v
+    except ValueError:
+        return v
+
+
+def _coerce(name: str, v, hint):
+    """Check one value against its declared type; returns it converted (Num) or raises one line."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union:       # Optional[X]
+        if v is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        args = typing.get_args(hint)
+    if hint is Num:
+        try:
+            return Num(v, name)
+        except ValueError:
+            raise invalid(name, v, "a finite number or a fraction like 8/255", "not a number") from None
+    if typing.get_origin(hint) is Literal:
+        return check_choice(name, v, args)
+    if hint is bool:
+        return check_bool(name, v)
+    if hint is int:
+        return check_int(name, v)
+    if hint is str:
+        if not isinstance(v, str):
+            raise invalid(name, v, "a string")
+        return v
+    if hint is dict:
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise invalid(name, v, "a mapping of names to values")
+        return dict(v)
+    if hint is list:
+        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
+            raise invalid(name, v, "a list")
+        return list(v)
+    return v
+
+
+def field_help(name: str) -> str:
+    """The comment after a field's declaration (its --help text)."""
+    import inspect
+    import re
+    src = inspect.getsource(TrainConfig)
+    m = re.search(rf"^\s+{name}: [^\n]*?#\s*(.+)$", src, re.M)
+    return m.group(1).strip() if m else ""
+
+
+__all__ = ["Num", "RESUME_SAFE", "TrainConfig", "field_help", "read_yaml"]

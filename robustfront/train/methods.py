@@ -4,9 +4,11 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 
+from ..attacks import ThreatModel, create_attack
 from ..combiners import COMBINERS
 from ..objectives import OBJECTIVES
 from ..registry import Registry
+from ..validation import check_like
 
 
 @dataclass(frozen=True)
@@ -86,3 +88,47 @@ register_method("agr_trades", objective="trades", attack="trades_kl", objective_
 register_method("agr_mart", objective="mart", attack="pgd_normal", objective_args={"with_clean": True},
                 combiner="agr", combiner_args=_AGR, doc="MART + AGR.")
 register_method("agr_awp", objective="awp_vanilla", combiner="agr", combiner_args=_AGR, doc="AWP + AGR.")
+
+
+def training_attack(spec: str, threat: ThreatModel, bn_mode: str = "eval"):
+    """The training attack of a method (None for "none", i.e. standard training)."""
+    if spec == "none":
+        return None
+    return create_attack(spec, threat, bn_mode=bn_mode)
+
+
+def build_method(cfg, threat: ThreatModel):
+    """(objective, combiner) for a config: its method preset, the training attack built for `threat`,
+    and `cfg.opts` routed to the objective or the combiner."""
+    if cfg.objective or cfg.combiner or cfg.wrap:
+        raise ValueError("objective/combiner/wrap overrides are not available yet; allowed: a named --method")
+    method = METHODS.get(cfg.method)
+    obj_args, comb_args = split_opts(method, cfg.opts)
+    attack = training_attack(cfg.attack or method.attack, threat, cfg.attack_bn_mode)
+    objective = _build(OBJECTIVES, method.objective, {**({"attack": attack} if attack else {}), **obj_args})
+    combiner = _build(COMBINERS, method.combiner, comb_args)
+    check_pairing(objective, combiner, method.objective, method.combiner)
+    return objective, combiner
+
+
+def _build(registry, name: str, args: dict):
+    """registry.create(name, **args) with each user value checked against its default's type first,
+    so that gamma=abc is one line naming gamma, not a TypeError from inside the rule."""
+    params = inspect.signature(registry.get(name).__init__).parameters
+    args = {k: v if k == "attack" or params[k].default is inspect.Parameter.empty else
+            check_like(k, v, params[k].default) for k, v in args.items()}
+    try:
+        return registry.create(name, **args)
+    except TypeError as e:
+        raise ValueError(f"{registry.kind} '{name}' refused its options {sorted(args)} ({e}); allowed: the types "
+                         f"of its defaults") from None
+
+
+def check_pairing(objective, combiner, obj_name: str, comb_name: str) -> None:
+    """An objective and a combiner fit when no term is lost and none is counted twice."""
+    if combiner.separate and set(objective.terms) != set(combiner.terms):
+        raise ValueError(f"combiner '{comb_name}' needs exactly the terms {list(combiner.terms)}; objective "
+                         f"'{obj_name}' gives {list(objective.terms)}")
+    if not combiner.separate and objective.terms_overlap:
+        raise ValueError(f"objective '{obj_name}' with surgery=True / with_clean=True repeats the clean CE inside "
+                         f"'adv'; allowed only with a gradient-surgery combiner (ca_at, agr), not '{comb_name}'")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks.base import Attack, check_int, check_number
+from .base import Attack, check_int, check_number
 
 
 class MIFGSM(Attack):
@@ -27,9 +27,11 @@ class MIFGSM(Attack):
         >>> x_adv = MIFGSM(eps=8/255)(model, x, y)
     """
 
+    norms = ("Linf",)
+
     def __init__(self, eps: float = 8 / 255, alpha: float | None = None, steps: int = 10, decay: float = 1.0, *,
-                 bn_mode: str = "eval", bounds=(0.0, 1.0)):
-        super().__init__(eps, bn_mode=bn_mode, bounds=bounds)
+                 norm: str = "Linf", bn_mode: str = "eval", bounds=(0.0, 1.0)):
+        super().__init__(eps, norm=norm, bn_mode=bn_mode, bounds=bounds)
         self.steps = check_int("steps", steps, 1)
         self.alpha = check_number("alpha", self.eps / self.steps if alpha is None else alpha, 0.0)
         self.decay = check_number("decay", decay, 0.0)

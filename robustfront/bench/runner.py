@@ -5,12 +5,8 @@ timed steps, after the same number of untimed warm-up steps. All configurations 
 process and timed side by side, one step of each per round, so that a shared machine's slow phases
 hit all alike; peak memory comes from a fresh subprocess per configuration (isolate=True).
 
-reference: PGD-AT written the way published code does it (Madry et al. / Rice et al. style):
-    fp32; a torch.utils.data.DataLoader over the uint8 images with per-sample random crop (pad 4)
-    and flip in numpy (what torchvision's RandomCrop/RandomHorizontalFlip/ToTensor do), per-batch
-    `.to(device)`; the attack calls `loss.backward()` (so every step also computes the parameters'
-    gradients, which are thrown away by `opt.zero_grad()`); torch's default SGD; `.item()` per step.
-ours: `build_trainer(...).step` from robustfront.train.loop for each method: device-resident
+reference: PGD-AT written the way published code does it (bench/reference.py).
+ours: `build_trainer(...).step` (robustfront.train.Trainer) for each method: device-resident
     loader with on-device augmentation, input-only attack gradients, fused/foreach SGD, no host sync
     inside the step, optionally bf16 autocast, channels_last and torch.compile.
 
@@ -31,7 +27,8 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .reference import batches, reference_steps
 
 METHODS = ("pgd_at", "trades", "mart", "ca_at", "agr", "raat")
 # speed options of our trainer per variant; "fp32" is TrainConfig's defaults (fp32, NCHW)
@@ -46,7 +43,7 @@ FULL = {"model": "resnet18", "batch_size": 128, "steps": 30, "warmup": 5}
 def random_cifar(n: int = 2048, seed: int = 0):
     """A CIFAR-shaped stand-in: n random uint8 images 3×32×32, 10 classes (speed does not
     depend on pixel values; every run sees the same arrays)."""
-    from .data import Dataset
+    from ..data import Dataset
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
     y = rng.integers(0, 10, n).astype(np.int64)
@@ -56,35 +53,8 @@ def random_cifar(n: int = 2048, seed: int = 0):
 def _dataset(spec: str, n: int, seed: int):
     if spec == "random-cifar":
         return random_cifar(n, seed)
-    from .data import load_dataset
+    from ..data import load_dataset
     return load_dataset(spec, seed=seed)
-
-
-class _ReferenceImages(torch.utils.data.Dataset):
-    """torchvision-style per-sample pipeline: HWC uint8 -> RandomCrop(32, padding=4) ->
-    RandomHorizontalFlip -> ToTensor, one image at a time in Python/numpy."""
-
-    def __init__(self, x_nchw: np.ndarray, y: np.ndarray, pad: int = 4):
-        self.x = np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1))  # torchvision CIFAR10 keeps NHWC
-        self.y, self.pad = y, pad
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        img, p = self.x[i], self.pad
-        h, w = img.shape[:2]
-        img = np.pad(img, ((p, p), (p, p), (0, 0)))
-        top, left = random.randint(0, 2 * p), random.randint(0, 2 * p)
-        img = img[top:top + h, left:left + w]
-        if random.random() < 0.5:
-            img = img[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div(255), int(self.y[i])
-
-
-def _batches(loader):
-    while True:  # epochs back to back
-        yield from loader
 
 
 # -- one measurement -------------------------------------------------------------------------
@@ -99,59 +69,19 @@ def _peak_mem(device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB; process-wide
 
 
-def _reference_steps(spec, ds, device):
-    """Reference-style PGD-AT; returns a function running one step (with a .item())."""
-    from .train.config import TrainConfig
-    from .train.loop import build_model
-    cfg = TrainConfig(model=spec["model"], eps="8/255", attack_steps=spec["attack_steps"]).resolved()
-    eps, alpha, k = cfg.eps, cfg.alpha, cfg.attack_steps
-    model = build_model(cfg, ds, device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    loader = torch.utils.data.DataLoader(_ReferenceImages(ds.x_train, ds.y_train), batch_size=spec["batch_size"],
-                                         shuffle=True, drop_last=True, num_workers=spec["ref_workers"],
-                                         pin_memory=device.type == "cuda", persistent_workers=spec["ref_workers"] > 0)
-    it = _batches(loader)
-    log = {"loss": 0.0}
-
-    def step():
-        x, y = next(it)
-        x, y = x.to(device), y.to(device)
-        model.eval()
-        delta = torch.empty_like(x).uniform_(-eps, eps)
-        delta = (x + delta).clamp(0, 1) - x
-        for _ in range(k):
-            delta.requires_grad_(True)
-            loss = F.cross_entropy(model(x + delta), y)
-            loss.backward()                       # also fills every parameter's .grad
-            delta = (delta + alpha * delta.grad.sign()).clamp(-eps, eps)
-            delta = ((x + delta).clamp(0, 1) - x).detach()
-        model.train()
-        loss = F.cross_entropy(model(x + delta), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        log["loss"] += loss.item()                # the usual running-loss print: a host sync per step
-    return step
-
-
 def _our_steps(spec, ds, device):
-    from .train.config import TrainConfig
-    from .train.loop import build_trainer
+    from ..train import TrainConfig, build_trainer
     cfg = TrainConfig(model=spec["model"], method=spec["method"], batch_size=spec["batch_size"],
                       attack_steps=spec["attack_steps"], bf16=spec["bf16"], channels_last=spec["channels_last"],
                       compile=spec["compile"], device=str(device), seed=spec["seed"],
-                      crop=4, flip=True).resolved()
+                      crop=4, flip=True)
     tr = build_trainer(cfg, ds, device)
-    tr.model.train()
-    # an epoch past AGR's default start (150), so its full rule (GOP + GICS) is timed
-    epoch = max(200, getattr(tr.combiner, "start_epoch", 0))
-    tr.objective.on_epoch(epoch)
-    tr.combiner.on_epoch(epoch)
-    it = _batches(tr.loader)
+    tr.on_epoch(200)   # an epoch past AGR's default start (150), so its full rule (GOP + GICS) is timed
+    it = batches(tr.loader)
 
     def step():
         x, y = next(it)
-        tr.step(x, y, epoch)                          # no host sync: measure() times it with CUDA events
+        tr.step(x, y)                          # no host sync: _time_step times it with CUDA events
     return step
 
 
@@ -159,7 +89,7 @@ def _stepper(spec: dict, ds, device):
     """Build one configuration, run its untimed warm-up steps, return its step function."""
     random.seed(spec["seed"])
     torch.manual_seed(spec["seed"])
-    step = (_reference_steps if spec["method"] == "reference" else _our_steps)(spec, ds, device)
+    step = (reference_steps if spec["method"] == "reference" else _our_steps)(spec, ds, device)
     for _ in range(spec["warmup"]):
         step()
     _sync(device)
@@ -237,8 +167,8 @@ def run_bench(*, quick: bool = True, data: str | None = None, device: str = "aut
               compile: bool = False, ref_workers: int | None = None, isolate: bool = True, seed: int = 0,
               log=None) -> dict:
     """Run the reference loop and each method; returns the JSON-ready report."""
-    from .train.loop import cpu_bf16_native, resolve_device
-    from .train.methods import METHODS as REGISTRY
+    from ..device import cpu_bf16_native, resolve_device
+    from ..train.methods import METHODS as REGISTRY
     for m in methods:
         REGISTRY.get(m)  # unknown names fail here, listing the valid ones
     dev = resolve_device(device)
@@ -345,6 +275,3 @@ def format_table(report: dict) -> str:
 def _mib(v) -> str:
     return "–" if v is None else f"{v / 2**20:.0f}"
 
-
-if __name__ == "__main__":  # one isolated memory measurement: python -m robustfront.bench SPEC_JSON
-    print(json.dumps(peak_memory(json.loads(sys.argv[1]))))

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..attacks.base import Attack, check_choice, check_int, check_number
-from ..attacks.lp import NORMS, project
-from ..attacks.pgd import margin
+from .base import Attack, check_int, check_number
+from .lp import project
+from .pgd import margin
 
 
 class SPSA(Attack):
@@ -38,8 +38,7 @@ class SPSA(Attack):
 
     def __init__(self, eps: float = 8 / 255, norm: str = "Linf", iterations: int = 100, samples: int = 128,
                  lr: float = 0.01, delta: float = 0.01, max_batch: int = 8192, *, bounds=(0.0, 1.0)):
-        super().__init__(eps, bn_mode="eval", bounds=bounds)
-        self.norm = check_choice("norm", norm, NORMS)
+        super().__init__(eps, norm=norm, bn_mode="eval", bounds=bounds)
         self.iterations = check_int("iterations", iterations, 1)
         self.samples = check_int("samples", samples, 2)
         if self.samples % 2:

@@ -1,0 +1,103 @@
+"""robustfront command line: quickstart | train | eval | analyze | report | bench | theorem1 | data info.
+
+One error boundary for every command: a bad value, file or folder ends in one line on stderr naming
+it and what is allowed, exit code 2, never a traceback (`--debug` or ROBUSTFRONT_DEBUG=1 shows it).
+An unexpected failure inside robustfront is one line too, exit code 1, asking for --debug.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+
+from . import evaluate, tools, train
+
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+               UnicodeDecodeError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag gives one line (no usage dump): what was wrong and what is allowed."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="robustfront", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks (also: ROBUSTFRONT_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for module in (tools, train, evaluate):
+        module.add_commands(sub)
+    return parser
+
+
+def join_negative_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`--alpha -1/255` -> `--alpha=-1/255`: argparse would read a value starting with '-' as a flag,
+    so the validator never saw it. Only for flags that take a value, and values that are no flag."""
+    takes_value = set()
+    for action in _all_actions(parser):
+        if action.nargs != 0 and action.option_strings:
+            takes_value.update(action.option_strings)
+    flags = {s for a in _all_actions(parser) for s in a.option_strings}
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] not in flags \
+                and not argv[i + 1].startswith("--"):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
+def _all_actions(parser):
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            for p in action.choices.values():
+                yield from _all_actions(p)
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in text:
+        text = f"{e.filename}: {text}"
+    return " ".join(text.split())
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("ROBUSTFRONT_DEBUG", "") not in ("", "0")
+    argv = join_negative_values([a for a in argv if a != "--debug"], parser)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("robustfront: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"robustfront: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only file system, ...
+        if debug:
+            raise
+        what = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system"}.get(e.errno)
+        text = one_line(e) if what is None else f"{e.filename or 'a file'}: {what}"
+        print(f"robustfront: error: {text}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a bug in robustfront: still one line, but say so
+        if debug:
+            raise
+        print(f"robustfront: internal error ({type(e).__name__}: {one_line(e)[:300]}); rerun with --debug for the "
+              f"traceback and report it", file=sys.stderr)
+        return 1
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,138 @@
+"""`robustfront train`: one flag per TrainConfig field, generated from its declaration."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from pathlib import Path
+
+import yaml
+
+from ..train.config import Num, TrainConfig, field_help, read_yaml
+
+DICTS = {"opts": ("--opt", "hyper-parameter of the method, e.g. gamma=0.8 or combiner.gamma=0.8 (repeatable)"),
+         "model_args": ("--model-arg", "architecture option, e.g. width=16 (repeatable)")}
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """KEY=VALUE with the value parsed as YAML (numbers, booleans, lists); 8/255 stays a string."""
+    if "=" not in text or not text.split("=", 1)[0].strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    k, v = text.split("=", 1)
+    try:
+        return k.strip(), yaml.safe_load(v)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML") from None
+
+
+def number_list(text: str) -> list[float]:
+    """M1,M2,... as numbers."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def registry_names() -> dict[str, str]:
+    """Allowed values of the fields that name a registered thing, read from the registries."""
+    from ..attacks import names_help
+    from ..combiners import COMBINERS
+    from ..models import list_models
+    from ..objectives import OBJECTIVES
+    from ..train.methods import METHODS
+    return {"model": ", ".join(list_models()), "method": ", ".join(METHODS.names()),
+            "objective": ", ".join(OBJECTIVES.names()), "combiner": ", ".join(COMBINERS.names()),
+            "attack": "none, " + names_help()}
+
+
+def _base(hint):
+    if typing.get_origin(hint) is typing.Union:
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; defaults None, so only the flags given override the config file."""
+    hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig().to_dict()
+    allowed = registry_names()
+    for f in dataclasses.fields(TrainConfig):
+        flag, hint, default = "--" + f.name.replace("_", "-"), _base(hints[f.name]), defaults[f.name]
+        text = field_help(f.name)
+        if f.name in DICTS:
+            name, text = DICTS[f.name]
+            p.add_argument(name, dest=f.name, action="append", type=key_value, metavar="KEY=VALUE", help=text)
+            continue
+        kw: dict = {}
+        if typing.get_origin(hint) is typing.Literal:
+            kw["choices"] = typing.get_args(hint)
+        elif hint is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif hint is int:
+            kw["type"], kw["metavar"] = int, "N"
+        elif hint is Num:
+            kw["metavar"] = "X"
+            text += " (a number or a fraction like 8/255)"
+        elif f.name == "milestones":
+            kw["type"], kw["metavar"] = number_list, "M1,M2"
+        elif hint is list:
+            kw["type"], kw["metavar"] = name_list, "A,B"
+        shown = "none" if default in (None, [], {}) else (",".join(map(str, default)) if isinstance(default, list)
+                                                           else default)
+        if f.name in allowed:
+            text += f"; allowed: {allowed[f.name]}"
+        if "default" not in text:
+            text += f" (default: {shown})"
+        p.add_argument(flag, default=None, help=text.replace("%", "%%"), **kw)
+    p.add_argument("--config", help="YAML file of config keys (see docs); flags override it")
+    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last.pt exactly; the config "
+                   "must be the run's own (only epochs and logging may change)")
+    p.add_argument("--force", action="store_true", help="overwrite a run already in OUT")
+
+
+def config_from_args(args) -> TrainConfig:
+    """The config file (or, for --resume, the run's config.yaml), then the flags given, validated."""
+    d: dict = {}
+    if args.config:
+        d = read_yaml(args.config)
+    elif args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
+        d = read_yaml(Path(args.out) / "config.yaml")
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is None:
+            continue
+        if f.name in DICTS:
+            base = d.get(f.name) or {}
+            if not isinstance(base, dict):
+                raise ValueError(f"{f.name}={base!r} in the config file is not a mapping; allowed: KEY: VALUE entries")
+            v = {**base, **dict(v)}
+        d[f.name] = v
+    return TrainConfig.from_dict(d)
+
+
+def cmd_train(args) -> int:
+    from ..train import train
+    cfg = config_from_args(args)
+    if cfg.out is None:
+        raise ValueError("--out is required: the folder for config.yaml, metrics.jsonl and checkpoints/")
+    metrics = train(cfg, resume=args.resume, force=args.force)
+    if not metrics:
+        print(f"robustfront: {cfg.out} already finished all {cfg.epochs} epochs; nothing to do (raise --epochs "
+              f"to continue it)", file=__import__("sys").stderr)
+    print(json.dumps(metrics))
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train a model with a named method (all flags: robustfront train --help)",
+                       description="Train a model. Every flag is a config key; --config FILE sets many at once.")
+    add_train_args(p)
+    p.set_defaults(func=cmd_train)
+
+
+__all__ = ["add_commands", "add_train_args", "config_from_args"]

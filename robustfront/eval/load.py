@@ -1,0 +1,73 @@
+"""What an evaluation needs from a checkpoint: the model in eval mode and the images it is judged on.
+
+Evaluation never imports `train`: everything here comes from the checkpoint file itself (the model
+is rebuilt from its `model_config`, the data from the training config stored beside it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import torch
+
+from .. import checkpoint as ckpt
+from ..data import Dataset, load_dataset
+from ..device import resolve_device
+from ..models import load_model
+from ..validation import check_choice, check_int
+
+
+@dataclass
+class EvalInput:
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    dataset: Dataset
+    data: str
+    config: dict            # the training run's config ({} for a checkpoint without one)
+    checkpoint: str
+
+
+def load_for_eval(checkpoint, *, data: str | None = None, data_root: str | None = None, resize: int | None = None,
+                  split: str = "test", n: int | None = None, seed: int = 0, device="auto") -> EvalInput:
+    """The checkpoint's model (eval mode, on `device`) and the `split` images (a seeded `n`-subset).
+
+    The data set defaults to the one the checkpoint was trained on, rebuilt with that run's data
+    settings: its root, input size, and its seed and size for the held-out split (another seed would
+    carve a "val" split holding training images).
+    """
+    check_choice("split", split, ("test", "val"))
+    if n is not None:
+        check_int("n", n, 1)
+    dev = resolve_device(device)
+    state = ckpt.load(checkpoint, dev)
+    model = load_model(state, device=dev)
+    cfg = state.get("config") or {}
+    name = data or cfg.get("data")
+    if name is None:
+        raise ValueError(f"data=None: checkpoint {checkpoint} does not name its data set; allowed: --data NAME_OR_PATH")
+    ds = load_dataset(name, root=data_root or cfg.get("data_root"), seed=cfg.get("seed", 0),
+                      val_size=cfg.get("val_size"), resize=resize or cfg.get("resize"))
+    size = len(ds.arrays(split)[1])
+    if n is not None and n > size:
+        raise ValueError(f"n={n} is larger than the {split} split of {name} ({size} images); allowed: 1 to {size}")
+    x, y = ds.tensors(split, dev, n=n, seed=seed)
+    _check_shape(model, x, name, checkpoint)
+    return EvalInput(model, x, y, ds, str(name), cfg, str(checkpoint))
+
+
+def _check_shape(model, x, data, checkpoint) -> None:
+    """One line, before any attack runs, when the data does not fit the model."""
+    cfg = getattr(model, "rf_config", {})
+    if x.dim() == 4 and "in_channels" in cfg and x.shape[1] != cfg["in_channels"]:
+        raise ValueError(f"data {data} has {x.shape[1]} channel(s) but the model of {checkpoint} takes "
+                         f"{cfg['in_channels']}; allowed: data of the shape the model was trained on")
+    if len(x):
+        try:
+            with torch.no_grad():
+                model(x[:1])
+        except RuntimeError as e:
+            raise ValueError(f"data {data} of shape {tuple(x.shape[1:])} does not fit the model of {checkpoint} "
+                             f"({str(e).splitlines()[0][:120]}); allowed: data of the shape it was trained on") \
+                from None
+
+
+__all__ = ["EvalInput", "load_for_eval"]

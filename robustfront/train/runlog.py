@@ -1,0 +1,228 @@
+"""Everything a run writes, and the rules that keep it whole.
+
+A run folder holds config.yaml, metrics.jsonl (one line per epoch), steps.jsonl (with log_every),
+checkpoints/{last,best}.pt and optionally tensorboard/. `RunLog`:
+
+- locks the folder while it is written (a second writer is refused, naming the holder's PID);
+- refuses to overwrite an existing run unless `force`, and on `resume` refuses a config that differs
+  from the recorded one except in RESUME_SAFE keys (epochs, logging), which are recorded in
+  config_history.jsonl; config.yaml is only rewritten once the new config is known to be acceptable;
+- commits an epoch as one unit: the checkpoint, which carries the whole metrics history, is written
+  atomically first, then the metrics line is appended; a resume rebuilds metrics.jsonl from the
+  checkpoint, so a kill between the two loses nothing and duplicates nothing;
+- never saves non-finite weights, and removes temporary files an interrupted save left behind.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from .. import checkpoint as ckpt
+from .config import RESUME_SAFE, TrainConfig
+
+
+class RunLog:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, force: bool = False):
+        if cfg.out is None:
+            raise ValueError("out=None: name an output folder for the run (--out DIR)")
+        self.cfg, self.resume, self.force = cfg, resume, force
+        self.out = Path(cfg.out)
+        self.ckdir = self.out / "checkpoints"
+        self.last, self.best = self.ckdir / "last.pt", self.ckdir / "best.pt"
+        self.history: list[dict] = []
+        self.steps: list[dict] = []
+        self._lock = None
+        self._writer = None
+
+    # -- opening and closing -----------------------------------------------------------------
+    def __enter__(self) -> "RunLog":
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out={str(self.out)!r} is a file; allowed: a folder (new or holding a run)")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"out={str(self.out)!r} cannot be created ({e.strerror}); allowed: a writable folder") \
+                from None
+        self._acquire_lock()
+        ckpt.clean_temp_files(self.ckdir)
+        if self.resume and not self.last.is_file():
+            raise ValueError(f"resume=True but {self.last} does not exist; start the run without --resume")
+        if not self.resume and self.last.is_file():
+            if not self.force:
+                raise ValueError(f"out={str(self.out)!r} already holds a run ({self._progress_note()}); allowed: "
+                                 f"--resume to continue it, --force to overwrite it, or another --out")
+            for p in (self.last, self.best, self.out / "metrics.jsonl", self.out / "steps.jsonl",
+                      self.out / "config_history.jsonl"):
+                p.unlink(missing_ok=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._writer:
+            self._writer.close()
+        if self._lock is not None:
+            import fcntl
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def _acquire_lock(self) -> None:
+        import fcntl
+        f = open(self.out / ".lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise ValueError(f"out={str(self.out)!r} is being written by another process (PID {pid}); allowed: "
+                             f"wait for it to finish, or another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock = f
+
+    def _progress_note(self) -> str:
+        try:
+            state = ckpt.load(self.last)
+            done, total = int(state.get("epoch", 0)), int((state.get("config") or {}).get("epochs", 0))
+            return f"{done} of {total} epochs done" + (", finished" if done >= total else "")
+        except (ValueError, OSError):
+            return "its last.pt cannot be read"
+
+    # -- starting or resuming ------------------------------------------------------------------
+    def start(self) -> None:
+        (self.out / "metrics.jsonl").write_text("")
+        if self.cfg.log_every:
+            (self.out / "steps.jsonl").write_text("")
+        self._write_config(self.cfg)
+
+    def restore(self, trainer, device) -> tuple[int, float]:
+        """Load last.pt into the trainer after checking the config; returns (next epoch, best score)."""
+        state = ckpt.load(self.last, device)
+        stored = TrainConfig.from_dict(state["config"])
+        changed = {k: v for k, v in stored.changed(self.cfg).items() if k not in RESUME_SAFE}
+        if changed:
+            k, (old, new) = next(iter(changed.items()))
+            raise ValueError(f"resume with a changed {k} ({old!r} -> {new!r}) is refused"
+                             + (f" (also: {', '.join(list(changed)[1:])})" if len(changed) > 1 else "")
+                             + f"; allowed: the run's own values (see {self.out / 'config.yaml'}), changes to "
+                               f"{', '.join(RESUME_SAFE)} only, or a new --out")
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, KeyError) as e:
+            raise ValueError(f"{self.last} does not fit this run's model or optimizer "
+                             f"({str(e).splitlines()[0][:120]}); allowed: resume with the run's own config") from None
+        start = int(state["epoch"])
+        self.history = [m for m in state.get("history", []) if m["epoch"] <= start]
+        if self.history or "history" in state:
+            ckpt.write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history))
+        else:  # a checkpoint written before histories were kept
+            _truncate_jsonl(self.out / "metrics.jsonl", start)
+        self._restore_steps(state, start)
+        safe = stored.changed(self.cfg)
+        if safe:
+            with open(self.out / "config_history.jsonl", "a") as f:
+                f.write(json.dumps({"resumed_at_epoch": start, "changed": {k: list(v) for k, v in safe.items()}})
+                        + "\n")
+        self._write_config(self.cfg)
+        return start, float(state["best_val_robust"])
+
+    def _restore_steps(self, state: dict, start: int) -> None:
+        path = self.out / "steps.jsonl"
+        _truncate_jsonl(path, start)
+        have = {json.loads(l)["epoch"] for l in path.read_text().splitlines() if l.strip()} if path.is_file() else set()
+        missing = [r for r in state.get("steps", []) if r["epoch"] not in have]
+        if missing:
+            with open(path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in missing)
+
+    def _write_config(self, cfg: TrainConfig) -> None:
+        ckpt.write_text_atomic(self.out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    # -- during the run ----------------------------------------------------------------------
+    def progress(self, loader, epoch: int):
+        if not self.cfg.progress:
+            return loader
+        from tqdm import tqdm
+        return tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True,
+                    file=sys.stderr)
+
+    def step(self, epoch: int, step: int, losses: dict, combiner) -> None:
+        """A step record (log_every > 0): the losses and the combiner's diagnostics. Host sync: opted in."""
+        self.steps.append({"epoch": epoch + 1, "step": step, **{f"loss_{k}": v.item() for k, v in losses.items()},
+                           **combiner.pop_diagnostics()})
+
+    def diagnostics(self, combiner) -> dict:
+        """The epoch's combiner diagnostics: the mean over its step records and what is left to pop."""
+        recs = [{k: v for k, v in r.items() if k not in ("epoch", "step") and not k.startswith("loss_")}
+                for r in self.steps] + [combiner.pop_diagnostics()]
+        return _mean_dicts(recs)
+
+    def commit(self, state: dict, metrics: dict, is_best: bool) -> None:
+        """Checkpoint(s) first (atomic, carrying the metrics history), then the metrics line."""
+        bad = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"epoch {metrics['epoch']}: weights {bad[0]} are not finite; nothing was saved "
+                             f"(the last good checkpoint is {self.last}); allowed: a smaller lr")
+        self.history.append(metrics)
+        state = {**state, "history": self.history, "steps": self.steps}
+        if is_best:
+            ckpt.save_atomic(state, self.best)
+        ckpt.save_atomic(state, self.last)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.steps:
+            with open(self.out / "steps.jsonl", "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.steps)
+        self.steps = []
+        self._tensorboard(metrics)
+        if self.cfg.progress:
+            print(_summary(metrics), file=sys.stderr, flush=True)
+
+    def _tensorboard(self, metrics: dict) -> None:
+        if not self.cfg.tensorboard:
+            return
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("tensorboard=True needs the tensorboard package; allowed: pip install tensorboard") \
+                    from None
+            self._writer = SummaryWriter(str(self.out / "tensorboard"))
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                self._writer.add_scalar(k, v, metrics["epoch"])
+
+
+def _mean_dicts(dicts: list[dict]) -> dict:
+    """Average diagnostics over the step records of an epoch (lists element-wise)."""
+    dicts = [d for d in dicts if d]
+    out = {}
+    for k in dicts[0] if dicts else []:
+        vals = [d[k] for d in dicts if k in d]
+        out[k] = [sum(c) / len(c) for c in zip(*vals)] if isinstance(vals[0], list) else sum(vals) / len(vals)
+    return out
+
+
+def _truncate_jsonl(path: Path, epochs: int) -> None:
+    """On resume, drop records written after the checkpoint we continue from."""
+    if path.is_file():
+        lines = [l for l in path.read_text().splitlines() if l.strip()]
+        keep = [l for l in lines if json.loads(l)["epoch"] <= epochs]
+        ckpt.write_text_atomic(path, "".join(l + "\n" for l in keep))
+
+
+def _summary(m: dict) -> str:
+    keys = ("train_loss", "train_clean_acc", "train_adv_acc", "val_clean_acc", "val_pgd_acc")
+    parts = [f"{k}={m[k]:.4f}" for k in keys if k in m]
+    return f"epoch {m['epoch']}: " + " ".join(parts) + f" ({m['epoch_time_s']:.1f}s)"
+
+
+__all__ = ["RunLog"]

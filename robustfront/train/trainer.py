@@ -1,0 +1,183 @@
+"""The Trainer owns one training step and everything a resume needs.
+
+    trainer = build_trainer(cfg, ds, device)
+    trainer.on_epoch(epoch)
+    for x, y in trainer.loader:
+        trainer.step(x, y)
+    metrics = trainer.pop_epoch()          # the one host read of the epoch's device-side sums
+
+Nothing in `step` reads a device value back to the host.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import checkpoint as ckpt
+from ..attacks import ThreatModel
+from ..data import DeviceLoader
+from ..device import autocast, fused_sgd_supported, maybe_compile, warn_emulated_bf16
+from ..models import create_model
+from .config import TrainConfig
+from .ema import EMA
+from .guard import UpdateGuard
+from .methods import build_method
+from .schedule import Schedule
+from .term_grads import TermGrads
+
+
+class Trainer:
+    """model: the plain module (trained, saved); net: what the objective calls (model itself, or its
+    torch.compile wrapper, which shares the parameters); scored: the weights validated and saved under
+    "model" (the EMA average when weight averaging is on, else the model)."""
+
+    def __init__(self, model, objective, combiner, opt, loader, schedule, *, net=None, ema=None, bf16=False,
+                 channels_last=False, device=torch.device("cpu")):
+        self.model, self.net = model, net if net is not None else model
+        self.objective, self.combiner, self.opt, self.loader, self.schedule, self.ema = \
+            objective, combiner, opt, loader, schedule, ema
+        self.device, self.bf16, self.channels_last = device, bf16, channels_last
+        self.params = [p for g in opt.param_groups for p in g["params"]]
+        self.term_grads = TermGrads(self.params, combiner.terms) if combiner.separate else None
+        self.guard = UpdateGuard(self.params, opt)
+        self.epoch, self.lr = 0, schedule.lr()
+        self._sums: dict[str, torch.Tensor] = {}
+        self._seen = 0
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        return self.ema.model if self.ema else self.model
+
+    def on_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.model.train()
+        self.objective.on_epoch(epoch)
+        self.combiner.on_epoch(epoch)
+
+    def step(self, x, y):
+        """objective under autocast -> gradients -> combine -> hooks -> guarded SGD step -> EMA."""
+        self.lr = self.schedule.apply(self.opt)
+        with autocast(self.device, self.bf16):
+            losses, stats = self.objective(self.net, self._format(x), y)
+        self.opt.zero_grad(set_to_none=True)
+        total = self._gradients(losses)          # one backward (sum combiners) or per-term grads -> combine
+        self.objective.after_backward(self.model)  # e.g. AWP takes its weight perturbation back
+        self.combiner.after_backward(self.model)
+        self.guard.step()                        # opt.step(), undone if the gradient or the result is not finite
+        if self.ema:
+            self.ema.update(self.model, self.epoch)
+        self._accumulate(total, stats, len(y))
+        return total, losses, stats
+
+    def _gradients(self, losses):
+        if self.term_grads is None:
+            total = self.combiner.total_loss(losses)
+            total.backward()
+            return total.detach()
+        grads = self.term_grads(losses)          # one backward per term, into preallocated flat buffers
+        for p, u in zip(self.params, self.combiner.combine(grads)):
+            p.grad = u
+        return self.objective.reported_loss(losses)
+
+    def _format(self, x):
+        if isinstance(x, (tuple, list)):
+            return type(x)(self._format(v) for v in x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def _accumulate(self, total, stats, n: int) -> None:
+        s = self._sums
+        s["loss"] = s.get("loss", 0) + total.detach().float() * n
+        for k, v in stats.items():
+            s[k] = s.get(k, 0) + v
+        self._seen += n
+
+    def pop_epoch(self) -> dict:
+        """The epoch's means (train loss, accuracies, the objective's stats), its non-finite step count
+        and the combiner's diagnostics; resets the sums. One host read."""
+        names = {"loss": "train_loss", "clean_correct": "train_clean_acc", "adv_correct": "train_adv_acc"}
+        keys = list(self._sums)
+        vals = torch.stack([torch.as_tensor(self._sums[k], dtype=torch.float64, device=self.device) for k in keys]
+                           + [self.guard.skipped.double()]).tolist() if keys else [self.guard.skipped.item()]
+        out = {"n_train": self._seen, "lr": self.lr}
+        out.update({names.get(k, "train_" + k): v / max(self._seen, 1) for k, v in zip(keys, vals)})
+        out["nonfinite_steps"] = int(vals[-1])
+        self._sums, self._seen = {}, 0
+        self.guard.skipped.zero_()
+        return out
+
+    # -- resume
+    def state_dict(self) -> dict:
+        s = {"model": self.scored.state_dict(), "optimizer": self.opt.state_dict(),
+             "scheduler": self.schedule.state_dict(), "loader": self.loader.state_dict(),
+             "rng": ckpt.rng_state(self.device), "model_config": self.model.rf_config}
+        if self.ema:
+            s["model_raw"] = self.model.state_dict()
+        return s
+
+    def load_state_dict(self, s: dict) -> None:
+        self.model.load_state_dict(s.get("model_raw", s["model"]))
+        if self.ema:
+            self.ema.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["optimizer"])
+        self.guard.rebind()
+        self.schedule.load_state_dict(s["scheduler"])
+        self.loader.load_state_dict(s["loader"])
+        ckpt.set_rng_state(s["rng"], self.device)
+
+
+# -- building one from a config ----------------------------------------------------------------
+
+def channel_stats(x) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of uint8 training images, for the Normalize layer inside the model."""
+    t = torch.as_tensor(x[:10000]).float().div(255).transpose(0, 1).flatten(1)
+    return t.mean(1).tolist(), t.std(1).clamp_min(1e-3).tolist()
+
+
+def build_model(cfg: TrainConfig, ds, device) -> torch.nn.Module:
+    kw = dict(cfg.model_args)
+    if ds.x_train.dtype == np.uint8 and "mean" not in kw:
+        kw["mean"], kw["std"] = channel_stats(ds.x_train)
+    if len(ds.shape) == 3:
+        kw.setdefault("in_channels", ds.shape[0])
+        kw.setdefault("input_size", ds.shape[1])
+    else:
+        kw.setdefault("input_shape", list(ds.shape))
+    model = create_model(cfg.model, num_classes=len(ds.classes), **kw).to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def build_optimizer(cfg: TrainConfig, params: list, device: torch.device) -> torch.optim.SGD:
+    """SGD; fused_sgd=True: one fused kernel where the device has it, else the multi-tensor (foreach)
+    path. Same update rule, fewer kernel launches."""
+    kw = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    if cfg.fused_sgd:
+        kw.update({"fused": True} if fused_sgd_supported(device) else {"foreach": True})
+    return torch.optim.SGD(params, **{k: float(v) if not isinstance(v, bool) else v for k, v in kw.items()})
+
+
+def training_threat(cfg: TrainConfig, bounds) -> ThreatModel:
+    return ThreatModel(norm=cfg.norm, eps=float(cfg.eps), alpha=float(cfg.alpha), steps=cfg.attack_steps,
+                       bounds=bounds)
+
+
+def build_trainer(cfg: TrainConfig, ds, device: torch.device) -> Trainer:
+    """Model, method, optimizer, schedule and device loader for a config; draws torch RNG in a fixed order."""
+    big = len(ds.shape) == 3 and ds.shape[-1] >= 32
+    model = build_model(cfg, ds, device)
+    objective, combiner = build_method(cfg, training_threat(cfg, ds.bounds))
+    opt = build_optimizer(cfg, [p for p in model.parameters() if p.requires_grad], device)
+    loader = DeviceLoader(ds.x_train, ds.y_train, cfg.batch_size, device=device, train=True,
+                          crop=cfg.crop if cfg.crop is not None else (4 if big else 0),
+                          flip=cfg.flip if cfg.flip is not None else big, cutout=cfg.cutout, seed=cfg.seed,
+                          views=objective.views)
+    schedule = Schedule(cfg.schedule, float(cfg.lr), cfg.epochs * len(loader), len(loader),
+                        milestones=cfg.milestones, decay=float(cfg.lr_decay), warmup=float(cfg.warmup),
+                        epochs=cfg.epochs)
+    warn_emulated_bf16(device, cfg.bf16)
+    return Trainer(model, objective, combiner, opt, loader, schedule, device=device,
+                   net=maybe_compile(model, device) if cfg.compile else model,
+                   ema=EMA(model, float(cfg.ema), cfg.ema_start) if cfg.ema else None, bf16=cfg.bf16,
+                   channels_last=cfg.channels_last)
+
+
+__all__ = ["Trainer", "build_model", "build_optimizer", "build_trainer", "channel_stats", "training_threat"]

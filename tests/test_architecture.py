@@ -1,0 +1,241 @@
+"""The shape the issues build on: the guarded step, RunLog's rules, the config declared once, the typed
+evaluation result, the ground floor's messages, and the layering itself."""
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustfront import checkpoint as ckpt
+from robustfront.cli import main
+from robustfront.train import TrainConfig, train
+from robustfront.train.guard import UpdateGuard
+
+TINY = dict(data="digits", model="small_cnn", model_args={"width": 8}, epochs=2, batch_size=128, eps="32/255",
+            alpha="8/255", attack_steps=2, progress=False)
+PKG = Path(__file__).resolve().parents[1] / "robustfront"
+
+
+# -- the guarded optimizer step ---------------------------------------------------------------
+
+def _sgd(params, **kw):
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=5e-4, **kw)
+
+
+@pytest.mark.parametrize("kw", [{}, {"foreach": True}, {"fused": True}, {"nesterov": True}])
+def test_guarded_step_equals_plain_sgd_and_skips_bad_steps_exactly(kw):
+    torch.manual_seed(0)
+    w0 = [torch.randn(5, 3), torch.randn(3)]
+    grads = [[torch.randn_like(w) for w in w0] for _ in range(4)]
+    grads[2][1][0] = float("nan")                     # step 3 is not finite
+    plain = [w.clone().requires_grad_() for w in w0]
+    guarded = [w.clone().requires_grad_() for w in w0]
+    opt_p, opt_g = _sgd(plain, **kw), _sgd(guarded, **kw)
+    guard = UpdateGuard(guarded, opt_g)
+    for i, gs in enumerate(grads):
+        for p, g in zip(guarded, gs):
+            p.grad = g.clone()
+        before = [p.detach().clone() for p in guarded]
+        bufs = [opt_g.state[p]["momentum_buffer"].clone() for p in guarded]
+        guard.step()
+        if i == 2:   # skipped: weights *and* momentum exactly as before (weight decay did not move them)
+            assert all(torch.equal(p, b) for p, b in zip(guarded, before))
+            assert all(torch.equal(opt_g.state[p]["momentum_buffer"], b) for p, b in zip(guarded, bufs))
+            continue
+        for p, g in zip(plain, gs):
+            p.grad = g.clone()
+        opt_p.step()
+        # a zero momentum buffer created up front gives the lazily cloned first update bit for bit
+        assert all(torch.equal(a, b) for a, b in zip(plain, guarded)), i
+    assert int(guard.skipped) == 1
+
+
+def test_an_update_that_overflows_finite_gradients_is_undone():
+    w = torch.ones(4, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=1e38, momentum=0.9)
+    guard = UpdateGuard([w], opt)
+    w.grad = torch.full((4,), 1e3)                    # finite, but lr·g overflows to -inf
+    guard.step()
+    assert torch.equal(w.detach(), torch.ones(4)) and int(guard.skipped) == 1
+
+
+def test_huge_lr_never_saves_nonfinite_weights_and_stops_with_one_line(tmp_path, capsys):
+    rc = main(["train", "--data", "digits", "--model", "mlp", "--epochs", "2", "--lr", "1e30", "--eps", "0",
+               "--method", "standard", "--no-progress", "--max-nonfinite", "1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "training diverged" in err[0] and "smaller lr" in err[0], err
+    last = tmp_path / "r" / "checkpoints" / "last.pt"
+    if last.exists():   # whatever was saved before the divergence is finite
+        state = torch.load(last, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+# -- RunLog: what a run folder may and may not do --------------------------------------------
+
+def test_finished_run_is_not_overwritten_and_resume_refuses_a_changed_config(tmp_path):
+    out = tmp_path / "run"
+    train(TrainConfig(**TINY, method="pgd_at", out=str(out)))
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"already holds a run \(2 of 2 epochs done, finished\); allowed: --resume"):
+        train(TrainConfig(**TINY, method="pgd_at", out=str(out)))
+    for key, value in (("lr", 0.2), ("seed", 1), ("method", "trades"), ("batch_size", 64), ("eps", "16/255")):
+        with pytest.raises(ValueError, match=f"resume with a changed {key} .* is refused"):
+            train(TrainConfig(**{**TINY, "method": "pgd_at", key: value}, out=str(out)), resume=True)
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+    assert "lr: 0.1" in (out / "config.yaml").read_text()         # the recorded config is untouched
+    more = train(TrainConfig(**{**TINY, "epochs": 3}, method="pgd_at", out=str(out)), resume=True)
+    assert more["epoch"] == 3 and "epochs: 3" in (out / "config.yaml").read_text()
+    history = [json.loads(l) for l in (out / "config_history.jsonl").read_text().splitlines()]
+    assert history == [{"resumed_at_epoch": 2, "changed": {"epochs": [2, 3]}}]
+    assert train(TrainConfig(**TINY, method="pgd_at", out=str(out)), force=True)["epoch"] == 2
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); f.write(str(os.getpid())); f.flush(); "
+                               "print('locked', flush=True); time.sleep(30)", str(out / ".lock")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=f"being written by another process \\(PID {holder.pid}\\)"):
+            train(TrainConfig(**TINY, method="standard", out=str(out)))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train(TrainConfig(**{**TINY, "epochs": 1}, method="standard", out=str(out)))["epoch"] == 1
+
+
+def test_metrics_lost_between_checkpoint_and_log_are_rebuilt_on_resume(tmp_path):
+    out = tmp_path / "run"
+    train(TrainConfig(**TINY, method="pgd_at", out=str(out)), stop_after=1)
+    # as if killed after last.pt was renamed into place but before the metrics line was appended
+    state = ckpt.load(out / "checkpoints" / "last.pt")
+    (out / "metrics.jsonl").write_text("")
+    (out / "checkpoints" / ".last.pt.abc.tmp").write_bytes(b"partial")     # an interrupted save
+    assert len(state["history"]) == 1
+    train(TrainConfig(**TINY, method="pgd_at", out=str(out)), resume=True)
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2] and lines[0] == state["history"][0]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
+# -- the config, declared once --------------------------------------------------------------
+
+def test_config_keeps_spellings_and_refuses_silent_reinterpretation():
+    c = TrainConfig(eps="8/255")
+    assert c.eps == 8 / 255 and str(c.alpha) == "2/255" and c.to_dict()["eps"] == "8/255"
+    assert c.to_dict()["lr"] == 0.1 and isinstance(c.to_dict()["lr"], float)
+    assert TrainConfig(eps="8/255").changed(TrainConfig(eps=8 / 255)) == {}
+    for bad, match in (({"bf16": "no"}, r"bf16='no' is invalid; allowed: true or false"),
+                       ({"lr": "1e400"}, r"lr='1e400' is not a number"), ({"eps": float("nan")}, "eps=nan"),
+                       ({"device": 3}, r"device=3 is invalid; allowed: a string"), ({"out": ""}, r"out='' is invalid"),
+                       ({"val_size": 0}, r"val_size=0 is invalid; allowed: val_size >= 1, or select_on=last"),
+                       ({"resize": 0}, r"resize=0 is invalid"), ({"seed": -1}, r"seed=-1 is invalid"),
+                       ({"milestones": [-1, 2]}, r"milestones=\[-1, 2\] is invalid")):
+        with pytest.raises(ValueError, match=match) as e:
+            TrainConfig(**bad)
+        assert "\n" not in str(e.value)
+
+
+def test_negative_flag_values_reach_their_validators(tmp_path, capsys):
+    for args, needle in ((["--alpha", "-1/255"], "alpha='-1/255' is invalid; allowed: a finite number > 0"),
+                         (["--milestones", "-1,2"], "milestones=[-1.0, 2.0] is invalid"),
+                         (["--opt", "gamma=abc", "--method", "ca_at"], "gamma='abc' is invalid"),
+                         (["--model-arg", "width=abc"], "width='abc' is invalid"),
+                         (["--eps", "1e999"], "eps='1e999' is not a number")):
+        rc = main(["train", "--data", "digits", "--out", str(tmp_path / "x"), *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and needle in err[0], (args, err)
+
+
+def test_every_train_flag_is_described_with_its_allowed_values():
+    from robustfront.cli import build_parser
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    train_parser = sub.choices["train"]
+    flags = [a for a in train_parser._actions if a.option_strings and a.dest not in ("help",)]
+    assert len(flags) >= len(TrainConfig.fields())
+    for a in flags:
+        assert a.help and len(a.help) > 10, a.option_strings
+    by = {a.dest: a for a in flags}
+    assert by["schedule"].choices == ("multistep", "cosine", "onecycle", "constant")
+    assert "ca_at" in by["method"].help and "resnet18" in by["model"].help and "(default: 8/255)" in by["eps"].help
+
+
+# -- evaluation results ----------------------------------------------------------------------
+
+def test_eval_result_reads_every_shape_and_round_trips():
+    from robustfront.eval import EvalResult, evaluate
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x, y = torch.rand(16, 4), torch.randint(0, 3, (16,))
+    one = evaluate(model, x, y, ["fgsm", "pgd5"], eps=8 / 255, data="toy", split="test")
+    assert {"data", "split", "attack_settings", "batch_size", "precision"} <= one.keys()
+    assert one["data"] == "toy" and one["attack_settings"]["pgd5"]["steps"] == 5
+    sweep = evaluate(model, x, y, ["pgd5"], eps=[0.0, 8 / 255])
+    for raw in (one, sweep):
+        r = EvalResult.from_json(json.loads(json.dumps(raw)))
+        assert EvalResult.from_json(json.loads(json.dumps(r.to_json()))) == r
+    r = EvalResult.from_json(sweep)
+    assert [p.eps for p in r.points] == [0.0, 8 / 255] and r.largest.robust["pgd5"].mean == sweep["sweep"][1][
+        "robust_acc"]["pgd5"]
+    old = {**one, "robust_acc": {"apgd-ce": 0.4}, "ra_source": "worst_case"}   # older files: hyphenated names
+    assert set(EvalResult.from_json(old).largest.robust) == {"apgd_ce"}
+    with pytest.raises(ValueError, match=r"repeats a value"):
+        evaluate(model, x, y, ["pgd5"], eps=[0.1, 0.1])
+    with pytest.raises(ValueError, match=r"names pgd5 twice"):
+        evaluate(model, x, y, ["pgd5", "pgd5"], eps=0.1)
+
+
+# -- the ground floor and the layering -------------------------------------------------------
+
+def test_bad_checkpoint_files_are_one_line_errors(tmp_path):
+    cases = {"empty.pt": b"", "random.pt": os.urandom(256), "text.pt": b"hello"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ValueError) as e:
+            ckpt.load(tmp_path / name)
+        assert str(tmp_path / name) in str(e.value) and "\n" not in str(e.value)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="holds a list; allowed: a dict"):
+        ckpt.load(tmp_path / "list.pt")
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names a robustfront file imports (relative imports resolved)."""
+    pkg = ".".join(path.relative_to(PKG.parent).with_suffix("").parts)
+    base = pkg.split(".")[:-1] if path.name != "__init__.py" else pkg.split(".")
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                mod = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_layering_eval_never_imports_train_and_only_the_top_imports_train():
+    allowed = {"cli", "quickstart", "bench"}
+    for f in PKG.rglob("*.py"):
+        top = f.relative_to(PKG).parts[0].removesuffix(".py")
+        if top in ("train", *allowed):
+            continue
+        bad = {m for m in _imports(f) if m == "robustfront.train" or m.startswith("robustfront.train.")}
+        assert not bad, (f, bad)
+
+
+def test_the_loop_sniffs_nothing_and_no_module_is_long():
+    loop = (PKG / "train" / "loop.py").read_text()
+    assert "hasattr" not in loop and "getattr" not in loop and "_orig_mod" not in loop
+    long = {str(f.relative_to(PKG)): n for f in PKG.rglob("*.py") if (n := len(f.read_text().splitlines())) > 340}
+    assert not long, long
