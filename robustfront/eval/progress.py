@@ -1,0 +1,57 @@
+"""A progress line per attack on stderr: images done of the attack's total, images/s and ETA.
+
+    p = Progress("apgd-t", total=480, label="autoattack[0/2]")
+    p.update(96)          # printed at most every `every` seconds, and always when the attack is done
+    p.done("robust after APGD-T: 51.20%")
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+
+def to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class Progress:
+    """Counts images through one attack; `write` receives each line (stderr by default, None: silent)."""
+
+    def __init__(self, attack: str, total: int, *, label: str = "autoattack", every: float = 10.0,
+                 write=to_stderr, clock=time.monotonic):
+        self.attack, self.total, self.label, self.every = attack, int(total), label, every
+        self.write = write
+        self.clock = clock
+        self.count = 0
+        self.start = self.last = clock()
+
+    def rate(self) -> float:
+        elapsed = self.clock() - self.start
+        return self.count / elapsed if elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        r = self.rate()
+        eta = _clock((self.total - self.count) / r) if r > 0 else "?"
+        return (f"{self.label} {self.attack}: {self.count}/{self.total} images, {r:.2f} img/s, "
+                f"ETA {eta}")
+
+    def update(self, k: int) -> None:
+        self.count += int(k)
+        now = self.clock()
+        if self.write and now - self.last >= self.every and self.count < self.total:
+            self.last = now
+            self.write(self.line())
+
+    def done(self, note: str = "") -> None:
+        if self.write:
+            took = self.clock() - self.start
+            self.write(f"{self.label} {self.attack}: {self.count}/{self.total} images in {_clock(took)} "
+                       f"({self.rate():.2f} img/s){'; ' + note if note else ''}")
+
+
+__all__ = ["Progress", "to_stderr"]
