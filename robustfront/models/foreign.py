@@ -244,9 +244,6 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
     family = FAMILY.get(model_name, "other")
     state, found = split_normalization(unwrap(obj))
     layout = guess_layout(state)
-    for pattern in DROP.get(family, ()):
-        report["dropped"] += sorted(k for k in state if re.match(pattern, k))
-    state = {k: v for k, v in state.items() if k not in report["dropped"]}
     norm = _normalization(found, _check_stats(input_mean, input_std))
     opts = _infer_options(family, state)
     accepted = inspect.signature(MODELS.get(model_name)).parameters
@@ -257,18 +254,32 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
                           f"{opts['num_classes']} outputs)", "not the file's")
         opts["num_classes"] = num_classes
     model = create_model(model_name, mean=norm["mean"], std=norm["std"], **opts)
-    own = model.state_dict()
-    report["renamed"] = _rename(state, family, set(own))
-    if family == "wrn" and "fc.weight" in state and "fc.bias" not in state:
-        state["fc.bias"] = torch.zeros_like(own["fc.bias"])  # RobustBench's bias_last=False
-        report["filled"].append("fc.bias")
-    state["normalize.mean"], state["normalize.std"] = own["normalize.mean"], own["normalize.std"]
-    report["filled"] += fill_bn_counters(model, state)
-    hint = f" (the file looks like {layout})" if layout else ""
-    _strict_load(model, state, model_name, weights_path, hint)
+    state, changes = fit_state(model, state, family)
+    report.update(changes)
+    _strict_load(model, state, model_name, weights_path, f" (the file looks like {layout})" if layout else "")
     report.update(model=model_name, layout=layout or model_name, options=dict(model.rf_config),
                   normalization=norm)
     return model.to(device).eval(), report
+
+
+def fit_state(model: nn.Module, state: dict, family: str) -> tuple[dict, dict]:
+    """A foreign state dict (normalisation already taken out) in robustfront's names for `model` of
+    `family` ("resnet", "preact", "wrn", ...): unused keys dropped, aliases renamed, the zero bias of
+    a bias-free classifier, the model's own normalize buffers and missing BN counters filled in.
+    Returns (state, {"renamed", "dropped", "filled"}); the caller loads it strictly."""
+    dropped = sorted(k for k in state if any(re.match(p, k) for p in DROP.get(family, ())))
+    state = {k: v for k, v in state.items() if k not in dropped}
+    own = model.state_dict()
+    renamed = _rename(state, family, set(own))
+    filled = []
+    if family == "wrn" and "fc.weight" in state and "fc.bias" not in state and "fc.bias" in own:
+        state["fc.bias"] = torch.zeros_like(own["fc.bias"])  # RobustBench's bias_last=False
+        filled.append("fc.bias")
+    for k in ("normalize.mean", "normalize.std"):
+        if k in own:
+            state[k] = own[k]
+    filled += fill_bn_counters(model, state)
+    return state, {"renamed": renamed, "dropped": dropped, "filled": filled}
 
 
 def describe(report: dict) -> str:
@@ -285,4 +296,4 @@ def describe(report: dict) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["WithNormalize", "describe", "guess_layout", "load_factory", "load_foreign"]
+__all__ = ["WithNormalize", "describe", "fit_state", "guess_layout", "load_factory", "load_foreign"]
