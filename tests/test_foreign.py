@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from foreign_nets import (KBasic, KPreAct, KuangliuNet, MuSigma, TradesWRN, randomize_bn, robustbench_wrapped)
 from robustfront.models import create_model
-from robustfront.models.foreign import load_factory, load_foreign
+from robustfront.models.foreign import describe, load_factory, load_foreign
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]
 
@@ -77,6 +77,8 @@ def test_every_wrapper_form_loads(resnet_files, form):
     model, report = load_foreign("resnet18", d / form)
     check_same(net, model, images())
     assert (form == "old.pt") == bool(report["filled"])  # num_batches_tracked counters added only there
+    line = describe(report)
+    assert "\n" not in line and line.startswith(f"resnet18 from {d / form} (layout resnet18); normalisation identity")
 
 
 @pytest.mark.parametrize("form", ["robustbench", "sequential", "mu_sigma"])
@@ -259,3 +261,25 @@ def test_model_file_errors_are_one_line(tmp_path, spec, match, monkeypatch):
     with pytest.raises(ValueError, match=match) as e:
         load_factory(spec.format(d=tmp_path))
     assert "\n" not in str(e.value)
+
+
+def test_stats_parsing_for_the_command_line():
+    from robustfront.models.foreign import parse_stats
+    assert parse_stats("input_mean", "0.4914,0.4822, 0.4465") == pytest.approx(MEAN)
+    assert parse_stats("input_std", "0.5") == [0.5] and parse_stats("input_std", None) is None
+    with pytest.raises(ValueError, match=r"^input_mean='0.5,x' is invalid; allowed: numbers separated by commas"):
+        parse_stats("input_mean", "0.5,x")
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"<!DOCTYPE html><html><body>Sign in</body></html>", r"is an HTML page \(a failed download\?\)"),
+    (b"", r"is empty \(0 bytes\)"),
+    (b"\x00\x01\x02garbage", r"is not a known weights format"),
+])
+def test_bad_weight_files_are_one_line(tmp_path, content, match):
+    (tmp_path / "w.pth").write_bytes(content)
+    with pytest.raises(ValueError, match=match) as e:
+        load_foreign("resnet18", tmp_path / "w.pth")
+    assert "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_foreign("resnet18", tmp_path / "nope.pt")

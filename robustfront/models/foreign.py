@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..validation import invalid
+from ..validation import invalid, parse_number
 from .factory import MODELS, create_model, load_model
 from .normalize import Normalize
 from .weights import (fill_bn_counters, format_report, match_report, read_file, read_state_dict, split_normalization,
@@ -106,6 +106,19 @@ def _rename(state: dict, family: str, own: set) -> dict:
                 done[k] = new
                 break
     return done
+
+
+def parse_stats(name: str, text) -> list[float] | None:
+    """--input-mean / --input-std values: "0.4914,0.4822,0.4465" (commas or spaces), a list, or None."""
+    if text is None:
+        return None
+    items = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+    if not items:
+        raise invalid(name, text, "numbers separated by commas, e.g. 0.4914,0.4822,0.4465")
+    try:
+        return [parse_number(v, name) for v in items]
+    except ValueError:
+        raise invalid(name, text, "numbers separated by commas, e.g. 0.4914,0.4822,0.4465") from None
 
 
 def _check_stats(mean, std, name_mean="input_mean", name_std="input_std"):
@@ -296,4 +309,4 @@ def describe(report: dict) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["WithNormalize", "describe", "fit_state", "guess_layout", "load_factory", "load_foreign"]
+__all__ = ["WithNormalize", "describe", "fit_state", "guess_layout", "load_factory", "load_foreign", "parse_stats"]
