@@ -234,6 +234,45 @@ def test_torchrun_style_two_processes_gather_the_plain_result(points, plain_chun
         assert res["shard"] is None and same(res, plain_chunked)
 
 
+KILLED = textwrap.dedent("""
+    import sys, time, torch
+    from robustfront.models import create_model
+    from robustfront.eval.cascade import autoattack_cascade
+    torch.set_num_threads(1)
+    d = torch.load(sys.argv[1], weights_only=True)
+    model = create_model("small_cnn", 10, in_channels=1, input_size=8, width=16)
+    model.load_state_dict(d["state"])
+    model.eval().register_forward_pre_hook(lambda m, a: time.sleep(0.005))  # slow enough to be killed mid-run
+    autoattack_cascade(model, d["x"], d["y"], eps=d["eps"], batch_size=4, chunk_size=8, state=sys.argv[2],
+                       budgets=d["budgets"], progress=False, echo_warnings=False)
+""")
+
+
+def test_sigkill_mid_run_then_resume_equals_plain_run(points, plain_chunked, tmp_path):
+    """A real kill -9 of a running evaluation: the state it leaves is readable and the re-run completes it."""
+    import signal
+    import time
+    model, x, y = points
+    torch.save({"state": model.state_dict(), "x": x, "y": y, "eps": EPS, "budgets": BUDGETS}, tmp_path / "in.pt")
+    (tmp_path / "run.py").write_text(KILLED)
+    state = tmp_path / "aa"
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "in.pt"), str(state)], env=env,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(r["masks"] for r in CascadeState(state).all_chunks().values()):  # some attack finished on a chunk
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    left = CascadeState(state).all_chunks()
+    assert not (state / "result.json").exists() and not all(len(r["masks"]) == 4 for r in left.values())
+    assert same(run(model, x, y, chunk_size=8, batch_size=4, state=state), plain_chunked)
+
+
 def test_exact_fp32_and_batch_size_recorded(points, tmp_path):
     model, x, y = points
     old = torch.get_float32_matmul_precision()
@@ -272,3 +311,14 @@ def test_bad_requests_are_one_line(points, kw, match):
     model, x, y = points
     with pytest.raises(ValueError, match=match):
         run(model, x[:4], y[:4], **kw)
+
+
+def test_merge_refuses_folders_of_different_runs(points, tmp_path):
+    model, x, y = points
+    tiny = {"n_iter": 1, "n_queries": 5}
+    for seed in (0, 1):
+        run(model, x[:4], y[:4], seed=seed, budgets=tiny, state=tmp_path / f"seed{seed}")
+    with pytest.raises(ValueError, match=r"^state folders .*seed0 and .*seed1 differ in seed; allowed: shards of one run$"):
+        merge_states(tmp_path / "seed0", tmp_path / "seed1")
+    with pytest.raises(ValueError, match=r"has no meta\.json"):
+        merge_states(tmp_path / "nothing")

@@ -92,3 +92,10 @@ def test_progress_line_rate_and_eta():
     p.done("robust after APGD-T: 40.00%")
     assert lines[-1] == "autoattack[1/2] apgd-t: 100/100 images in 0m20s (5.00 img/s); robust after APGD-T: 40.00%"
     assert len(lines) == 2
+
+
+def test_device_for_rank_on_this_machine():
+    import torch
+    from robustfront.eval.shards import device_for_rank
+    want = "cuda:1" if torch.cuda.device_count() > 1 else ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert device_for_rank({"LOCAL_RANK": "1"}) == want

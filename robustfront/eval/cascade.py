@@ -192,7 +192,8 @@ def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: st
     seed = check_int("seed", seed, 0)
     n = int(y.shape[0])
     if n == 0 or x.shape[0] != n:
-        raise invalid("points", f"x {tuple(x.shape)}, y {tuple(y.shape)}", "at least one point, as many labels as inputs")
+        raise invalid("points", f"x {tuple(x.shape)}, y {tuple(y.shape)}",
+                      "at least one point, as many labels as inputs")
     ids = _ids(ids, n)
     from_env = isinstance(shard, str) and shard == "env"
     shard = shard_from_env() if from_env else (None if shard is None else parse_shard(shard))

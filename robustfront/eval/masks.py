@@ -108,7 +108,8 @@ class Masks:
     @classmethod
     def from_json(cls, d: dict) -> "Masks":
         if not isinstance(d, dict) or "ids" not in d or "correct" not in d:
-            raise ValueError(f"not a masks record: expected keys ids and correct, found {sorted(d)[:6] if isinstance(d, dict) else type(d).__name__}")
+            found = sorted(d)[:6] if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"not a masks record: expected keys ids and correct, found {found}")
         return cls(from_ranges(d["ids"]), {k: from_bits(v) for k, v in d["correct"].items()})
 
     def save(self, path) -> Path:

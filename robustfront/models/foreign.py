@@ -61,7 +61,8 @@ def guess_layout(state: dict) -> str | None:
     if "block1.layer.0.conv1.weight" in state:
         n = _blocks(state, "block1.layer")
         widen = state["block1.layer.0.conv1.weight"].shape[0] // 16
-        return f"wrn{6 * n + 4}_{widen}" + (" (TRADES, unused sub_block1)" if "sub_block1.layer.0.conv1.weight" in state else "")
+        trades = "sub_block1.layer.0.conv1.weight" in state
+        return f"wrn{6 * n + 4}_{widen}" + (" (TRADES, unused sub_block1)" if trades else "")
     if "layer1.0.conv1.weight" in state:
         depth = _RESNET_DEPTH.get(tuple(_blocks(state, f"layer{i}") for i in range(1, 5)), "?")
         if "bn1.weight" in state:
@@ -180,7 +181,8 @@ def load_factory(spec: str, *, num_classes: int | None = None) -> nn.Module:
     if not attr.isidentifier() or not file:
         raise invalid("model_file", spec, "path/to/module.py:factory (factory a Python name)")
     if not path.is_file():
-        raise invalid("model_file", spec, "an existing .py file followed by :factory", f"not found ({path} does not exist)")
+        raise invalid("model_file", spec, "an existing .py file followed by :factory",
+                      f"not found ({path} does not exist)")
     name = f"robustfront_user_model_{abs(hash(str(path.resolve())))}"
     try:
         module_spec = importlib.util.spec_from_file_location(name, path)
@@ -222,7 +224,8 @@ def _load_user_model(spec, path, mean, std, num_classes, report):
         own = set(net.state_dict())
         state, found = split_normalization(state, keep=own)
         report["filled"] = fill_bn_counters(net, state)
-        _strict_load(net, state, f"{spec}", path, f" (the file looks like {guess_layout(state)})" if guess_layout(state) else "")
+        layout = guess_layout(state)
+        _strict_load(net, state, spec, path, f" (the file looks like {layout})" if layout else "")
     norm = _normalization(found, _check_stats(mean, std))
     report["normalization"] = norm
     return WithNormalize(net, norm["mean"], norm["std"], None)

@@ -166,5 +166,5 @@ def format_report(report: dict, limit: int = 8) -> str:
     return "; ".join(parts) or "all keys match"
 
 
-__all__ = ["fill_bn_counters", "format_report", "match_report", "read_file", "read_state_dict", "sniff", "split_normalization",
-           "strip_prefixes", "unwrap"]
+__all__ = ["fill_bn_counters", "format_report", "match_report", "read_file", "read_state_dict", "sniff",
+           "split_normalization", "strip_prefixes", "unwrap"]
