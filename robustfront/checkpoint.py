@@ -46,6 +46,10 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return _atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    return _atomic(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
 def write_json_atomic(path: str | Path, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
@@ -98,5 +102,5 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-__all__ = ["clean_temp_files", "load", "rng_state", "save_atomic", "set_rng_state", "write_json_atomic",
+__all__ = ["clean_temp_files", "load", "rng_state", "save_atomic", "set_rng_state", "write_bytes_atomic", "write_json_atomic",
            "write_text_atomic"]

@@ -1,37 +1,64 @@
-"""Progress lines for long evaluations: images done, images/s and ETA, at most one line every few
-seconds (through the caller's `log`, which prints on stderr), so that a 15-minute AutoAttack is
-never silent."""
+"""A progress line per attack on stderr: images done of the attack's total, images/s and ETA.
+
+    p = Progress("apgd-t", total=480, label="autoattack[0/2]")
+    p.update(96)          # printed at most every `every` seconds, and always when the attack is done
+    p.done("robust after APGD-T: 51.20%")
+"""
 from __future__ import annotations
 
+import sys
 import time
 
 
+def to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 class Progress:
-    """`p = Progress("eps=8/255 pgd20", n, log)`, then `p.update(k)` per batch of k images, or
-    `p.note(text)` where only the official runner knows how far it is; `log=None` is silent."""
+    """Counts images through one attack; `write` receives each line (stderr by default, None: silent)."""
 
-    def __init__(self, label: str, total: int, log=None, every_s: float = 5.0):
-        self.label, self.total, self.log, self.every_s = label, max(int(total), 1), log, every_s
-        self.done, self.t0 = 0, time.perf_counter()
-        self.last = self.t0
+    def __init__(self, attack: str, total: int, *, label: str = "autoattack", every: float = 10.0,
+                 write=to_stderr, clock=time.monotonic):
+        self.attack, self.total, self.label, self.every = attack, int(total), label, every
+        self.write = write
+        self.clock = clock
+        self.count = 0
+        self.start = self.last = clock()
 
-    def _due(self) -> bool:
-        now = time.perf_counter()
-        if self.log is None or now - self.last < self.every_s:
-            return False
-        self.last = now
-        return True
+    def rate(self) -> float:
+        elapsed = self.clock() - self.start
+        return self.count / elapsed if elapsed > 0 else 0.0
 
-    def update(self, n: int) -> None:
-        self.done = min(self.total, self.done + int(n))
-        if self.done < self.total and self._due():
-            rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            self.log(f"  {self.label}: {self.done}/{self.total} images, {rate:.1f} img/s, ETA {eta:.0f}s")
+    def line(self) -> str:
+        r = self.rate()
+        eta = _clock((self.total - self.count) / r) if r > 0 else "?"
+        return (f"{self.label} {self.attack}: {self.count}/{self.total} images, {r:.2f} img/s, "
+                f"ETA {eta}")
+
+    def update(self, k: int) -> None:
+        self.count += int(k)
+        now = self.clock()
+        if self.write and now - self.last >= self.every and self.count < self.total:
+            self.last = now
+            self.write(self.line())
 
     def note(self, text: str) -> None:
-        if self._due():
-            self.log(f"  {self.label}: {text} ({time.perf_counter() - self.t0:.0f}s so far)")
+        """A line where only the official runner knows how far it is (its per-batch log)."""
+        now = self.clock()
+        if self.write and now - self.last >= self.every:
+            self.last = now
+            self.write(f"{self.label} {self.attack}: {text} ({_clock(now - self.start)} so far)")
+
+    def done(self, note: str = "") -> None:
+        if self.write:
+            took = self.clock() - self.start
+            self.write(f"{self.label} {self.attack}: {self.count}/{self.total} images in {_clock(took)} "
+                       f"({self.rate():.2f} img/s){'; ' + note if note else ''}")
 
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "to_stderr"]

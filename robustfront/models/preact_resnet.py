@@ -1,7 +1,9 @@
 """PreActResNet-18 for CIFAR (He et al., 2016, "Identity Mappings in Deep Residual Networks").
 
 The architecture of AGR's reference setup and of Rice et al.'s robust-overfitting code; layer
-names follow that code (conv1, layer1..4, bn, linear).
+names follow that code (conv1, layer1..4, bn, linear). `head_bn=False` drops the final BN-ReLU
+before pooling: kuangliu/pytorch-cifar's PreActResNet (used by TRADES/MART-style repositories)
+has none, so its checkpoints carry no `bn.*` keys and its logits come from the raw last block.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet(nn.Module):
-    def __init__(self, num_blocks, num_classes=10, in_channels=3, mean=None, std=None, width=64):
+    def __init__(self, num_blocks, num_classes=10, in_channels=3, mean=None, std=None, width=64, head_bn=True):
         super().__init__()
         self.normalize = Normalize(mean, std, in_channels)
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
@@ -41,7 +43,8 @@ class PreActResNet(nn.Module):
         self.layer2 = self._make_layer(2 * width, num_blocks[1], 2)
         self.layer3 = self._make_layer(4 * width, num_blocks[2], 2)
         self.layer4 = self._make_layer(8 * width, num_blocks[3], 2)
-        self.bn = nn.BatchNorm2d(8 * width)
+        if head_bn:
+            self.bn = nn.BatchNorm2d(8 * width)
         self.linear = nn.Linear(8 * width, num_classes)
 
     def _make_layer(self, planes, n, stride):
@@ -54,10 +57,11 @@ class PreActResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.normalize(x))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        out = F.relu(self.bn(out))
+        if hasattr(self, "bn"):
+            out = F.relu(self.bn(out))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
 @MODELS.register("preact_resnet18")
-def preact_resnet18(num_classes=10, in_channels=3, input_size=32, mean=None, std=None, width=64):
-    return PreActResNet([2, 2, 2, 2], num_classes, in_channels, mean, std, width)
+def preact_resnet18(num_classes=10, in_channels=3, input_size=32, mean=None, std=None, width=64, head_bn=True):
+    return PreActResNet([2, 2, 2, 2], num_classes, in_channels, mean, std, width, head_bn)

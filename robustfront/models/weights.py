@@ -4,6 +4,7 @@ wrappers unwrapped and compile / DataParallel prefixes stripped, and a readable 
 state dict matches a model.
 
     state = read_state_dict("ares_vit_b.pth")        # {name: tensor}
+    state, stats = split_normalization(state)        # RobustBench's Sequential(normalize, model), mu/sigma
     report = match_report(model, state)              # missing / unexpected / shape mismatches
 """
 from __future__ import annotations
@@ -19,6 +20,12 @@ from .. import checkpoint as ckpt
 # or "model"; RAAT/Cons-AT: "model" / "state_dict"; others: "net", "model_state_dict")
 WRAPPERS = ("state_dict", "model_state_dict", "model", "net", "module", "ema", "state_dict_ema")
 PREFIXES = ("module.", "_orig_mod.", "model.")
+# where other code keeps its input normalisation: RobustBench's normalize_model (normalize.mean beside
+# model.*), nn.Sequential(normalizer, net) ("0.mean" beside "1.*"), buffers on the net itself
+# ("mean"/"std", or "mu"/"sigma" as in Rice et al.'s code)
+NORM_PREFIXES = ("normalize.", "normalizer.", "normalization.", "norm.", "0.", "")
+NORM_NAMES = (("mean", "std"), ("mu", "sigma"))
+NET_PREFIXES = ("model.", "net.", "1.")
 
 
 def sniff(path: Path) -> str:
@@ -92,14 +99,47 @@ def strip_prefixes(state: dict, prefixes=PREFIXES) -> dict:
     return state
 
 
-def read_state_dict(path: str | Path, device="cpu") -> dict[str, torch.Tensor]:
-    """{name: tensor} from a .pt/.pth/.safetensors file of any common layout; one ValueError line if bad."""
+def split_normalization(state: dict, keep=()) -> tuple[dict, dict | None]:
+    """(the network's state, {"mean", "std", "key"} or None): the first normalisation buffer pair found
+    (keys in `keep` belong to the network and stay), taken out; a prefix that every remaining key
+    then shares ("model.", "net.", "1.") is stripped. mean/std come back as flat lists of floats."""
+    for prefix in NORM_PREFIXES:
+        for m, s in NORM_NAMES:
+            km, ks = prefix + m, prefix + s
+            if km in state and ks in state and km not in keep and ks not in keep:
+                mean, std = (state[k].detach().float().flatten().cpu().tolist() for k in (km, ks))
+                if len(mean) != len(std) or not mean or min(std) <= 0:
+                    raise ValueError(f"normalisation buffers {km}/{ks} in the file are invalid (mean {mean}, "
+                                     f"std {std}); allowed: equal lengths, every std > 0")
+                rest = {k: v for k, v in state.items() if k not in (km, ks)}
+                return strip_prefixes(rest, NET_PREFIXES), {"mean": mean, "std": std, "key": km}
+    return state, None
+
+
+def fill_bn_counters(model: nn.Module, state: dict) -> list[str]:
+    """Add the BatchNorm `num_batches_tracked` counters that files from torch < 0.4.1 lack (they never
+    change an eval-mode output); returns the keys added."""
+    added = []
+    for k, v in model.state_dict().items():
+        if k.endswith(".num_batches_tracked") and k not in state and k[:-19] + "running_mean" in state:
+            state[k] = torch.zeros_like(v)
+            added.append(k)
+    return added
+
+
+def read_file(path: str | Path, device="cpu") -> dict:
+    """The file's top-level dict, as written (a state dict, a training checkpoint, ...), read safely."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if not path.is_file():
         raise ValueError(f"weights file {path} is a folder; allowed: a .pt/.pth/.safetensors file")
-    return unwrap(_read_file(path, device))
+    return _read_file(path, device)
+
+
+def read_state_dict(path: str | Path, device="cpu") -> dict[str, torch.Tensor]:
+    """{name: tensor} from a .pt/.pth/.safetensors file of any common layout; one ValueError line if bad."""
+    return unwrap(read_file(path, device))
 
 
 def match_report(model: nn.Module, state: dict) -> dict:
@@ -126,4 +166,5 @@ def format_report(report: dict, limit: int = 8) -> str:
     return "; ".join(parts) or "all keys match"
 
 
-__all__ = ["format_report", "match_report", "read_state_dict", "sniff", "strip_prefixes", "unwrap"]
+__all__ = ["fill_bn_counters", "format_report", "match_report", "read_file", "read_state_dict", "sniff",
+           "split_normalization", "strip_prefixes", "unwrap"]
