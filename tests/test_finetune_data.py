@@ -135,5 +135,6 @@ def test_normaliser_statistics_parse():
     assert parse_stats("ImageNet", "input_std") == list(IMAGENET_STD)
     assert parse_stats("0.485, 0.456,0.406") == [0.485, 0.456, 0.406]
     assert parse_stats(0.5) == [0.5] and parse_stats(None) is None
-    with pytest.raises(ValueError, match=r"^input_std='abc' is invalid; allowed: numbers .* imagenet, inception, cifar10$"):
+    with pytest.raises(ValueError,
+                       match=r"^input_std='abc' is invalid; allowed: numbers .* imagenet, inception, cifar10$"):
         parse_stats("abc", "input_std")

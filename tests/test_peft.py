@@ -154,7 +154,8 @@ def test_linear_probe_of_a_cnn_keeps_frozen_batchnorm_in_eval():
 
 
 def test_bad_modes_are_one_line_errors():
-    cases = [(lambda: prepare_finetune(vit(), "qlora"), "finetune='qlora' is unknown; allowed: full, linear, adapter, lora"),
+    cases = [(lambda: prepare_finetune(vit(), "qlora"),
+              "finetune='qlora' is unknown; allowed: full, linear, adapter, lora"),
              (lambda: prepare_finetune(create_model("resnet18", 3, width=4), "adapter"),
               "finetune='adapter' is unavailable for resnet18: it has no module named *.mlp"),
              (lambda: prepare_finetune(create_model("small_cnn", 3, width=4), "lora"),

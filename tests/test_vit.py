@@ -1,6 +1,5 @@
 """Built-in ViT: timm's key layout and numerics (checked against a reference written here), position
 embedding resampling, `timm:` models through a stub timm module, and load_pretrained from files."""
-import math
 import sys
 import types
 
@@ -57,7 +56,8 @@ def reference_forward(sd, x, heads, mean, std):
         h = F.layer_norm(t, (dim,), p["norm1.weight"], p["norm1.bias"], eps=1e-6)
         t = t + mha(h, h, h, need_weights=False)[0]
         h = F.layer_norm(t, (dim,), p["norm2.weight"], p["norm2.bias"], eps=1e-6)
-        h = F.linear(F.gelu(F.linear(h, p["mlp.fc1.weight"], p["mlp.fc1.bias"])), p["mlp.fc2.weight"], p["mlp.fc2.bias"])
+        h = F.gelu(F.linear(h, p["mlp.fc1.weight"], p["mlp.fc1.bias"]))  # exact (erf) GELU
+        h = F.linear(h, p["mlp.fc2.weight"], p["mlp.fc2.bias"])
         t = t + h
     t = F.layer_norm(t, (dim,), sd["norm.weight"], sd["norm.bias"], eps=1e-6)
     return F.linear(t[:, 0], sd["head.weight"], sd["head.bias"])
@@ -88,7 +88,8 @@ def test_timm_state_dict_loads_strictly_and_gives_the_reference_logits(tmp_path)
         ref = reference_forward(sd, x, 3, IMAGENET_MEAN, IMAGENET_STD)
         assert torch.allclose(model(x), ref, atol=1e-5, rtol=1e-5)
     fresh = small_vit()  # and a plain strict load_state_dict, once the normaliser's buffers are added
-    fresh.load_state_dict(sd | {"normalize.mean": torch.tensor(IMAGENET_MEAN), "normalize.std": torch.tensor(IMAGENET_STD)})
+    buffers = {"normalize.mean": torch.tensor(IMAGENET_MEAN), "normalize.std": torch.tensor(IMAGENET_STD)}
+    fresh.load_state_dict(sd | buffers)
     with torch.no_grad():
         assert torch.allclose(fresh(x), ref, atol=1e-5, rtol=1e-5)
 
@@ -236,7 +237,8 @@ def test_find_head_and_cnn_weights_from_a_prefixed_file(name, tmp_path):
 
 
 def test_wrn_head_is_fc():
-    assert find_head(create_model("wrn28_10", 3, input_size=8)) == "fc"
+    from robustfront.models.wide_resnet import WideResNet
+    assert find_head(WideResNet(depth=10, widen=1, num_classes=3)) == "fc"  # the wrn28_10 / wrn34_10 class
 
 
 # ---------------------------------------------------------------- timm: models (timm is not installed here)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .normalize import Normalize, parse_stats
@@ -121,7 +120,10 @@ def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, inpu
         normalize = "model default"
 
     head = find_head(model)
-    is_head = (lambda k: k.startswith(head + "."))
+
+    def is_head(key: str) -> bool:
+        return key.startswith(head + ".")
+
     report = match_report(model, state)
     bad = {"missing": [k for k in report["missing"] if not is_head(k)],
            "unexpected": [k for k in report["unexpected"] if not is_head(k)],
@@ -145,7 +147,8 @@ def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, inpu
         head_note = f"replaced: {out_features} -> {num_classes} classes"
     sha = file_sha256(path)
     model.rf_pretrained = {"path": str(path.resolve()), "sha256": sha}
-    return {"path": str(path), "sha256": sha, "format": sniff(path), "loaded": sum(k in file_keys and (file_head or not is_head(k)) for k in own),
+    loaded = sum(k in file_keys and (file_head or not is_head(k)) for k in own)
+    return {"path": str(path), "sha256": sha, "format": sniff(path), "loaded": loaded,
             "head": head_note, "normalize": f"{normalize}: mean={norm.mean_values}, std={norm.std_values}",
             "notes": notes, "missing": [k for k in report["missing"] if is_head(k)],
             "unexpected": [k for k in report["unexpected"] if is_head(k)],
