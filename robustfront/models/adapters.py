@@ -104,58 +104,40 @@ def add_lora(model: nn.Module, rank: int, alpha: float, targets, exclude: str = 
 
 
 class _MergedLinear(nn.Module):
-    """A linear layer of the attack view: W + (alpha/r)·BA of its LoRALinear, recomputed only when
-    one of W, A, B changed (their version counters move on every in-place update, i.e. every
-    optimizer step or load_state_dict), bias shared."""
+    """A linear layer of the attack view: one matmul with W + (alpha/r)·BA of its LoRALinear, merged
+    afresh (without autograd) at every forward. Re-merging costs out·r·in multiply-adds, against
+    tokens·r·(in+out) for the two LoRA matmuls it replaces (ViT-B qkv, batch 128: 44 times less), and
+    it cannot go stale: fused optimizers update weights without moving autograd's version counters,
+    so "merge only after a change" could not be detected reliably."""
 
     def __init__(self, src: LoRALinear):
         super().__init__()
         self._src = [src]  # a plain list: the source stays a module of the trained model only
         self.bias = src.bias
-        self.register_buffer("weight", src.merged_weight().detach(), persistent=False)
-        self._versions = self._current()
-
-    def _current(self) -> tuple[int, ...]:
-        src = self._src[0]
-        return src.weight._version, src.lora_A._version, src.lora_B._version
-
-    def refresh(self, force: bool = False) -> None:
-        versions = self._current()
-        if force or versions != self._versions:
-            with torch.no_grad():
-                self.weight.copy_(self._src[0].merged_weight())
-            self._versions = self._current()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        with torch.no_grad():  # attacks take input gradients only
+            weight = self._src[0].merged_weight()
+        return F.linear(x, weight, self.bias)
 
 
 class MergedView(nn.Module):
     """The model with each LoRALinear as one merged matmul, for attack passes (input gradients only).
 
     Every other parameter and buffer is the trained model's own tensor (shared, not copied), so the
-    head, adapters and normaliser are always current; the merged weights follow the LoRA factors
-    automatically (see _MergedLinear). Extra memory: one copy of each LoRA-adapted weight. An
-    update that bypasses autograd's version counter (`p.data.copy_`) needs `sync(force=True)`.
+    head, adapters, normaliser and LoRA factors are always current: build the view once, after the
+    model is on its device. Extra memory during a pass: one merged copy of each adapted weight.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
         self.net = copy.deepcopy(model, shared)
-        self.merged = []
         for name, m in list(self.net.named_modules()):
             if isinstance(m, LoRALinear):
-                layer = _MergedLinear(m)
-                _set(self.net, name, layer)
-                self.merged.append(layer)
-
-    def sync(self, force: bool = False) -> None:
-        for layer in self.merged:
-            layer.refresh(force)
+                _set(self.net, name, _MergedLinear(m))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.sync()  # python ints compared: no host sync
         return self.net(x)
 
 

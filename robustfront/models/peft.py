@@ -126,10 +126,10 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
 
 def attack_view(model: nn.Module, merge: bool | None = None) -> nn.Module:
     """The module the attack passes should run on: for LoRA a `MergedView` (one matmul per adapted
-    linear instead of three, following every update by itself); otherwise (full, linear, adapter,
-    which cannot be folded, or a `peft`-library model) the model itself. merge=False forces the model.
-    Build it once after the model is on its device; attacks take input gradients only, so the view
-    gives the same x_adv up to float rounding."""
+    linear instead of three, re-merged at each forward, so it follows every update and load);
+    otherwise (full, linear, adapter, which cannot be folded, or a `peft`-library model) the model
+    itself. merge=False forces the model. Build it once after the model is on its device; attacks
+    take input gradients only, so the view gives the same x_adv up to float rounding."""
     if merge is False or not any(isinstance(m, LoRALinear) for m in model.modules()):
         return model
     return MergedView(model)
