@@ -1,6 +1,8 @@
 """Fine-tuning modes: adapters and LoRA are the identity at start, only the trainable parameters move,
 the combiners' gradient vectors have exactly their size, the attack view follows the training, and
 PEFT checkpoints round-trip through load_model and export."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -239,6 +241,8 @@ def test_delta_checkpoint_round_trips_through_load_model(base_file, tmp_path, mo
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     expected = set(model.state_dict()) if mode == "full" else trainable | {"normalize.mean", "normalize.std"}
     assert set(ck["delta"]) == expected and ck["base"]["sha256"] == model.rf_pretrained["sha256"]
+    ema = copy.deepcopy(model).requires_grad_(False)  # an EMA copy: same structure, nothing trainable
+    assert set(peft_state_dict(ema)["delta"]) == expected
     torch.save(ck, tmp_path / "delta.pt")
     again = load_model(tmp_path / "delta.pt")
     x, _ = batch(seed=7)

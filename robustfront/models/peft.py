@@ -149,8 +149,10 @@ def _normalize_keys(model: nn.Module) -> set[str]:
 
 
 def peft_state_dict(model: nn.Module) -> dict:
-    """{"peft", "model_config", "base", "delta"}: the trainable tensors (+ the normaliser) and the base
-    weights file's path and sha256. Full mode, or a model without a base file, stores everything."""
+    """{"peft", "model_config", "base", "delta"}: the tensors the mode trains (head, adapters, LoRA
+    factors; chosen by name, so an EMA copy with everything frozen saves the same keys) + the
+    normaliser, and the base weights file's path and sha256. Full mode, or a model without a base
+    file, stores everything."""
     cfg = getattr(model, "rf_peft", None)
     if cfg is None:
         raise ValueError("model has no fine-tuning mode; allowed: a model passed through prepare_finetune")
@@ -158,8 +160,10 @@ def peft_state_dict(model: nn.Module) -> dict:
     state = model.state_dict()
     if base is None or cfg["mode"] == "full":
         keep = set(state)
-    else:
-        keep = {n for n, p in model.named_parameters() if p.requires_grad} | _normalize_keys(model)
+    else:  # by structure, not requires_grad: an EMA copy of the model has every parameter frozen
+        head = find_head(model) + "."
+        marks = {"linear": (), "adapter": (".adapter.",), "lora": (".lora_A", ".lora_B")}[cfg["mode"]]
+        keep = {k for k in state if k.startswith(head) or any(m in k for m in marks)} | _normalize_keys(model)
     return {"peft": dict(cfg), "model_config": dict(model.rf_config), "base": dict(base) if base else None,
             "delta": {k: v.detach().clone() for k, v in state.items() if k in keep}}
 
