@@ -8,10 +8,12 @@ import torch.nn.functional as F
 from robustfront.models import Normalize, create_model, default_stats, list_models, load_model
 
 NAMES = ["mlp", "preact_resnet18", "resnet18", "resnet34", "small_cnn", "wrn28_10", "wrn34_10"]
+VITS = ["vit_base_patch16_224", "vit_small_patch16_224", "vit_small_patch4_32", "vit_tiny_patch16_224",
+        "vit_tiny_patch4_32"]  # tested in test_vit.py
 
 
 def test_registry_names():
-    assert list_models() == NAMES
+    assert list_models() == sorted(NAMES + VITS)
     assert list_models("wrn*") == ["wrn28_10", "wrn34_10"]
 
 

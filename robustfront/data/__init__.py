@@ -125,7 +125,9 @@ def load_dataset(spec, *, root=None, download=False, val_size=None, resize=None,
     """Load a dataset as numpy arrays (images uint8 N,C,H,W; labels int64) with a val split.
 
     spec: "digits" | "gaussian[:k=v,...]" | "cifar10" | "cifar100" | "tiny-imagenet" | a path to a
-    dataset folder or a .tar/.tar.gz/.tgz/.zip archive of one. `params` are the gaussian
+    dataset folder (any layout in folders.LAYOUTS: CUB-200-2011, Stanford Dogs, Caltech-256, ...)
+    or a .tar/.tar.gz/.tgz/.zip archive of one. resize: decode (and cache) at this size, e.g. 224.
+    `params` are the gaussian
     parameters (dim, mean_norm, sigma, n_train, n_test, data_seed).
     """
     s = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else None

@@ -6,6 +6,7 @@ caching happen in __init__.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ from .cifar import FOLDERS
 from .images import IMAGE_EXTS
 
 LAYOUTS = ("cifar-10-batches-py, cifar-100-python, Tiny-ImageNet, CUB-200-2011, Stanford Dogs, "
-           "or train/<class>/ + test/<class>/")
+           "Caltech-256 (<NNN>.<class>/ folders), or train/<class>/ + test/<class>/")
+_NUMBERED = re.compile(r"^\d+\.\S")  # Caltech-256: 001.ak47, ..., 257.clutter
 
 
 def _visible_dirs(d: Path) -> list[Path]:
@@ -42,6 +44,8 @@ def detect_layout(path: Path) -> tuple[str, Path]:
         if (d / "train").is_dir():
             return "folder", d
         dirs = _visible_dirs(d)
+        if len(dirs) >= 2 and all(_NUMBERED.match(c.name) for c in dirs):
+            return "caltech", d
         if len(dirs) != 1:
             break
         d = dirs[0]
@@ -121,4 +125,24 @@ def stanford_dogs(d: Path) -> dict:
     return plan
 
 
-READERS = {"folder": image_folder, "tiny-imagenet": tiny_imagenet, "cub": cub, "stanford-dogs": stanford_dogs}
+def caltech(d: Path, test_fraction: float = 0.2, seed: int = 0) -> dict:
+    """Caltech-256 style: one <NNN>.<class>/ folder per class (sorted by number), no official split.
+    A fixed seeded split per class (independent of the run's seed, so every run shares one test
+    set): round(test_fraction * n) images of each class (at least one where it has two or more)."""
+    dirs = sorted(_visible_dirs(d), key=lambda c: (int(c.name.split(".", 1)[0]), c.name))
+    plan = {"train": ([], []), "test": ([], []), "classes": [c.name.split(".", 1)[1] for c in dirs]}
+    for i, c in enumerate(dirs):
+        files, _ = _scan(d, [c.name])
+        n_test = max(1, round(test_fraction * len(files))) if len(files) > 1 else 0
+        is_test = np.zeros(len(files), bool)
+        is_test[np.random.default_rng([seed, i]).permutation(len(files))[:n_test]] = True
+        for f, t in zip(files, is_test):
+            split = plan["test" if t else "train"]
+            split[0].append(f)
+            split[1].append(i)
+    out = {k: (plan[k][0], np.asarray(plan[k][1], np.int64)) for k in ("train", "test")}
+    return out | {"classes": plan["classes"]}
+
+
+READERS = {"folder": image_folder, "tiny-imagenet": tiny_imagenet, "cub": cub, "stanford-dogs": stanford_dogs,
+           "caltech": caltech}

@@ -1,9 +1,15 @@
 """DeviceLoader: the whole dataset lives on the device; batching and augmentation run there."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..validation import check_number, invalid
+
+_RRC_TRIES = 10  # candidate boxes per image, as in torchvision's RandomResizedCrop
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -18,23 +24,42 @@ def _check_int(name: str, v, low: int) -> int:
     return int(v)
 
 
+def _pair(name: str, v, hi: float | None) -> tuple[float, float]:
+    """(lo, hi) with 0 < lo <= hi (<= `hi` where given)."""
+    allowed = f"two numbers 0 < lo <= hi{f' <= {hi:g}' if hi is not None else ''}"
+    try:
+        lo_v, hi_v = (check_number(name, e, 0, strict=True, hi=hi) for e in v)
+    except (TypeError, ValueError):
+        raise invalid(name, v, allowed) from None
+    if lo_v > hi_v:
+        raise invalid(name, v, allowed)
+    return lo_v, hi_v
+
+
 class DeviceLoader:
     """Batches (x float32 [B,C,H,W] in [0,1], y int64) from uint8 images held on `device`.
 
     train=True: shuffled with a device generator seeded from (seed, epoch), random crop with
     `crop` px zero padding, horizontal flip, optional Cutout square of `cutout` px.
+    rrc=(scale_min, scale_max): random-resized-crop instead of the padded crop (the fine-tuning
+    recipe; crop must be 0): a box of that fraction of the area and an aspect ratio in `rrc_ratio`
+    (log-uniform) resampled bilinearly to the image size, then flip / cutout.
     Float arrays (synthetic data) are passed through unscaled and never augmented.
     views=2 (two-view methods such as Cons-AT and RAAT) yields a tuple of independently
     augmented copies of the same images in place of x.
     """
 
     def __init__(self, x, y, batch_size, *, device="cpu", train=True, crop=4, flip=True, cutout=0,
-                 seed=0, drop_last=False, views=1):
+                 seed=0, drop_last=False, views=1, rrc=None, rrc_ratio=(3 / 4, 4 / 3)):
         self.views = _check_int("views", views, 1)
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.crop = _check_int("crop", crop, 0)
         self.cutout = _check_int("cutout", cutout, 0)
         self.seed = _check_int("seed", seed, 0)
+        self.rrc = None if rrc is None else _pair("rrc", rrc, 1.0)
+        self.rrc_ratio = _pair("rrc_ratio", rrc_ratio, None)
+        if self.rrc and self.crop:
+            raise invalid("crop", crop, "crop=0 when rrc is set (the random-resized-crop replaces the padded crop)")
         self.device = torch.device(device)
         x, y = torch.as_tensor(x), torch.as_tensor(y)
         if len(x) != len(y):
@@ -70,7 +95,32 @@ class DeviceLoader:
     def _prepare(self, xb: torch.Tensor) -> torch.Tensor:
         if not self.images:
             return xb
+        if self.train and self.rrc:
+            return self._augment(self._random_resized_crop(xb.float().div_(255)))
         return (self._augment(xb) if self.train else xb).float().div_(255)
+
+    def _random_resized_crop(self, x: torch.Tensor) -> torch.Tensor:
+        """Vectorised RandomResizedCrop on a float batch: per image, the first of _RRC_TRIES boxes
+        (area fraction uniform in rrc, aspect ratio log-uniform in rrc_ratio) that fits, else the
+        whole image; box corners are continuous (sub-pixel), sampled by one affine grid_sample."""
+        B, C, H, W = x.shape
+        g, dev = self._gen, x.device
+        area = torch.empty(B, _RRC_TRIES, device=dev).uniform_(*self.rrc, generator=g) * (H * W)
+        log_r = torch.empty(B, _RRC_TRIES, device=dev).uniform_(*map(math.log, self.rrc_ratio), generator=g)
+        w, h = (area * log_r.exp()).sqrt(), (area / log_r.exp()).sqrt()
+        fits = (w <= W) & (h <= H)
+        first = fits.int().argmax(1, keepdim=True)  # index of the first fitting box (0 when none fits)
+        found = fits.any(1)
+        w = torch.where(found, w.gather(1, first)[:, 0], float(W))
+        h = torch.where(found, h.gather(1, first)[:, 0], float(H))
+        x0 = torch.rand(B, generator=g, device=dev) * (W - w)
+        y0 = torch.rand(B, generator=g, device=dev) * (H - h)
+        theta = torch.zeros(B, 2, 3, device=dev)
+        # output coordinates in [-1, 1] (pixel edges, align_corners=False) -> the box in the input
+        theta[:, 0, 0], theta[:, 0, 2] = w / W, (2 * x0 + w) / W - 1
+        theta[:, 1, 1], theta[:, 1, 2] = h / H, (2 * y0 + h) / H - 1
+        grid = F.affine_grid(theta, [B, C, H, W], align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         """Vectorised crop / flip / cutout on a uint8 batch."""

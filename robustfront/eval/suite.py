@@ -97,7 +97,7 @@ def evaluate(model, x, y, attacks=("pgd20",), *, eps: float | Sequence[float] = 
         for name, atk in built.items():
             t0 = time.perf_counter()
             torch.manual_seed(seed)
-            bar = Progress(f"eps={eps:.4g} {name}", len(y), log=log)
+            bar = Progress(name, len(y), label=f"  eps={eps:.4g}", every=5.0, write=log)
             ok, info = atk.robust_mask(model, x, y, batch_size=batch_size, seed=seed, progress=bar)
             worst &= ok
             res["robust_acc"][name] = ok.float().mean().item()

@@ -30,21 +30,34 @@ def _plain(v: Any, key: str) -> Any:
                      "allowed: bool, int, float, str, list, dict")
 
 
-def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, input_size: int = 32,
+def _builder(name: str):
+    """The registered builder, or for "timm:<name>" one that creates the timm model (timm imported on use)."""
+    if isinstance(name, str) and name.startswith("timm:"):
+        from .timm_models import timm_builder
+        return timm_builder(name)
+    return MODELS.get(name)
+
+
+def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, input_size: int | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None, **kw: Any) -> nn.Module:
     """Build model `name` taking inputs in [0,1]; its first layer is `Normalize(mean, std)`.
+
+    name: a registered name (`list_models()`) or "timm:<timm name>" (needs timm installed).
+    input_size: None takes the builder's default (32 for the CIFAR nets, 224 for the ImageNet ViTs).
 
     mean/std default to CIFAR-10's statistics for 3 channels, 0.5/0.5 for other channel counts,
     and 0/1 (identity) for flat vector inputs (mlp with `input_dim` or a 1-D `input_shape`).
     kw are architecture options (e.g. `width`, `dropout`, `hidden`); None values keep the defaults.
     Sets `model.rf_config`, the plain-python dict that `load_model` rebuilds the model from.
     """
-    builder = MODELS.get(name)
+    builder = _builder(name)
+    params = inspect.signature(builder).parameters
+    if input_size is None:
+        input_size = params["input_size"].default
     for key, v in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key}={v!r} is invalid; allowed: an integer >= 1")
     kw = {k: v for k, v in kw.items() if v is not None}
-    params = inspect.signature(builder).parameters
     options = [p for p in params if p not in _COMMON]
     unknown = [k for k in kw if k not in options]
     if unknown:
@@ -67,11 +80,15 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def load_model(checkpoint: str | Any, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": rf_config}.
+    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": rf_config},
+    or from a fine-tuning checkpoint (`models.peft.peft_state_dict`: trainable delta + base file reference).
 
     Files are read with weights_only=True (no arbitrary code). Returns the model on `device` in eval mode.
     """
     ckpt = checkpoint if isinstance(checkpoint, dict) else _checkpoint.load(checkpoint, device)
+    if "peft" in ckpt:  # adapters / LoRA / a frozen backbone: the structure is rebuilt before loading
+        from .peft import load_peft
+        return load_peft(ckpt, device=device)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint lacks {missing}; found keys {sorted(map(str, ckpt))}; expected "

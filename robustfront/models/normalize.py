@@ -1,6 +1,7 @@
 """Input normalisation as the first layer of every model, so that callers and attacks work in [0,1]."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -8,6 +9,12 @@ from torch import nn
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)  # per-pixel std of the training set (not the common 0.2023 typo)
+# torchvision / timm ImageNet statistics: what most pretrained backbones (and ARES' robust ViT/Swin
+# checkpoints) expect outside the model; timm's augreg ViTs use the "inception" 0.5/0.5 instead
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+NAMED_STATS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "inception": ((0.5,) * 3, (0.5,) * 3),
+               "cifar10": (CIFAR10_MEAN, CIFAR10_STD)}
 
 
 def default_stats(channels: int | None) -> tuple[list[float], list[float]]:
@@ -17,6 +24,25 @@ def default_stats(channels: int | None) -> tuple[list[float], list[float]]:
     if channels == 3:
         return list(CIFAR10_MEAN), list(CIFAR10_STD)
     return [0.5] * channels, [0.5] * channels
+
+
+def parse_stats(value, name: str = "input_mean") -> list[float] | None:
+    """A per-channel statistic from a flag or YAML: None, a number, a list, "0.485,0.456,0.406", or a
+    name in NAMED_STATS ("imagenet"), which gives that set's mean, or its std when `name` ends in "std"."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in NAMED_STATS:
+        mean, std = NAMED_STATS[value.strip().lower()]
+        return list(std if name.endswith("std") else mean)
+    items = value.split(",") if isinstance(value, str) else (value if isinstance(value, (list, tuple)) else [value])
+    try:
+        out = [float(v) for v in items]
+    except (TypeError, ValueError):
+        out = []
+    if not out or not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name}={value!r} is invalid; allowed: numbers (one or one per channel, e.g. "
+                         f"0.485,0.456,0.406) or one of {', '.join(NAMED_STATS)}")
+    return out
 
 
 class Normalize(nn.Module):
