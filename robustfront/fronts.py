@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 REQUIRED = ("family", "knob", "seed", "clean", "robust", "data", "norm", "eps", "protocol")
@@ -47,6 +48,34 @@ def check_results(results) -> list[dict]:
             if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
                 raise ValueError(f"result {i}: {k}={v!r} is not an accuracy; allowed: a number in [0, 1]")
         out.append({**DEFAULTS, **r, "eps": float(r["eps"])})
+    return out
+
+
+_PGD = re.compile(r"pgd([1-9][0-9]*)(?:x([1-9][0-9]*))?")
+AA_NAMES = {"autoattack": "AutoAttack", "autoattack-plus": "AutoAttack+"}
+
+
+def results_from_eval(ev: dict, cfg: dict, *, knob: str = "", knob_value=None, family: str | None = None,
+                      run: str | None = None) -> list[dict]:
+    """Results from one `robustfront eval` / sweep eval.json and the run's config (one per evaluated ε).
+
+    robust = AutoAttack (plus, else standard) when evaluated, else the worst case over the attacks;
+    pgd = the strongest pgdK attack; protocol = attacks, n and seed; model = name (model_args);
+    schedule = "E epochs SCHEDULE"."""
+    args = cfg.get("model_args") or {}
+    model = cfg.get("model", "?") + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(args.items())) + ")" if args else "")
+    out = []
+    for e in ev.get("sweep", [ev]):
+        ra = e["robust_acc"]
+        aa = next((a for a in ("autoattack-plus", "autoattack") if a in ra), None)
+        pgd = max(((int(m.group(1)), int(m.group(2) or 1), a) for a in ra if (m := _PGD.fullmatch(a))), default=None)
+        name = AA_NAMES[aa] if aa else next(iter(ra)) if len(ra) == 1 else "worst case of " + "+".join(ra)
+        out.append({"family": family or cfg.get("method"), "knob": knob, "knob_value": knob_value,
+                    "seed": cfg.get("seed", 0), "clean": e["clean_acc"], "robust": ra[aa] if aa else e["worst_case_acc"],
+                    "robust_name": name, "pgd": ra[pgd[2]] if pgd else None, "aa": ra[aa] if aa else None,
+                    "data": ev.get("data", cfg.get("data")), "split": ev.get("split", "test"), "norm": e["norm"],
+                    "eps": float(e["eps"]), "n": e["n"], "protocol": f"attacks={'+'.join(ra)};n={e['n']};seed={e['seed']}",
+                    "model": model, "schedule": f"{cfg.get('epochs')} epochs {cfg.get('schedule')}", "run": run})
     return out
 
 
@@ -271,5 +300,19 @@ def write_fronts(results, out_dir: str | Path, *, ref: tuple[float, float] = (0.
     return files
 
 
-__all__ = ["analyze", "check_results", "dominance", "format_table", "group_results", "hypervolume", "mean_std",
-           "pareto_mask", "plot_front", "summarize", "table_rows", "write_fronts", "write_table"]
+__all__ = [
+    "analyze",
+    "check_results",
+    "dominance",
+    "format_table",
+    "group_results",
+    "hypervolume",
+    "mean_std",
+    "pareto_mask",
+    "plot_front",
+    "results_from_eval",
+    "summarize",
+    "table_rows",
+    "write_fronts",
+    "write_table",
+]

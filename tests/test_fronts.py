@@ -161,3 +161,21 @@ def test_write_fronts_plot_exists_and_its_data_matches(tmp_path):
     assert len(md) == 2 + 6 and "±" in md[2]
     pairs = {(d["a"], d["b"]) for d in data["dominance"]}
     assert pairs == {("ca_at", "vanilla"), ("vanilla", "ca_at")}
+
+
+def test_results_from_eval_json_pick_aa_the_strongest_pgd_and_split_eps_sweeps():
+    from robustfront.fronts import results_from_eval
+    cfg = {"method": "ca_at", "seed": 2, "model": "small_cnn", "model_args": {"width": 16}, "epochs": 15,
+           "schedule": "cosine", "data": "digits"}
+    one = {"clean_acc": 0.9, "robust_acc": {"pgd20": 0.6, "pgd100x2": 0.58, "autoattack": 0.55}, "worst_case_acc": 0.54,
+           "n": 360, "eps": 32 / 255, "norm": "Linf", "seed": 0}
+    (r,) = results_from_eval({**one, "data": "digits", "split": "test"}, cfg, knob="gamma=0.8", knob_value=0.8)
+    assert (r["clean"], r["robust"], r["aa"], r["pgd"], r["robust_name"]) == (0.9, 0.55, 0.55, 0.58, "AutoAttack")
+    assert (r["family"], r["seed"], r["model"], r["schedule"]) == ("ca_at", 2, "small_cnn (width=16)", "15 epochs cosine")
+    assert r["protocol"] == "attacks=pgd20+pgd100x2+autoattack;n=360;seed=0"
+    no_aa = {**one, "robust_acc": {"pgd20": 0.6, "cw": 0.57}}
+    (r,) = results_from_eval(no_aa, cfg)
+    assert r["robust"] == 0.54 and r["aa"] is None and r["robust_name"] == "worst case of pgd20+cw"
+    sweep = {"eps": [8 / 255, 16 / 255], "sweep": [{**one, "eps": 8 / 255}, {**one, "eps": 16 / 255, "clean_acc": 0.8}], "data": "digits"}
+    rs = results_from_eval(sweep, cfg)
+    assert [r["eps"] for r in rs] == [8 / 255, 16 / 255] and len(group_results(rs)) == 2

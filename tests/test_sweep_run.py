@@ -67,9 +67,10 @@ def test_inline_rerun_skips_refuses_a_changed_config_and_moves_it_only_when_aske
     log = []
     s = run_sweep(spec(), tmp_path, executor="inline", only=only, log=log.append)
     folder = tmp_path / "points" / only
-    assert s["counts"] == {"done": 1, "running": 0, "failed": 0, "pending": 0, "total": 1}
+    assert s["counts"] == {"done": 1, "running": 0, "failed": 0, "pending": 7, "total": 8}   # `only` runs one
     ev, summary = read(folder / "eval.json"), read(tmp_path / "sweep.json")
-    (row,) = summary["points"]
+    (row,) = [p for p in summary["points"] if p["status"] == "done"]
+    assert row["name"] == only
     assert row["status"] == "done" and row["eval"]["clean_acc"] == ev["clean_acc"]
     assert row["eval"]["robust_acc"] == ev["robust_acc"] and ev["n"] == 50
     assert ev["config_hash"] == read(folder / "point.json")["config_hash"] == row["config_hash"]
@@ -120,7 +121,8 @@ def test_local_pool_two_processes_a_failing_point_and_the_fronts(tmp_path):
     s = spec(seeds=None, methods={"vanilla": {"grid": {"opts.lam": [0.25]}}, "ca_at": {"grid": {"opts.gamma": [0.9]}},
                                   "pgd_at": {"set": {"data": str(tmp_path / "no_such_data")}}})
     log = []
-    summary = run_sweep(s, tmp_path / "out", jobs=2, log=log.append)
+    # GPU ids are handed out one per worker (ids that do not exist here: the workers fall back to the CPU)
+    summary = run_sweep(s, tmp_path / "out", jobs=2, gpus=["7", "9"], log=log.append)
     assert summary["counts"] == {"done": 2, "running": 0, "failed": 1, "pending": 0, "total": 3}
     pts = tmp_path / "out" / "points"
     failed = read(pts / "method=pgd_at" / "status.json")
@@ -130,7 +132,7 @@ def test_local_pool_two_processes_a_failing_point_and_the_fronts(tmp_path):
     assert "Traceback" in (pts / "method=pgd_at" / "log.txt").read_text()
     done = [read(pts / p["name"] / "status.json") for p in summary["points"] if p["status"] == "done"]
     assert {d["threads"] for d in done} == {max(1, cpu_cores() // 2)}
-    assert len({d["pid"] for d in done}) == 2 and all(d["cuda_visible_devices"] == "" for d in done)
+    assert len({d["pid"] for d in done}) == 2 and {d["cuda_visible_devices"] for d in done} == {"7", "9"}
     spans = sorted((d["started"], d["finished"]) for d in done)
     assert spans[1][0] < spans[0][1]   # two workers ran at the same time
     assert any("failed method=pgd_at: ValueError: unknown dataset" in m for m in log)
@@ -195,6 +197,7 @@ def test_sigkilled_sweep_completes_on_rerun_with_identical_results(tmp_path, ref
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert read(first / "status.json")["cuda_visible_devices"] == ""   # CPU workers see no GPU
     worker = read(slow / "status.json")
     assert worker["status"] == "running" and worker["attempt"] == 1   # killed: no chance to write anything
     _wait(lambda: _dead(worker["pid"]), 20, "the orphaned worker to die with its parent")

@@ -44,13 +44,18 @@ def visible_gpus() -> list[str]:
 
 
 def run_inline(folders: list[Path], on_event, *, threads: int | None = None) -> None:
-    for f in folders:
-        on_event(f, "start", {})
-        try:
-            status = run_point(f, threads=threads)
-            on_event(f, "end", {"status": status, "error": None})
-        except Exception as e:  # the point failed; status.json holds the error, the sweep goes on
-            on_event(f, "end", {"status": "failed", "error": error_line(e)})
+    import torch
+    before = torch.get_num_threads()
+    try:
+        for f in folders:
+            on_event(f, "start", {})
+            try:
+                status = run_point(f, threads=threads)
+                on_event(f, "end", {"status": status, "error": None})
+            except Exception as e:  # the point failed; status.json holds the error, the sweep goes on
+                on_event(f, "end", {"status": "failed", "error": error_line(e)})
+    finally:
+        torch.set_num_threads(before)  # this process's setting, as it was
 
 
 def _outcome(folder: Path, code: int, attempt_before: int) -> dict:

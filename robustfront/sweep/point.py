@@ -69,8 +69,15 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+def has_results(folder: Path) -> bool:
+    """Has anything been computed in this point folder (training started, or an evaluation)?"""
+    return any((Path(folder) / f).exists() for f in ("config.yaml", "metrics.jsonl", "checkpoints", "eval.json"))
+
+
 def conflict(folder: Path, record: dict) -> tuple[str, str] | None:
-    """Why `folder` cannot simply be used for `record`: ("foreign" | "config" | "eval", one-line message), or None."""
+    """Why `folder` cannot simply be used for `record`: ("foreign" | "config" | "eval", one-line message), or None.
+
+    A folder holding only an old point.json (nothing trained yet) is simply claimed for the new config."""
     folder = Path(folder)
     old = read_json(folder / "point.json") if folder.is_dir() else None
     if folder.is_dir() and old is None and any(folder.iterdir()):
@@ -78,7 +85,7 @@ def conflict(folder: Path, record: dict) -> tuple[str, str] | None:
                            f"sweep); allowed: an empty or absent folder (move it away)")
     if old is None:
         return None
-    if old.get("config_hash") != record["config_hash"]:
+    if old.get("config_hash") != record["config_hash"] and has_results(folder):
         diff = diff_keys(old.get("config", {}), record["config"], CONFIG_EXCLUDE)
         return "config", (f"point {record['name']} in {folder.parent.parent} was run with another config (differs in "
                           f"{'; '.join(diff) or 'hash only'}); allowed: the same sweep config, another --out, or "

@@ -1,22 +1,14 @@
 """A finished sweep's points as `robustfront.fronts` results (one per point and evaluated ε)."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from ..validation import parse_number
+from ..fronts import results_from_eval
 from .names import format_value
 from .point import is_done, read_json
 
 # varied keys that define the comparison (a separate front), not a point on one
 GROUP_DEFINING = ("seed", "method", "data", "data_root", "resize", "model", "epochs", "schedule")
-_PGD = re.compile(r"pgd([1-9][0-9]*)(?:x([1-9][0-9]*))?")
-AA = {"autoattack": "AutoAttack", "autoattack-plus": "AutoAttack+"}
-
-
-def _strongest_pgd(names) -> str | None:
-    pgd = [(int(m.group(1)), int(m.group(2) or 1), a) for a in names if (m := _PGD.fullmatch(a))]
-    return max(pgd)[2] if pgd else None
 
 
 def _knob(varied: dict) -> tuple[str, float | None]:
@@ -25,11 +17,6 @@ def _knob(varied: dict) -> tuple[str, float | None]:
     label = ",".join(f"{k.rpartition('.')[2]}={format_value(varied[k])}" for k in keys)
     value = varied[keys[0]] if len(keys) == 1 else None
     return label, value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _model(cfg: dict) -> str:
-    args = cfg.get("model_args") or {}
-    return cfg.get("model", "?") + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(args.items())) + ")" if args else "")
 
 
 def point_results(sweep_dir: str | Path) -> list[dict]:
@@ -44,22 +31,9 @@ def point_results(sweep_dir: str | Path) -> list[dict]:
         rec = read_json(folder / "point.json")
         if rec is None or not is_done(folder, rec):
             continue
-        ev, cfg = read_json(folder / "eval.json"), rec["config"]
         knob, value = _knob(rec["varied"])
-        entries = ev.get("sweep", [ev])
-        for e in entries:
-            ra = e["robust_acc"]
-            aa_name = next((a for a in ("autoattack-plus", "autoattack") if a in ra), None)
-            pgd = _strongest_pgd(ra)
-            robust_name = AA[aa_name] if aa_name else next(iter(ra)) if len(ra) == 1 else "worst case of " + "+".join(ra)
-            out.append({"family": cfg.get("method"), "knob": knob, "knob_value": value, "seed": cfg.get("seed", 0),
-                        "clean": e["clean_acc"], "robust": ra[aa_name] if aa_name else e["worst_case_acc"],
-                        "robust_name": robust_name, "pgd": ra[pgd] if pgd else None, "aa": ra[aa_name] if aa_name else None,
-                        "data": ev.get("data", cfg.get("data")), "split": ev.get("split", "test"), "norm": e["norm"],
-                        "eps": parse_number(e["eps"], "eps"), "n": e["n"],
-                        "protocol": f"attacks={'+'.join(ra)};n={e['n']};seed={e['seed']}",
-                        "model": _model(cfg), "schedule": f"{cfg.get('epochs')} epochs {cfg.get('schedule')}",
-                        "run": str(folder)})
+        out += results_from_eval(read_json(folder / "eval.json"), rec["config"], knob=knob, knob_value=value,
+                                 run=str(folder))
     return out
 
 

@@ -167,7 +167,8 @@ def run_sweep(spec, out, *, jobs: int | None = None, executor: str = "local", gp
 
     jobs: worker processes of the local pool (default: one per visible GPU, else 1); gpus: the GPU
     ids to hand out (default: all visible; [] for CPU workers); threads: torch threads per worker
-    (default cores // jobs). only: fnmatch pattern(s) on point names. move_stale: move folders made
+    (default cores // jobs). only: run just the points whose names match these fnmatch pattern(s)
+    (every point is still checked and summarised). move_stale: move folders made
     with another config (or eval.json files of another protocol) to OUT/_stale/ instead of refusing.
     retry_failed: run failed points again. slurm: submitit parameters for executor "slurm" /
     "submitit-local"; wait: follow the submitted jobs to the end. dry_run: check and summarise only.
@@ -177,10 +178,11 @@ def run_sweep(spec, out, *, jobs: int | None = None, executor: str = "local", gp
         raise ValueError(f"executor={executor!r} is unknown; allowed: {', '.join(executors.EXECUTORS)}")
     sp = load_spec(spec)
     points = expand(sp)
-    if only:
+    chosen = {p.name for p in points}
+    if only:  # restricts what runs; the checks and the summary still cover the whole sweep
         pats = [only] if isinstance(only, str) else list(only)
-        points = [p for p in points if any(fnmatch.fnmatchcase(p.name, pat) for pat in pats)]
-        if not points:
+        chosen = {p.name for p in points if any(fnmatch.fnmatchcase(p.name, pat) for pat in pats)}
+        if not chosen:
             raise ValueError(f"only={only!r} matches no point of the sweep; allowed: fnmatch patterns on point names "
                              f"such as 'method=ca_at,*'")
     out = Path(out)
@@ -209,16 +211,25 @@ def run_sweep(spec, out, *, jobs: int | None = None, executor: str = "local", gp
         else:
             n_jobs = jobs or 1
         tracker = Tracker(out, {**head, "jobs": n_jobs}, records, n_jobs, log)
-        todo = [n for n, r in tracker.rows.items() if r["status"] == "pending" or (r["status"] == "failed" and retry_failed)]
+        todo = [n for n, r in tracker.rows.items()
+                if n in chosen and (r["status"] == "pending" or (r["status"] == "failed" and retry_failed))]
         log(f"[sweep] {sp.name}: {len(points)} points in {out}; {tracker.counts()['done']} done, {len(todo)} to run "
             f"({executor}{f', {n_jobs} job(s)' if executor == 'local' else ''})")
         tracker.write()
         if dry_run or not todo:
             return tracker.summary()
-        executors.run(executor, [out / POINTS / n for n in todo], tracker.on_event, out=out, jobs=n_jobs, gpus=gpus,
-                      threads=threads, slurm=slurm, wait=wait, poll_s=poll_s)
-        summary = tracker.write()
-        log(tracker.progress_line() + f" | wall {_dur(summary['wall_s'])}")
+        try:
+            executors.run(executor, [out / POINTS / n for n in todo], tracker.on_event, out=out, jobs=n_jobs,
+                          gpus=gpus, threads=threads, slurm=slurm, wait=wait, poll_s=poll_s)
+        finally:  # also on Ctrl-C: the summary shows what the folders hold now
+            if executor in ("local", "inline"):
+                tracker.running.clear()
+            for n in todo:
+                tracker.rows[n] = point_summary(out / POINTS / n, records[n], busy=n in tracker.running)
+            summary = tracker.write()
+        c = summary["counts"]
+        log(f"[sweep] {sp.name}: {c['done']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending after "
+            f"{_dur(summary['wall_s'])} ({out / 'sweep.json'})")
         return summary
 
 
