@@ -148,3 +148,12 @@ def test_hashes_ignore_execution_details_and_see_every_setting():
     assert canonical({"b": 1.0, "a": [2.0]}) == '{"a":[2],"b":1}'
     diff = diff_keys({**cfg, "opts": {"lam": 0.5}}, {**cfg, "epochs": 3, "opts": {"lam": 0.25}}, ("out",))
     assert diff == ["epochs: 1 -> 3", "opts.lam: 0.5 -> 0.25"]
+
+
+def test_a_metrics_line_cut_short_is_skipped_and_repaired(tmp_path):
+    from robustfront.sweep.point import epochs_done, read_jsonl, repair_jsonl
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert [r["epoch"] for r in read_jsonl(p)] == [1, 2] and epochs_done(tmp_path) == 2
+    repair_jsonl(p)
+    assert p.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'

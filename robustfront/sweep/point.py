@@ -21,7 +21,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..checkpoint import write_json_atomic
+from ..checkpoint import write_json_atomic, write_text_atomic
 from .names import short_hash
 
 # execution details that do not change what is computed (recorded in the run, left out of the hash)
@@ -172,11 +172,28 @@ def error_line(e: BaseException) -> str:
     return lines[-1] if lines else type(e).__name__
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a .jsonl file; a line cut short by a crash (power loss) is skipped."""
+    out = []
+    for ln in Path(path).read_text().splitlines() if Path(path).is_file() else []:
+        try:
+            out.append(json.loads(ln))
+        except ValueError:
+            continue
+    return out
+
+
+def repair_jsonl(path: Path) -> None:
+    """Drop unreadable lines before a resume (the trainer re-reads the file and would stop at one)."""
+    path = Path(path)
+    if path.is_file():
+        good = read_jsonl(path)
+        if len(good) != sum(1 for ln in path.read_text().splitlines() if ln.strip()):
+            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in good))
+
+
 def epochs_done(folder: Path) -> int:
-    path = Path(folder) / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    return sum(1 for ln in path.read_text().splitlines() if ln.strip())
+    return len(read_jsonl(Path(folder) / "metrics.jsonl"))
 
 
 def _update_status(folder: Path, **kw) -> dict:
@@ -216,6 +233,9 @@ def run_point(folder: str | Path, *, threads: int | None = None, device: str | N
         try:
             from ..train import TrainConfig, train
             cfg = dict(rec["config"], out=str(folder), progress=False, **({"device": device} if device else {}))
+            if resume:
+                for name in ("metrics.jsonl", "steps.jsonl"):
+                    repair_jsonl(folder / name)
             train(TrainConfig.from_dict(cfg), resume=resume)
             t1 = time.time()
             from .evaluate import evaluate_point

@@ -11,7 +11,6 @@ config is refused before anything runs.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import sys
 import time
@@ -30,6 +29,7 @@ from .point import (
     is_done,
     point_record,
     read_json,
+    read_jsonl,
 )
 from .spec import expand, load_spec
 
@@ -50,8 +50,7 @@ def point_summary(folder: Path, record: dict, busy: bool = False) -> dict:
     """A point's line in sweep.json, read from its folder: status, error, last metrics, eval numbers, timings."""
     st = read_json(folder / "status.json") or {}
     done = is_done(folder, record)
-    lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").is_file() else []
-    metrics = [json.loads(ln) for ln in lines if ln.strip()]
+    metrics = read_jsonl(folder / "metrics.jsonl")
     if done:
         status = "done"
     elif busy:
