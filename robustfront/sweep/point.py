@@ -208,7 +208,8 @@ def run_point(folder: str | Path, *, threads: int | None = None, device: str | N
 
     Returns 'done', or 'busy' when another process holds the point's lock. An error is recorded in
     status.json (its last line) and the traceback in error.txt, then re-raised; an interruption
-    (Ctrl-C, SIGTERM turned SystemExit, a submitit requeue) is recorded as 'interrupted'.
+    that Python sees (Ctrl-C, the SystemExit of a submitit requeue) is recorded as 'interrupted'; a
+    process killed outright leaves 'running' behind, which the next sweep treats the same way.
     """
     import torch
     folder = Path(folder)
@@ -226,6 +227,7 @@ def run_point(folder: str | Path, *, threads: int | None = None, device: str | N
         attempt = int(prev.get("attempt", 0)) + 1
         t0 = time.time()
         resume = (folder / "checkpoints" / "last.pt").is_file()
+        (folder / "error.txt").unlink(missing_ok=True)  # a previous attempt's; log.txt keeps every attempt
         _update_status(folder, status="running", attempt=attempt, started=t0, finished=None, error=None,
                        pid=os.getpid(), host=socket.gethostname(), threads=torch.get_num_threads(),
                        cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
