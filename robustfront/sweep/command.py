@@ -13,6 +13,10 @@ import sys
 import yaml
 
 
+DESCRIPTION = ("Train and evaluate every point of a sweep file (one run folder each); re-running skips finished "
+               "points, resumes interrupted ones and refuses folders made with another config (docs/sweep.md)")
+
+
 def _kv(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
@@ -63,7 +67,7 @@ def run_args(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m robustfront.sweep", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m robustfront.sweep", description=DESCRIPTION)
     add_arguments(p)
     args = p.parse_args(argv)
     try:
