@@ -1,0 +1,50 @@
+"""A finished sweep's points as `robustfront.fronts` results (one per point and evaluated ε)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..fronts import results_from_eval
+from .names import format_value
+from .point import is_done, read_json
+
+# varied keys that define the comparison (a separate front), not a point on one
+GROUP_DEFINING = ("seed", "method", "data", "data_root", "resize", "model", "epochs", "schedule")
+
+
+def _knob(varied: dict) -> tuple[str, float | None]:
+    """'gamma=0.8' from the point's varied values that are not seeds, methods or group-defining keys."""
+    keys = [k for k in varied if k not in GROUP_DEFINING and not k.startswith("model_args.")]
+    label = ",".join(f"{k.rpartition('.')[2]}={format_value(varied[k])}" for k in keys)
+    value = varied[keys[0]] if len(keys) == 1 else None
+    return label, value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def point_results(sweep_dir: str | Path) -> list[dict]:
+    """Results of every finished point under SWEEP_DIR/points (those listed in sweep.json when it exists)."""
+    root = Path(sweep_dir)
+    summary = read_json(root / "sweep.json")
+    names = [p["name"] for p in summary["points"]] if summary else sorted(
+        d.name for d in (root / "points").iterdir() if d.is_dir()) if (root / "points").is_dir() else []
+    out = []
+    for name in names:
+        folder = root / "points" / name
+        rec = read_json(folder / "point.json")
+        if rec is None or not is_done(folder, rec):
+            continue
+        knob, value = _knob(rec["varied"])
+        out += results_from_eval(read_json(folder / "eval.json"), rec["config"], knob=knob, knob_value=value,
+                                 run=str(folder))
+    return out
+
+
+def sweep_fronts(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ref=(0.0, 0.0), k: float = 1.0) -> list[Path]:
+    """Fronts of a sweep (PNG, JSON, CSV per group; fronts.md/.csv) under OUT_DIR (default SWEEP_DIR/fronts)."""
+    from ..fronts import write_fronts
+    results = point_results(sweep_dir)
+    if not results:
+        raise ValueError(f"sweep folder {sweep_dir} has no finished point (no points/*/eval.json matching its "
+                         f"point.json); allowed: a folder written by run_sweep with at least one point done")
+    return write_fronts(results, Path(out_dir) if out_dir else Path(sweep_dir) / "fronts", ref=ref, k=k)
+
+
+__all__ = ["point_results", "sweep_fronts"]
