@@ -233,12 +233,15 @@ def test_each_attack_declares_its_norms(name):
 
 @pytest.mark.parametrize("name", VOCABULARY)
 def test_every_registered_attack_keeps_the_threat_model(digits, name):
-    """For every name of the vocabulary: ‖δ‖ ≤ ε, inside [0,1], robust ≤ clean, parameter grads untouched."""
+    """For every name of the vocabulary: ‖δ‖ ≤ ε, inside [0,1], robust ≤ clean, parameter grads untouched.
+    The official AutoAttack names run on 8 images at a budget that fools most of them at once (their later
+    attacks then have little left to do), which keeps this walk cheap."""
     model, x, y, clean = digits
-    x, y = x[:24], y[:24]
-    eps = EPS["Linf"]
+    official = is_official(name)
+    n, eps = (8, 0.3) if official else (24, EPS["Linf"])
+    x, y = x[:n], y[:n]
     kw = {"samples": 16, "iterations": 5} if name == "spsa" else {}
-    atk = create_attack(name, ThreatModel(eps=eps, steps=None if name.startswith(("apgd", "auto")) else 5), **kw)
+    atk = create_attack(name, ThreatModel(eps=eps, steps=None if official else 5), **kw)
     for p in model.parameters():
         p.grad = None
     torch.manual_seed(0)
@@ -248,8 +251,9 @@ def test_every_registered_attack_keeps_the_threat_model(digits, name):
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert accuracy(model, x_adv, y) <= accuracy(model, x, y) + 1e-9
     assert all(p.grad is None for p in model.parameters()), name
-    mask, _ = atk.robust_mask(model, x, y, batch_size=10, seed=0)
-    assert mask.shape == y.shape and mask.float().mean() <= accuracy(model, x, y) + 1e-9
+    if not official:  # the official ones answer robust_mask through the runner (tests/test_eval.py)
+        mask, _ = atk.robust_mask(model, x, y, batch_size=10, seed=0)
+        assert mask.shape == y.shape and mask.float().mean() <= accuracy(model, x, y) + 1e-9
 
 
 @pytest.mark.parametrize("make, match", [
