@@ -54,6 +54,9 @@ def test_parts_are_chosen_independently_and_opts_are_routed():
     # bare keys where only one part has them
     obj, comb = build_method(cfg("ca_at_trades", opts={"beta": 6, "gamma": 0.7}), THREAT)
     assert obj.objective.beta == 6.0 and comb.gamma == 0.7
+    # nested, as YAML may write it
+    obj, comb = build_method(cfg("ca_at_trades", opts={"combiner": {"gamma": 0.75}, "objective": {"beta": 2}}), THREAT)
+    assert obj.objective.beta == 2.0 and comb.gamma == 0.75
     # the attack's options and slots by prefix
     obj, _ = build_method(cfg("agr_trades", opts={"attack.steps": 3, "slots.adv": "kl"}), THREAT)
     assert obj.attack.steps == 3 and obj.mapping["adv"] == ("kl",)

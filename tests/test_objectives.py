@@ -236,7 +236,12 @@ def test_raat_boundary_split_and_supervised_term():
         "boundary": 1.0, "misclassified": 1.0, "adv_correct": 1.0, "clean_correct": 3.0, "dicar_selected": 3.0}
     x_in = [-1.0, -0.15, -2.5, 2.0]  # x' except for the boundary sample B, which gets x''
     assert losses["adv"].item() == pytest.approx(sum(map(softplus_ce, x_in)) / 4, rel=1e-5)
-    assert atk.calls == 1 and model.training  # joint (the reference): one attack call on both views
+    # an eval-mode attack is per sample: on CPU the views are attacked one by one (faster there)
+    assert atk.calls == 2 and model.training
+    train_mode = Shift(atk.d)
+    train_mode.bn_mode = "train"                # a train-mode attack depends on its batch: one call on the pair
+    RAAT(train_mode, eta=0.1)(model, (x, x.clone()), y)
+    assert train_mode.calls == 1
     separate = Shift(atk.d)
     losses_sep, stats_sep = RAAT(separate, eta=0.1, joint=False)(model, (x, x.clone()), y)
     assert separate.calls == 2   # no BatchNorm here: the same values

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from ..models.modes import eval_mode
 from ..validation import check_bool, check_choice, check_int, check_number
 from .base import Objective, forward_views
-from .cons_at import attack_views, js_from_log_probs, js_from_logits, two_views
+from .cons_at import attack_views, concat_pays, js_from_log_probs, js_from_logits, two_views
 from .mart import mart_bce, mart_kl
 
 MIXES = ("plain", "max")
@@ -58,8 +58,9 @@ class RAAT(Objective):
        λ · mean over the selected images of JS(p_T(input) ‖ target). Off (0) before `dicar_start`.
 
     BatchNorm batch composition (train-mode forwards): joint=True (the reference): both views in
-    one forward each — clean (2B), supervised inputs (2B), RAAT++'s full x' (2B) — and the attack
-    runs once on the 2B pair; joint=False: one forward per view. dicar_inputs="selected" (the
+    one forward each — clean (2B), supervised inputs (2B), RAAT++'s full x' (2B) — and a train-mode
+    attack runs once on the 2B pair; joint=False: one forward per view. Eval-mode work (an eval-mode
+    attack, the split) is per sample, so it is batched for speed only (`concat_pays`). dicar_inputs="selected" (the
     reference) forwards only the selected mixed images; this reads their count on the host (one
     sync per step: a data-dependent batch size). "all" forwards all B mixed images (no sync) and
     masks the loss, so BatchNorm statistics also see the unselected ones. With fewer than two
@@ -167,8 +168,10 @@ class RAAT(Objective):
         """
         if x_red is None:
             x_red = self.reduce(model, x, x_adv, y)
-        with eval_mode(model):
-            clean_ok, adv_ok, red_ok = (model(torch.cat([x, x_adv, x_red])).argmax(1) == y.repeat(3)).chunk(3)
+        with eval_mode(model):  # eval mode: per-sample logits, so one call or three is a speed choice
+            inputs = (x, x_adv, x_red)
+            pred = model(torch.cat(inputs)).argmax(1) if concat_pays(x) else torch.cat([model(v).argmax(1) for v in inputs])
+            clean_ok, adv_ok, red_ok = (pred == y.repeat(3)).chunk(3)
         boundary = clean_ok & ~red_ok
         if self.require_adv_wrong:
             boundary = boundary & ~adv_ok
@@ -211,7 +214,7 @@ class RAAT(Objective):
         def splits():
             reds = self._reduced_views(model, (x1, x2), (x1_adv, x2_adv), y) if self.reduced == "attack" \
                 else (None, None)
-            if self.joint:
+            if concat_pays(x1):  # the split is per sample (eval mode): one call where that is faster
                 s = self.split(decider, torch.cat([x1, x2]), torch.cat([x1_adv, x2_adv]), y.repeat(2),
                                None if reds[0] is None else torch.cat(reds))
                 return tuple({k: v.chunk(2)[i] for k, v in s.items()} for i in range(2))
@@ -249,7 +252,7 @@ class RAAT(Objective):
 
     def _reduced_views(self, model, views, advs, y) -> tuple[Tensor, Tensor]:
         """x'' by the η-scaled attack (reduced="attack"), one call on the pair or one per view."""
-        if self.joint:
+        if self.joint and (getattr(self.attack, "bn_mode", "eval") == "train" or concat_pays(views[0])):
             return tuple(self.reduce(model, torch.cat(views), torch.cat(advs), y.repeat(2)).chunk(2))
         return tuple(self.reduce(model, v, a, y) for v, a in zip(views, advs))
 

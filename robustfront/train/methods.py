@@ -114,7 +114,13 @@ def _route(c: Composition, opts: dict, obj_cls, comb_cls) -> dict:
     for w in c.wrap:
         owners[w] = (c.wrap_args.setdefault(w, {}), params(WRAPPERS.get(w)), f"wrapper '{w}'")
     slots = {}
-    for key, value in opts.items():
+    flat = {}
+    for key, value in opts.items():  # YAML may nest: opts: {combiner: {gamma: 0.9}}
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    for key, value in flat.items():
         part, _, name = str(key).rpartition(".")
         if part == "attack":
             c.attack_args[name] = value
