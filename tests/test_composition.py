@@ -126,6 +126,8 @@ def test_replacing_the_objective_drops_the_presets_objective_parts():
     c = compose(cfg("ca_at_clp", objective="vanilla"))
     assert c.objective_args == {} and c.attack == "pgd" and c.attack_args == {}
     assert c.combiner_args == {"gamma": 0.8}                      # the combiner is the preset's
+    c = compose(cfg("agr_awp", objective="trades"))               # AWP's term names belong to the objective
+    assert c.wrap == ("awp",) and not c.wrap_args.get("awp") and c.slots == {"clean": ("clean",), "adv": ("kl",)}
     c = compose(cfg("trades", attack="pgd"))                      # AGR's reference attack for TRADES
     assert c.attack == "pgd" and c.attack_args == {}
     c = compose(cfg("awp", attack_bn_mode="eval"))

@@ -94,7 +94,7 @@ def compose(cfg) -> Composition:
     same_obj = objective == preset.objective
     c = Composition(objective, combiner, wrap, preset.attack, dict(preset.args.get("objective", {})) if same_obj else {},
                     dict(preset.args.get("combiner", {})) if combiner == preset.combiner else {},
-                    {w: dict(preset.args.get(w, {})) for w in wrap if w in preset.wrap},
+                    {w: dict(preset.args.get(w, {})) for w in wrap if w in preset.wrap and same_obj},
                     dict(preset.args.get("attack", {})), None, preset.attack_bn_mode)
     if not same_obj:  # the preset's attack belongs to its objective
         c.attack, c.attack_args = obj_cls.default_attack, dict(obj_cls.default_attack_args)
