@@ -159,3 +159,12 @@ def test_legacy_split_opts_builds_the_same_composition():
             assert legacy.attack.clamp_start is False and legacy.attack.random_start == "normal"
     with pytest.raises(ValueError, match="split_opts needs a registered preset"):
         split_opts(METHODS.get("pgd_at").__class__(objective="pgd_at"), {})
+
+
+def test_raat_sharp_needs_weight_averaging():
+    with pytest.raises(ValueError, match=r"ema=None is not set; allowed: a decay in \(0, 1\): method 'raat_sharp'"):
+        build_method(cfg("raat_sharp", ema=None), THREAT)
+    obj, _ = build_method(cfg("raat_sharp", ema=0.999), THREAT)
+    assert obj.needs_averaged and not build_method(cfg("raat", ema=None), THREAT)[0].needs_averaged
+    wrapped, _ = build_method(cfg("raat_sharp", ema=0.999, wrap=["awp"], combiner="ca_at"), THREAT)
+    assert wrapped.needs_averaged  # seen through AWP and Slots

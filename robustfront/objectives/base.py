@@ -72,6 +72,12 @@ class Objective:
     def after_backward(self, model: nn.Module) -> None:
         """Called after the gradients are computed, before the optimizer step (AWP restores its weights)."""
 
+    @property
+    def needs_averaged(self) -> bool:
+        """Whether the trainer must `bind` an averaged model (RAAT#)."""
+        inner = getattr(self, "objective", None)
+        return bool(inner is not None and inner.needs_averaged)
+
     def bind(self, averaged: nn.Module, start_epoch: int | None = None) -> None:
         """Called once by a trainer that keeps averaged weights (EMA): `averaged` is the averaged
         model, `start_epoch` the epoch from which it averages. A no-op unless an objective uses it (RAAT#)."""

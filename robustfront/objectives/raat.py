@@ -122,6 +122,10 @@ class RAAT(Objective):
         self.averaged: nn.Module | None = None
         self.averaged_start: int | None = None
 
+    @property
+    def needs_averaged(self) -> bool:
+        return self.decide_with == "averaged" or self.dicar_start is None
+
     def bind(self, averaged: nn.Module, start_epoch: int | None = None) -> None:
         self.averaged, self.averaged_start = averaged, start_epoch
 

@@ -196,6 +196,9 @@ def build_method(cfg, threat):
     attack = training_attack(c.attack, threat, bn_mode=c.attack_bn_mode, **c.attack_args)
     objective = create_objective(c.objective, attack, wrap=c.wrap, wrap_args=c.wrap_args, slots=c.slots,
                                  **c.objective_args)
+    if objective.needs_averaged and hasattr(cfg, "ema") and not cfg.ema:
+        raise invalid("ema", cfg.ema, f"a decay in (0, 1): method '{cfg.method}' decides with the averaged weights "
+                                      f"(e.g. ema=0.999, ema_start=105)", "not set")
     return objective, create_combiner(c.combiner, **c.combiner_args)
 
 
