@@ -334,7 +334,8 @@ def test_agr_epoch_gating_paper_variant():
 
 
 def test_agr_epoch_gating_reference_variant():
-    comb = AGR(start_epoch=3, delay_gop=True, clip=0.1)
+    # the reference code: both branches and the clip from start_epoch, plain unclipped g_a before it
+    comb = AGR(start_epoch=3, delay_gop=True, clip=0.1, clip_on="from_start")
     g_c, g_a = _pair_lists(6)
     before = _at(comb, 2).combine({"clean": g_c, "adv": g_a})
     assert all(torch.equal(B, a) for B, a in zip(before, g_a))  # plain, unclipped g_a

@@ -16,6 +16,8 @@ DIAGNOSTICS = {
     "raat": {"train_boundary", "train_misclassified"},
 }
 ROBUST = [m for m in METHODS.names() if m != "standard"]
+# RAAT# decides with the averaged weights: the trainer binds its EMA model to the objective
+AVERAGED = {"raat_sharp": {"ema": 0.9, "ema_start": 2}}
 
 
 def _opts(method):
@@ -39,14 +41,15 @@ def _pgd_acc(out, digits_test):
 
 def test_every_method_is_registered_and_documented():
     expected = {"standard", "pgd_at", "vanilla", "trades", "mart", "clp", "cons_at", "ca_at", "ca_at_trades",
-                "ca_at_clp", "agr", "agr_trades", "agr_mart", "agr_awp", "raat", "raat_pp", "awp"}
+                "ca_at_clp", "agr", "agr_trades", "agr_mart", "agr_awp", "raat", "raat_pp", "awp",
+                "avmixup", "agr_avmixup", "raat_sharp"}
     assert expected <= set(METHODS.names())
     assert all(METHODS.get(m).doc for m in METHODS.names())
 
 
 @pytest.mark.parametrize("method", ROBUST)
 def test_method_trains_logs_diagnostics_and_beats_standard(method, tmp_path, digits_test, standard_pgd):
-    m = train(TrainConfig(**BASE, method=method, opts=_opts(method), out=str(tmp_path)))
+    m = train(TrainConfig(**BASE, method=method, opts=_opts(method), **AVERAGED.get(method, {}), out=str(tmp_path)))
     assert m["nonfinite_steps"] == 0 and m["train_loss"] == m["train_loss"]      # finite, not NaN
     for prefix, keys in DIAGNOSTICS.items():
         if method.startswith(prefix):

@@ -21,7 +21,13 @@ from robustfront.objectives.cons_at import ConsAT, js_from_logits
 from robustfront.objectives.mart import MART
 from robustfront.objectives.pgd_at import PGDAT
 from robustfront.objectives.raat import RAAT, RAATPP
+from robustfront.objectives.slots import Slots
 from robustfront.objectives.trades import TRADES, kl_from_logits
+from robustfront.objectives.avmixup import AVmixup
+from robustfront.objectives.vanilla import Vanilla
+
+# AGR's reference split of TRADES: g_c from the clean CE, g_a from the whole TRADES loss
+WHOLE_TRADES = {"clean": ("clean",), "adv": ("clean", "kl")}
 
 
 # ---------------------------------------------------------------- stand-ins
@@ -31,14 +37,18 @@ def identity_attack(model, x, y):
 
 
 class Shift:
-    """x' = x + d (d broadcast against x); counts its calls."""
+    """x' = x + d (d broadcast against x; a per-sample d is repeated for a concatenation of views,
+    the joint attack call); counts its calls."""
 
     def __init__(self, d):
         self.d, self.calls = d, 0
 
     def __call__(self, model, x, y):
         self.calls += 1
-        return x + self.d
+        d = self.d
+        if torch.is_tensor(d) and d.dim() == x.dim() and d.shape[0] != x.shape[0]:
+            d = d.repeat(x.shape[0] // d.shape[0], *[1] * (d.dim() - 1))
+        return x + d
 
 
 def linear(seed=0, d_in=4, k=3):
@@ -76,7 +86,7 @@ def accuracy(model, x, y):
 def test_trades_identity_attack_gives_zero_kl_and_clean_ce():
     model, x, y = linear(), torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])
     losses, stats = TRADES(identity_attack)(model, x, y)
-    assert losses["adv"].item() == 0.0
+    assert set(losses) == {"clean", "kl"} and losses["kl"].item() == 0.0
     torch.testing.assert_close(losses["clean"], F.cross_entropy(model(x), y))
     assert stats["clean_correct"].item() == stats["adv_correct"].item() == (model(x).argmax(1) == y).sum().item()
 
@@ -86,16 +96,18 @@ def test_trades_matches_reference_formula_and_beta_zero():
     atk = Shift(0.3)
     losses, _ = TRADES(atk, beta=6.0)(model, x, y)
     ref_kl = F.kl_div(F.log_softmax(model(x + 0.3), 1), F.softmax(model(x), 1), reduction="batchmean")
-    torch.testing.assert_close(losses["adv"], 6.0 * ref_kl)
+    torch.testing.assert_close(losses["kl"], 6.0 * ref_kl)
     assert ref_kl.item() > 0
     # beta = 0: only the CE remains
     l0, _ = TRADES(atk, beta=0.0)(model, x, y)
-    assert l0["adv"].item() == 0.0
-    ls, _ = TRADES(atk, beta=0.0, surgery=True)(model, x, y)
+    assert l0["kl"].item() == 0.0
+    ls, _ = Slots(TRADES(atk, beta=0.0), WHOLE_TRADES)(model, x, y)
     torch.testing.assert_close(ls["adv"], ls["clean"])
-    # surgery: adv is the whole TRADES loss
-    ls, _ = TRADES(atk, beta=6.0, surgery=True)(model, x, y)
-    torch.testing.assert_close(ls["adv"], losses["clean"] + losses["adv"])
+    # AGR's slots: adv is the whole TRADES loss, and the loss is reported once
+    obj = Slots(TRADES(atk, beta=6.0), WHOLE_TRADES)
+    ls, _ = obj(model, x, y)
+    torch.testing.assert_close(ls["adv"], losses["clean"] + losses["kl"])
+    torch.testing.assert_close(obj.reported_loss(ls), (losses["clean"] + losses["kl"]).detach())
 
 
 def test_kl_gradient_is_finite_when_probabilities_underflow():
@@ -117,7 +129,7 @@ def test_mart_equals_hand_formula_on_two_samples():
     y = torch.tensor([0, 2])
     beta = 6.0
     losses, stats = MART(lambda m, x, t: z_adv.clone(), beta=beta)(nn.Identity(), z, y)
-    assert set(losses) == {"adv"}
+    assert set(losses) == {"bce", "kl"}
     hand, plain = 0.0, 0.0
     for zi, zai, t in zip(z.tolist(), z_adv.tolist(), y.tolist()):
         p, q = softmax_list(zi), softmax_list(zai)
@@ -127,18 +139,27 @@ def test_mart_equals_hand_formula_on_two_samples():
         hand += ce - math.log(1.0001 - q_other + 1e-12) + beta * kl * (1.0000001 - p[t])
         kl0 = sum(pk * math.log(pk / qk) for pk, qk in zip(p, q))
         plain += ce - math.log(1 - q_other) + beta * kl0 * (1 - p[t])
-    assert losses["adv"].item() == pytest.approx(hand / 2, rel=1e-6)
-    assert losses["adv"].item() == pytest.approx(plain / 2, rel=1e-3)  # the safe constants barely matter
+    total = (losses["bce"] + losses["kl"]).item()
+    assert total == pytest.approx(hand / 2, rel=1e-6)
+    assert total == pytest.approx(plain / 2, rel=1e-3)  # the safe constants barely matter
     assert stats["clean_correct"].item() == 2 and stats["adv_correct"].item() == 0
 
 
-def test_mart_with_clean_adds_the_clean_ce():
+def test_mart_clean_aux_term_is_the_clean_ce_and_leaves_the_loss_alone():
     model, x, y = linear(), torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
-    obj = MART(Shift(0.2), with_clean=True)
+    obj = MART(Shift(0.2))
+    obj.request(["clean"])
     losses, _ = obj(model, x, y)
-    assert obj.terms == ("clean", "adv") and MART.terms == ("adv",)
+    assert obj.terms == ("bce", "kl") and obj.outputs == ("bce", "kl", "clean") and MART(None).outputs == ("bce", "kl")
     torch.testing.assert_close(losses["clean"], F.cross_entropy(model(x), y))
-    torch.testing.assert_close(losses["adv"], MART(Shift(0.2))(model, x, y)[0]["adv"])
+    plain, _ = MART(Shift(0.2))(model, x, y)
+    assert set(plain) == {"bce", "kl"}
+    for k in ("bce", "kl"):
+        torch.testing.assert_close(losses[k], plain[k])
+    torch.testing.assert_close(obj.reported_loss(losses), (plain["bce"] + plain["kl"]).detach())  # aux not counted
+    # AGR + MART: g_c from the clean CE, g_a from the whole MART loss
+    slotted, _ = Slots(MART(Shift(0.2)), MART.slots)(model, x, y)
+    torch.testing.assert_close(slotted["adv"], plain["bce"] + plain["kl"])
 
 
 # ---------------------------------------------------------------- CLP
@@ -215,7 +236,17 @@ def test_raat_boundary_split_and_supervised_term():
         "boundary": 1.0, "misclassified": 1.0, "adv_correct": 1.0, "clean_correct": 3.0, "dicar_selected": 3.0}
     x_in = [-1.0, -0.15, -2.5, 2.0]  # x' except for the boundary sample B, which gets x''
     assert losses["adv"].item() == pytest.approx(sum(map(softplus_ce, x_in)) / 4, rel=1e-5)
+    # an eval-mode attack is per sample: on CPU the views are attacked one by one (faster there)
     assert atk.calls == 2 and model.training
+    train_mode = Shift(atk.d)
+    train_mode.bn_mode = "train"                # a train-mode attack depends on its batch: one call on the pair
+    RAAT(train_mode, eta=0.1)(model, (x, x.clone()), y)
+    assert train_mode.calls == 1
+    separate = Shift(atk.d)
+    losses_sep, stats_sep = RAAT(separate, eta=0.1, joint=False)(model, (x, x.clone()), y)
+    assert separate.calls == 2   # no BatchNorm here: the same values
+    assert {k: v.item() for k, v in stats_sep.items()} == {k: v.item() for k, v in stats.items()}
+    torch.testing.assert_close(losses_sep["adv"], losses["adv"])
     # a second view where B is far from the boundary: counts are averaged over the views
     x2 = x.clone()
     x2[1, 0] = 0.5  # x''=0.3 right
@@ -242,15 +273,32 @@ def test_raat_reference_boundary_rule_needs_x_adv_wrong():
     assert paper["boundary"].tolist() == [True] and code["boundary"].tolist() == [False]
 
 
-def test_raatpp_supervised_term_is_mart_on_the_same_inputs():
+def test_raatpp_bce_on_the_reduced_inputs_kl_on_the_full_adversarial_examples():
+    """Paper Table 4 / reference `mart_loss_bd`: only MART's BCE moves to x'' for boundary samples;
+    β·KL(p(x)‖p(·))·(1-p_y(x)) is evaluated on the full x' of every sample."""
     model, x, y, atk = raat_case()
     losses, _ = RAATPP(atk, eta=0.1, beta=6.0)(model, (x, x.clone()), y)
-    hand = 0.0
-    for a, a_in in zip([1.0, 0.05, -0.5, 1.0], [-1.0, -0.15, -2.5, 2.0]):
-        p, q = softmax_list([a, -a]), softmax_list([a_in, -a_in])
-        kl = sum(pk * math.log(pk / (qk + 1e-12)) for pk, qk in zip(p, q))
-        hand += -math.log(q[0]) - math.log(1.0001 - q[1] + 1e-12) + 6.0 * kl * (1.0000001 - p[0])
-    assert losses["adv"].item() == pytest.approx(hand / 4, rel=1e-5)
+    assert set(losses) == {"adv", "kl", "dicar"}
+    clean = [1.0, 0.05, -0.5, 1.0]
+    x_in = [-1.0, -0.15, -2.5, 2.0]     # x'' for the boundary sample B (0.05 - 0.2), x' for the others
+    x_full = [-1.0, -1.95, -2.5, 2.0]   # x' for every sample
+    bce = kl = 0.0
+    for a, a_in, a_full in zip(clean, x_in, x_full):
+        q_in = softmax_list([a_in, -a_in])
+        bce += -math.log(q_in[0]) - math.log(1.0001 - q_in[1] + 1e-12)
+        p, q = softmax_list([a, -a]), softmax_list([a_full, -a_full])
+        kl += sum(pk * math.log(pk / (qk + 1e-12)) for pk, qk in zip(p, q)) * (1.0000001 - p[0])
+    assert losses["adv"].item() == pytest.approx(bce / 4, rel=1e-5)
+    assert losses["kl"].item() == pytest.approx(6.0 * kl / 4, rel=1e-5)
+    # the old (wrong) form, KL on x'' for the boundary sample, differs: the test can tell them apart
+    p, q_red = softmax_list([0.05, -0.05]), softmax_list([-0.15, 0.15])
+    wrong_b = sum(pk * math.log(pk / qk) for pk, qk in zip(p, q_red)) * (1 - p[0])
+    q_full = softmax_list([-1.95, 1.95])
+    right_b = sum(pk * math.log(pk / qk) for pk, qk in zip(p, q_full)) * (1 - p[0])
+    assert abs(right_b - wrong_b) * 6.0 / 4 > 1e-2
+    # the KL weight: the paper's λ = 1 by default (the reference code's β = 6 is beta=6)
+    default, _ = RAATPP(Shift(atk.d), eta=0.1)(model, (x, x.clone()), y)
+    assert default["kl"].item() == pytest.approx(kl / 4, rel=1e-5)
 
 
 def test_dicar_values(monkeypatch):
@@ -406,11 +454,22 @@ def test_apgd_arguments():
 
 # ---------------------------------------------------------------- every objective on a real model
 
-def objectives(attack):
+def objectives(attack, dicar_inputs="all"):
+    """Every objective form; RAAT's DICAR on all images (dicar_inputs="selected", the reference's batch,
+    reads the selected count on the host: test_raat_selected_dicar_is_the_one_host_read)."""
+    def averaged(obj):
+        obj.bind(create_model("small_cnn", 10, in_channels=1, input_size=8, width=4).eval(), 0)
+        return obj
     return {
-        "trades": TRADES(attack), "trades_surgery": TRADES(attack, surgery=True), "mart": MART(attack, with_clean=True),
-        "clp": CLP(attack), "cons_at": ConsAT(attack), "raat": RAAT(attack), "raat_pp": RAATPP(attack),
-        "awp": AWPAT(attack), "awp_trades": AWP(TRADES(attack)),
+        "trades": TRADES(attack), "trades_whole": Slots(TRADES(attack), WHOLE_TRADES),
+        "mart": Slots(MART(attack), MART.slots), "clp": CLP(attack), "clp_prob": CLP(attack, pairing="prob", adv_ce=False),
+        "cons_at": ConsAT(attack), "cons_at_separate": ConsAT(attack, joint=False),
+        "raat": RAAT(attack, dicar_inputs=dicar_inputs), "raat_pp": RAATPP(attack, dicar_inputs=dicar_inputs),
+        "raat_probs_attack_x2": RAAT(attack, target="probs", reduced="attack", joint=False, dicar_inputs=dicar_inputs),
+        "raat_sharp": averaged(RAAT(attack, decide_with="averaged", dicar_start=None, supervise="first", joint=False,
+                                    dicar_inputs=dicar_inputs)),
+        "avmixup": AVmixup(attack), "avmixup_slots": Slots(AVmixup(attack), AVmixup.slots),
+        "awp": AWPAT(attack), "awp_trades": AWP(TRADES(attack)), "agr_awp": Slots(AWPVanilla(attack), Vanilla.slots),
     }
 
 
@@ -433,13 +492,13 @@ def test_stats_are_counts_and_every_term_has_gradients(digits, name):
     for k, v in stats.items():
         v = v.item() * scale
         assert v == int(v) and 0 <= v <= scale * len(y), k
-    if name == "raat":
+    if name.startswith("raat") and name != "raat_sharp":
         assert stats["dicar_selected"].item() > 0
     if hasattr(obj, "after_backward"):
         obj.after_backward(model)
 
 
-_SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
+_SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy", "nonzero")
 
 
 def test_objectives_read_nothing_on_the_host(monkeypatch):
@@ -481,3 +540,21 @@ def test_objectives_do_not_sync_on_cuda():
                 obj.after_backward(model)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_raat_selected_dicar_is_the_one_host_read(monkeypatch):
+    """DICAR on the selected images only (the reference's batch) needs their count on the host; the
+    sync-free alternative dicar_inputs="all" reads nothing."""
+    torch.manual_seed(0)
+    model = create_model("small_cnn", 10, in_channels=1, input_size=8, width=4).train()
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    with torch.no_grad():
+        y = model.eval()(x).argmax(1)  # every clean view right: DICAR has work to do
+    model.train()
+    reads = []
+    orig = torch.Tensor.nonzero
+    monkeypatch.setattr(torch.Tensor, "nonzero", lambda self, *a, **k: reads.append(1) or orig(self, *a, **k))
+    RAAT(identity_attack, dicar_inputs="all")(model, (x, x.flip(3)), y)
+    assert reads == []
+    RAAT(identity_attack)(model, (x, x.flip(3)), y)
+    assert reads == [1]

@@ -80,7 +80,12 @@ def test_weighted_combiner_matches_the_weighted_loss_gradient():
     torch.manual_seed(0)
     w = torch.randn(5, requires_grad=True)
     losses = {"clean": (w ** 2).sum(), "adv": (w ** 3).sum()}
+    # λ weights the ADVERSARIAL loss (CA-AT's figures and code; issue 9): (1-λ)·clean + λ·adv
     total = create_combiner("weighted", lam=0.3).total_loss(losses)
+    (g,) = torch.autograd.grad(total, w, retain_graph=True)
+    assert torch.allclose(g, 0.7 * 2 * w + 0.3 * 3 * w ** 2)
+    # the other convention keeps a clearly named option: clean_weight=0.3 is 0.3·clean + 0.7·adv
+    total = create_combiner("weighted", clean_weight=0.3).total_loss(losses)
     (g,) = torch.autograd.grad(total, w)
     assert torch.allclose(g, 0.3 * 2 * w + 0.7 * 3 * w ** 2)
 
@@ -144,8 +149,9 @@ def test_schedules(kind):
     ({"opts": {"gama": 0.8}, "method": "ca_at"}, "option 'gama' is not a hyper-parameter of this method; allowed: .*gamma"),
     ({"opts": {"gamma": 1.5}, "method": "ca_at"}, "gamma=1.5 is out of range"),
     ({"data": "nope"}, "unknown dataset 'nope'"),
-    ({"opts": {"surgery": True}, "method": "trades"}, "objective 'trades' with surgery=True .* not 'sum'"),
-    ({"opts": {"with_clean": True}, "method": "mart"}, "objective 'mart' .* not 'sum'"),
+    # surgery=True / with_clean=True are gone (issue 9): slot mappings belong to the method; the
+    # pairing refusals moved to tests/test_composition.py
+    ({"opts": {"surgery": True}, "method": "trades"}, "option 'surgery' is not a hyper-parameter of this method"),
 ])
 def test_bad_config_raises_one_line_error(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match) as e:
@@ -178,25 +184,9 @@ def test_term_grads_fill_preallocated_buffers_exactly():
     assert all(p.grad is None for p in params)
 
 
-def test_pairings_that_would_lose_or_double_count_a_term_are_refused():
-    from robustfront.combiners import create_combiner
-    from robustfront.objectives import create_objective
-    from robustfront.train.methods import Method, check_pairing, split_opts
-    # RAAT's "dicar" term would be dropped by a combiner that only differentiates clean and adv
-    with pytest.raises(ValueError, match=r"combiner 'ca_at' needs exactly the terms \['clean', 'adv'\]"):
-        check_pairing(create_objective("raat"), create_combiner("ca_at"), "raat", "ca_at")
-    check_pairing(create_objective("trades", surgery=True), create_combiner("agr"), "trades", "agr")
-    # a key both sides accept (AWP's γ and CA-AT's γ) is never routed by guessing
-    with pytest.raises(ValueError, match="option 'gamma' is a hyper-parameter of both"):
-        split_opts(Method(objective="awp", combiner="ca_at"), {"gamma": 0.9})
-
-
-def test_surgery_runs_log_the_objective_loss_not_the_sum_of_terms():
-    from robustfront.objectives import create_objective
-    clean, adv = torch.tensor(0.5), torch.tensor(2.0)        # adv already holds clean (whole TRADES loss)
-    assert create_objective("trades", surgery=True).reported_loss({"clean": clean, "adv": adv}) == 2.0
-    assert create_objective("trades").reported_loss({"clean": clean, "adv": adv}) == 2.5
-    assert create_objective("awp_vanilla").reported_loss({"clean": clean, "adv": adv}) == 2.5
+# test_pairings_that_would_lose_or_double_count_a_term_are_refused and
+# test_surgery_runs_log_the_objective_loss_not_the_sum_of_terms moved to tests/test_composition.py
+# (issue 9: composition by slot mappings instead of the surgery / with_clean flags)
 
 
 def test_training_attacks_keep_the_data_box():

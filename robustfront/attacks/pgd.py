@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..validation import check_bool
 from .base import Attack, check_choice, check_int, check_number
 from .lp import NORMS, ascent_step, project, random_delta
 from .threat import DEFAULT_EPS
@@ -34,6 +35,10 @@ class PGD(Attack):
             "L1" (SLIDE sparse step, exact projection onto the L1 ball ∩ box).
         random_start (bool | str): True/"uniform": uniform in the L∞ ball, a random direction with
             radius eps·U(0,1) for L2/L1; "normal": x + 0.001·N(0,1), the TRADES/MART start; False: x.
+        clamp_start (bool): project the random start into the ball and the box before the first
+            gradient (default True). False: the first gradient is taken at the raw start, as the
+            TRADES and MART reference code do with x + 0.001·N(0,1), which may leave [0,1] by ~0.001;
+            every later iterate is projected either way.
         restarts (int): independent runs; per sample the run with the largest CW margin is kept
             (margin > 0 means fooled), so a sample fooled by any run counts as fooled.
         loss (str): "ce" cross-entropy, or "cw" the CW margin loss min(max_{j≠y} z_j - z_y, kappa).
@@ -52,7 +57,7 @@ class PGD(Attack):
 
     def __init__(self, eps: float | None = None, alpha: float | None = None, steps: int = 10, norm: str = "Linf",
                  random_start: bool | str = True, restarts: int = 1, loss: str = "ce", kappa: float = float("inf"),
-                 l1_top: float = 0.05, *, bn_mode: str = "eval", bounds=(0.0, 1.0)):
+                 l1_top: float = 0.05, *, clamp_start: bool = True, bn_mode: str = "eval", bounds=(0.0, 1.0)):
         check_choice("norm", norm, NORMS)
         super().__init__(DEFAULT_EPS[norm] if eps is None else eps, norm=norm, bn_mode=bn_mode, bounds=bounds)
         # alpha = 0 is a no-op, allowed only with eps = 0 (e.g. the first point of an eps sweep)
@@ -60,6 +65,7 @@ class PGD(Attack):
         self.steps = check_int("steps", steps, 1)
         self.restarts = check_int("restarts", restarts, 1)
         self.random_start = check_choice("random_start", random_start, STARTS)
+        self.clamp_start = check_bool("clamp_start", clamp_start)
         self.loss = check_choice("loss", loss, LOSSES)
         self.kappa = kappa if kappa == float("inf") else check_number("kappa", kappa, 0.0)
         self.l1_top = check_number("l1_top", l1_top, 0.0, strict=True)
@@ -80,7 +86,7 @@ class PGD(Attack):
             delta = 0.001 * torch.randn_like(x)
         else:
             delta = torch.zeros_like(x)
-        return project(delta, x, self.eps, self.norm, self.bounds)
+        return project(delta, x, self.eps, self.norm, self.bounds) if self.clamp_start else delta
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One restart; returns x + δ after the last step."""

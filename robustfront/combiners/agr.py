@@ -3,12 +3,12 @@
 Per parameter tensor i, with ψ_i = cos(g_a,i, g_c,i):
 
     ψ_i < 0:  G_i = g_a,i - (<g_a,i, g_c,i>/|g_c,i|²)·g_c,i      (GOP: drop the conflicting part)
-    ψ_i ≥ 0:  G_i = ψ_i·g_c,i + (1-ψ_i)·g_a,i                     (GICS: lean towards g_c)
+    ψ_i ≥ 0:  G_i = w_i·g_c,i + (1-w_i)·g_a,i                     (GICS: lean towards g_c)
     G_i ← G_i / max(1, |G_i|/C)                                   (clip, per tensor)
 
-A branch that is switched off leaves plain g_a,i. Clipping belongs to the reconstruction
-(as in the reference code): plain g_a is not clipped unless clip_plain=True.
-See docs/methods/agr.md.
+w_i = ψ_i (interp="cosine", AGR) or, for the paper's interpolation ablations, ½ ("average") or a
+fixed s ("fixed"). A branch that is switched off leaves plain g_a,i. Which tensors are clipped is
+the clip schedule (`clip_on`, see AGR). See docs/methods/agr.md.
 
 Numerics as in ca_at.py: fp64 per-tensor reductions, decisions by torch.where on device
 scalars (no host sync), update written as α_i·g_a,i + β_i·g_c,i; |G_i| for the clip is
@@ -19,10 +19,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..validation import check_choice, check_int, check_number
 from ._fp64 import mix as _mix, norms_dot64 as _norms_dot64
 from .base import Combiner as _Base
 
-__all__ = ["AGR", "agr_update", "agr_diagnostics"]
+__all__ = ["AGR", "CLIP_ON", "INTERPS", "agr_update", "agr_diagnostics"]
+
+INTERPS = ("cosine", "average", "fixed")
+CLIP_ON = ("gics", "from_start", "reconstructed", "all")
+_MASKS = ("gics", "reconstructed", "all", "none")  # which tensors one step clips
 
 def _check_clip(clip: float | None) -> float | None:
     if clip is not None and not clip > 0:  # also rejects NaN
@@ -31,37 +36,46 @@ def _check_clip(clip: float | None) -> float | None:
 
 
 def _coefficients(nc: Tensor, na: Tensor, ac: Tensor, *, gics: bool, gop: bool, clip: float | None,
-                  clip_plain: bool, eps: float) -> dict[str, Tensor]:
+                  clip_mask: str, eps: float, interp: str = "cosine", scale: float = 0.5) -> dict[str, Tensor]:
     """The rule on per-tensor fp64 sums. Returns α, β (G_i = α_i·g_a,i + β_i·g_c,i), cos ψ,
-    and bool vectors gop (took GOP) and neg (ψ < 0, whether or not GOP was on)."""
+    and bool vectors gop (took GOP) and neg (ψ < 0, whether or not GOP was on).
+    clip_mask: which tensors are clipped: "gics", "reconstructed" (GOP or GICS), "all", "none"."""
     # g_c,i counts as zero when |g_c,i| ≤ eps·|g_a,i| (this includes exact zeros): ψ := 0,
-    # so the tensor takes GICS, which then gives plain g_a. Relative, hence scale-free.
+    # so the tensor takes GICS, which then gives plain g_a (for interp="cosine"). Relative, hence scale-free.
     ok = (nc > eps * na) & (na > 0)
     one = torch.ones_like(nc)
     psi = torch.where(ok, ac / torch.where(ok, na * nc, one), 0.0).clamp(-1.0, 1.0)
     neg = psi < 0
     use_gop = neg & gop
     use_gics = ~neg & gics
+    w = psi if interp == "cosine" else torch.full_like(psi, 0.5 if interp == "average" else scale)
     # GOP: <g_a,g_c>/|g_c|² = ψ|g_a|/|g_c| (no squaring, so no fp64 range issue)
     beta_gop = -psi * na / torch.where(ok, nc, one)
-    alpha = torch.where(use_gics, 1.0 - psi, one)
-    beta = torch.where(use_gop, beta_gop, torch.where(use_gics, psi, 0.0))
-    if clip is not None:
+    alpha = torch.where(use_gics, 1.0 - w, one)
+    beta = torch.where(use_gop, beta_gop, torch.where(use_gics, w, 0.0))
+    if clip is not None and clip_mask != "none":
         norm2 = (alpha * alpha * na * na + 2.0 * alpha * beta * ac + beta * beta * nc * nc).clamp_min(0.0)
-        scale = clip / torch.maximum(norm2.sqrt(), torch.full_like(nc, clip))  # = 1/max(1, |G|/C)
-        if not clip_plain:
-            scale = torch.where(use_gop | use_gics, scale, one)
-        alpha, beta = alpha * scale, beta * scale
+        scale_c = clip / torch.maximum(norm2.sqrt(), torch.full_like(nc, clip))  # = 1/max(1, |G|/C)
+        if clip_mask != "all":
+            mask = use_gics if clip_mask == "gics" else use_gop | use_gics
+            scale_c = torch.where(mask, scale_c, one)
+        alpha, beta = alpha * scale_c, beta * scale_c
     return {"alpha": alpha, "beta": beta, "cos": psi, "gop": use_gop, "neg": neg}
 
 
 def agr_update(g_clean: list[Tensor], g_adv: list[Tensor], *, gics: bool = True, gop: bool = True,
-               clip: float | None = 0.1, eps: float = 1e-12, clip_plain: bool = False) -> list[Tensor]:
+               clip: float | None = 0.1, eps: float = 1e-12, clip_plain: bool = False, interp: str = "cosine",
+               interp_scale: float = 0.5, clip_mask: str | None = None) -> list[Tensor]:
     """AGR update, one tensor per parameter tensor; no host sync.
-    gics/gop=False leave plain g_a in that case; clip=None disables clipping;
-    clip_plain=True also clips tensors left as plain g_a."""
+    gics/gop=False leave plain g_a in that case; clip=None disables clipping; which tensors are
+    clipped: clip_mask ("gics", "reconstructed", "all", "none"), by default every reconstructed
+    tensor, and with clip_plain=True also those left as plain g_a."""
+    mask = clip_mask or ("all" if clip_plain else "reconstructed")
+    check_choice("clip_mask", mask, _MASKS)
     nc, na, ac = _norms_dot64(g_clean, g_adv)
-    co = _coefficients(nc, na, ac, gics=gics, gop=gop, clip=_check_clip(clip), clip_plain=clip_plain, eps=eps)
+    co = _coefficients(nc, na, ac, gics=gics, gop=gop, clip=_check_clip(clip), clip_mask=mask, eps=eps,
+                       interp=check_choice("interp", interp, INTERPS),
+                       scale=check_number("interp_scale", interp_scale, 0.0, hi=1.0))
     return _mix(g_adv, g_clean, co["alpha"], co["beta"])
 
 
@@ -70,7 +84,7 @@ def agr_diagnostics(g_clean: list[Tensor], g_adv: list[Tensor], *, gop: bool = T
     """Device tensors: cos (per-tensor ψ, fp64 vector), gop (bool vector: took GOP),
     gop_frac (fraction of tensors that took GOP), neg_frac (fraction with ψ < 0)."""
     nc, na, ac = _norms_dot64(g_clean, g_adv)
-    co = _coefficients(nc, na, ac, gics=False, gop=gop, clip=None, clip_plain=False, eps=eps)
+    co = _coefficients(nc, na, ac, gics=False, gop=gop, clip=None, clip_mask="none", eps=eps)
     return {"cos": co["cos"], "gop": co["gop"], "gop_frac": co["gop"].double().mean(),
             "neg_frac": co["neg"].double().mean()}
 
@@ -81,7 +95,17 @@ class AGR(_Base):
     delay_gop=False (paper): GOP on from the first epoch, GICS from start_epoch on
     (before it the ψ ≥ 0 case is plain g_a). delay_gop=True (reference code, which
     used start_epoch=155): before start_epoch every tensor is plain g_a, from it both
-    branches are on. Clipping applies to reconstructed tensors only (see module doc).
+    branches are on.
+
+    Clip schedule `clip_on` (C = `clip`, per tensor):
+        "gics" (default, the paper): the interpolated gradients, i.e. tensors that took GICS;
+        "from_start" (reference code): every tensor from start_epoch on, nothing before;
+        "reconstructed": every tensor that took GOP or GICS, at any epoch (with delay_gop=False
+            this clips GOP tensors from epoch 0: robustfront's earlier default);
+        "all": every tensor, plain g_a included.
+
+    interp: the GICS weight of g_c, "cosine" (ψ, AGR), "average" (½) or "fixed" (`interp_scale`):
+    the paper's interpolation ablations.
 
     pop_diagnostics(): gop_freq (fraction of tensor-updates that took GOP), neg_frac
     (fraction with ψ < 0 — what the reference code logs as its "GOP rate", also before
@@ -92,13 +116,13 @@ class AGR(_Base):
     terms = ("clean", "adv")
 
     def __init__(self, start_epoch: int = 150, delay_gop: bool = False, clip: float | None = 0.1,
-                 clip_plain: bool = False, eps: float = 1e-12):
-        if int(start_epoch) != start_epoch or start_epoch < 0:
-            raise ValueError(f"start_epoch={start_epoch!r} is out of range; allowed: an integer >= 0")
-        self.start_epoch = int(start_epoch)
+                 clip_on: str = "gics", interp: str = "cosine", interp_scale: float = 0.5, eps: float = 1e-12):
+        self.start_epoch = check_int("start_epoch", start_epoch, 0)
         self.delay_gop = bool(delay_gop)
         self.clip = _check_clip(clip)
-        self.clip_plain = bool(clip_plain)
+        self.clip_on = check_choice("clip_on", clip_on, CLIP_ON)
+        self.interp = check_choice("interp", interp, INTERPS)
+        self.interp_scale = check_number("interp_scale", interp_scale, 0.0, hi=1.0)
         self.eps = float(eps)
         self.epoch = 0                    # set by on_epoch (0-based, as the trainer counts)
         self._sums: Tensor | None = None  # device fp64: gop count, neg count, then Σψ per tensor
@@ -112,8 +136,9 @@ class AGR(_Base):
         started = self.epoch >= self.start_epoch
         gop = started or not self.delay_gop
         nc, na, ac = _norms_dot64(g_clean, g_adv)
-        co = _coefficients(nc, na, ac, gics=started, gop=gop, clip=self.clip, clip_plain=self.clip_plain,
-                           eps=self.eps)
+        mask = {"from_start": "all" if started else "none"}.get(self.clip_on, self.clip_on)
+        co = _coefficients(nc, na, ac, gics=started, gop=gop, clip=self.clip, clip_mask=mask, eps=self.eps,
+                           interp=self.interp, scale=self.interp_scale)
         out = _mix(g_adv, g_clean, co["alpha"], co["beta"])
         counts = torch.stack([co["gop"].sum(dtype=torch.float64), co["neg"].sum(dtype=torch.float64)])
         step = torch.cat([counts, co["cos"]])

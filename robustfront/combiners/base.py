@@ -2,12 +2,16 @@
 
 A combiner knows nothing about attacks or losses. When `separate` is False the
 trainer calls `total_loss` and does one backward; otherwise it computes one
-gradient list per term in `terms` and calls `combine`.
+gradient list per term in `terms` and calls `combine`. A combiner with `terms`
+needs exactly those slots (`objectives.Slots` maps an objective's terms onto
+them); `Sum` has none and takes whatever the objective returns.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from ..validation import check_number, invalid
 
 
 class Combiner:
@@ -31,24 +35,36 @@ class Combiner:
 
 
 class Sum(Combiner):
-    """Plain sum of every term: one backward of the total loss."""
+    """Plain sum of every term (the objective's own loss): one backward of the total loss."""
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
         return torch.stack(list(losses.values())).sum()
 
 
 class Weighted(Combiner):
-    """λ·clean + (1-λ)·adv: the weighted-average ("vanilla") AT of CA-AT's paper."""
+    """The weighted-average ("vanilla") AT of CA-AT's paper: (1-λ)·clean + λ·adv.
 
-    def __init__(self, lam: float = 0.5):
-        if not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam={lam} is out of range; allowed: 0 <= lam <= 1")
-        self.lam = float(lam)
+    λ (`lam`) weights the ADVERSARIAL loss, as in CA-AT's figures and reference code
+    (`beta·g_a + (1-beta)·g_c`): λ = 0 is standard training, λ = 1 is PGD-AT, the default 0.5 the
+    paper's baseline. `clean_weight=w` is the other convention, w·clean + (1-w)·adv (give one of
+    the two). Equivalent to weighting the two gradients, since the gradient is linear.
+    """
+    terms = ("clean", "adv")
+
+    def __init__(self, lam: float | None = None, clean_weight: float | None = None):
+        if lam is not None and clean_weight is not None:
+            raise invalid("clean_weight", clean_weight, "one of lam (weight of adv) or clean_weight, not both",
+                          "given together with lam")
+        if clean_weight is not None:
+            self.lam = 1.0 - check_number("clean_weight", clean_weight, 0.0, hi=1.0)
+        else:
+            self.lam = check_number("lam", 0.5 if lam is None else lam, 0.0, hi=1.0)
+
+    @property
+    def clean_weight(self) -> float:
+        return 1.0 - self.lam
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
-        missing = {"clean", "adv"} - losses.keys()
-        if missing:
-            raise ValueError(f"the weighted combiner needs terms 'clean' and 'adv'; missing: {sorted(missing)}")
-        rest = [v for k, v in losses.items() if k not in ("clean", "adv")]
-        total = self.lam * losses["clean"] + (1.0 - self.lam) * losses["adv"]
-        return total + torch.stack(rest).sum() if rest else total
+        if set(losses) != {"clean", "adv"}:
+            raise ValueError(f"the weighted combiner needs exactly the terms 'clean' and 'adv'; got {sorted(losses)}")
+        return (1.0 - self.lam) * losses["clean"] + self.lam * losses["adv"]

@@ -7,36 +7,24 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..attacks.base import check_int, check_number
+from ..validation import check_int, check_number, invalid
 from .base import Objective
 from .pgd_at import PGDAT
 from .vanilla import Vanilla
 
 
-class _Record:
-    """Stands in for an attack: runs it and keeps every output, in call order."""
+class _Carry(torch.autograd.Function):
+    """value (a detached loss) whose backward hands each parameter a precomputed gradient: a term
+    whose gradient was taken at other weights than the ones in place when the trainer backpropagates."""
 
-    def __init__(self, attack):
-        self.attack, self.outputs = attack, []
+    @staticmethod
+    def forward(ctx, value, grads, *params):
+        ctx.grads = grads
+        return value.clone()
 
-    def __call__(self, model, x, y):
-        x_adv = self.attack(model, x, y)
-        self.outputs.append(x_adv)
-        return x_adv
-
-
-class _Replay:
-    """Stands in for an attack: returns the recorded outputs again, in the same order."""
-
-    def __init__(self, outputs):
-        self.outputs, self.i = outputs, 0
-
-    def __call__(self, model, x, y):
-        if self.i >= len(self.outputs) or self.outputs[self.i].shape != x.shape:
-            raise RuntimeError("AWP: the wrapped objective called its attack differently on the second pass")
-        x_adv = self.outputs[self.i]
-        self.i += 1
-        return x_adv
+    @staticmethod
+    def backward(ctx, grad_out):
+        return (None, None, *[None if g is None else g * grad_out.to(g.dtype) for g in ctx.grads])
 
 
 class AWP(Objective):
@@ -44,14 +32,15 @@ class AWP(Objective):
 
     One call `losses, stats = awp(model, x, y)`:
 
-    (a) the wrapped objective runs at the current weights w; the sum of its terms named in
-        `perturb_terms` (all terms by default) is differentiated w.r.t. every trainable weight
-        tensor with `p.dim() > 1` (conv and linear weights; biases and BatchNorm stay unperturbed,
-        as in the reference code) — one train-mode pass like the reference's proxy step;
+    (a) the wrapped objective runs at the current weights w (its attack runs here, once); the
+        direction loss — the objective's own loss, or the sum of `perturb_terms` — is
+        differentiated w.r.t. every trainable weight tensor with `p.dim() > 1` (conv and linear
+        weights; biases and BatchNorm stay unperturbed, as in the reference code);
     (b) each such tensor is moved in place by v = γ·‖w‖·g/‖g‖ (layer-wise; ‖g‖ = 0 gives v = 0);
-    (c) the wrapped objective runs again at w + v, reusing the adversarial examples of (a) (its
-        attack is recorded in (a) and replayed in (c), as the reference computes x' once at w);
-        its losses and stats are returned, so the trainer's gradients are taken at w + v;
+    (c) the wrapped objective runs again at w + v on the adversarial examples (and random draws)
+        of (a) — `objective(model, x, y, adv)`, no attack; its losses and stats are returned, so
+        the trainer's gradients are taken at w + v, except for the terms in `at_w`: their value and
+        gradient are those of pass (a), at w (AGR + AWP takes g_c at w in its reference);
     (d) `after_backward(model)` — the trainer calls it after computing gradients and before
         `optimizer.step()` — copies the saved weights back, exactly (no w + v - v rounding).
 
@@ -61,40 +50,60 @@ class AWP(Objective):
     pass (a) runs on the model itself, and its BatchNorm buffers are saved before (a) and put back
     after it, so the running statistics are updated once per step, by pass (c).
 
-    Cost: one extra forward/backward of the wrapped objective's loss terms per step (the attack is
-    not repeated); objectives whose attack is None are simply run twice. If a previous call's
-    perturbation was never removed (after_backward not called), it is removed first.
+    Cost: one extra forward/backward of the wrapped objective's loss per step (the attack is not
+    repeated), plus one backward per `at_w` term. A perturbation left in place (after_backward not
+    called) is removed first.
 
     Arguments:
-        objective: the wrapped objective (any, with `attack` attribute or not).
+        objective: the wrapped objective (any).
         gamma (float): γ, the relative size of the weight perturbation (default 0.01).
-        warmup_epochs (int): no perturbation before this epoch; the trainer must then call
-            `on_epoch(epoch)` at the start of each epoch (default 0: always on).
-        perturb_terms (tuple | None): terms whose sum gives the perturbation direction (None: all
-            terms). AT-AWP's reference uses the adversarial CE only, TRADES-AWP the whole TRADES loss.
+        warmup_epochs (int): no perturbation before this epoch (default 0: always on).
+        perturb_terms (tuple | None): terms whose sum gives the perturbation direction (None: the
+            objective's own loss). AT-AWP's reference uses the adversarial CE, TRADES-AWP the whole
+            TRADES loss, AGR + AWP the adversarial CE only ("adv").
+        at_w (tuple): terms (or aux terms) taken at the unperturbed weights (default none).
 
     No host sync: norms and scales stay on the device.
     """
 
     def __init__(self, objective: Objective, gamma: float = 0.01, warmup_epochs: int = 0,
-                 perturb_terms: tuple[str, ...] | None = None):
-        super().__init__(objective.attack)
+                 perturb_terms: tuple[str, ...] | None = None, at_w: tuple[str, ...] = ()):
         self.objective = objective
         self.gamma = check_number("gamma", gamma, 0.0)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
+        known = tuple(objective.terms) + tuple(objective.aux)
         self.perturb_terms = None if perturb_terms is None else tuple(perturb_terms)
-        unknown = set(self.perturb_terms or ()) - set(objective.terms)
-        if unknown:
-            raise ValueError(f"perturb_terms {sorted(unknown)} are not terms of {type(objective).__name__}; "
-                             f"allowed: {', '.join(objective.terms)}")
-        self.terms = objective.terms
-        self.terms_overlap = objective.terms_overlap
-        self.views = objective.views
+        self.at_w = tuple(at_w)
+        for name, ts in (("perturb_terms", self.perturb_terms or ()), ("at_w", self.at_w)):
+            if set(ts) - set(known):
+                raise invalid(name, list(ts), f"terms of {type(objective).__name__}: {', '.join(known)}")
+        if set(self.at_w) & set(objective.aux):
+            objective.request(set(objective.wanted) | (set(self.at_w) & set(objective.aux)))
+        self.terms, self.aux, self.slots = objective.terms, objective.aux, objective.slots
+        self.views, self.default_attack = objective.views, objective.default_attack
+        self.default_attack_args = objective.default_attack_args
         self.epoch = 0
         self._saved: list[tuple[Tensor, Tensor]] | None = None
 
+    attack = property(lambda self: self.objective.attack, lambda self, a: setattr(self.objective, "attack", a))
+    wanted = property(lambda self: self.objective.wanted)
+    last_adv = property(lambda self: self.objective.last_adv)
+
+    def request(self, names) -> None:
+        self.objective.request(set(names) | (set(self.at_w) & set(self.objective.aux)))
+
     def on_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        self.objective.on_epoch(epoch)
+
+    def bind(self, averaged, start_epoch=None) -> None:
+        self.objective.bind(averaged, start_epoch)
+
+    def loss(self, losses):
+        return self.objective.loss(losses)
+
+    def reported_loss(self, losses):
+        return self.objective.reported_loss(losses)
 
     @property
     def active(self) -> bool:
@@ -104,26 +113,28 @@ class AWP(Objective):
     def perturbed_params(model: nn.Module) -> list[Tensor]:
         return [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
 
-    def __call__(self, model, x, y):
+    def __call__(self, model, x, y, adv=None):
         self.after_backward(model)  # a perturbation left over from an interrupted step
-        if not self.active:
-            return self.objective(model, x, y)
         inner = self.objective
-        has_attack = inner.attack is not None
-        record = _Record(inner.attack) if has_attack else None
+        if not self.active:
+            return inner(model, x, y) if adv is None else inner(model, x, y, adv)
         buffers = [b.detach().clone() for b in model.buffers()]
         try:
-            if has_attack:
-                inner.attack = record
-            losses, _ = inner(model, x, y)  # (a)
-            names = self.perturb_terms or tuple(losses)
-            loss = torch.stack([losses[k].float() for k in names]).sum()
+            losses, _ = inner(model, x, y) if adv is None else inner(model, x, y, adv)  # (a)
+            used = dict(inner.last_adv)
+            direction = inner.loss(losses) if self.perturb_terms is None else \
+                torch.stack([losses[t].float() for t in self.perturb_terms]).sum()
             params = self.perturbed_params(model)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            del losses, loss
+            grads = torch.autograd.grad(direction, params, allow_unused=True, retain_graph=bool(self.at_w))
+            carried = {}
+            if self.at_w:
+                trainable = [p for p in model.parameters() if p.requires_grad]
+                for i, t in enumerate(self.at_w):
+                    g = torch.autograd.grad(losses[t], trainable, allow_unused=True,
+                                            retain_graph=i + 1 < len(self.at_w))
+                    carried[t] = _Carry.apply(losses[t].detach(), g, *trainable)
+            del losses, direction
         finally:
-            if has_attack:
-                inner.attack = record.attack
             # after the backward: BatchNorm saves its running buffers for backward
             with torch.no_grad():
                 for b, saved in zip(model.buffers(), buffers):
@@ -134,19 +145,15 @@ class AWP(Objective):
                 if g is None:
                     continue
                 saved.append((p, p.detach().clone()))
-                scale = self.gamma * p.norm() / (g.norm() + 1e-20)
-                p.add_(g * scale.to(g.dtype))
+                p.add_(g * (self.gamma * p.norm() / (g.norm() + 1e-20)).to(g.dtype))
             self._saved = saved
-        try:  # (c)
-            if has_attack:
-                inner.attack = _Replay(record.outputs)
-            return inner(model, x, y)
-        finally:
-            if has_attack:
-                inner.attack = record.attack
+        out, stats = inner(model, x, y, used)  # (c)
+        out.update(carried)
+        return out, stats
 
     def after_backward(self, model: nn.Module | None = None) -> None:
         """Put the unperturbed weights back (exact copy); a no-op when nothing is perturbed."""
+        self.objective.after_backward(model)
         if self._saved is None:
             return
         with torch.no_grad():
@@ -156,23 +163,24 @@ class AWP(Objective):
 
     def __repr__(self) -> str:
         return (f"AWP(objective={self.objective!r}, gamma={self.gamma}, warmup_epochs={self.warmup_epochs}, "
-                f"perturb_terms={self.perturb_terms!r})")
+                f"perturb_terms={self.perturb_terms!r}, at_w={self.at_w!r})")
 
 
 class AWPAT(AWP):
-    """AT-AWP: AWP around PGD-AT (adv = CE(f(x'), y)); the registry's `awp`."""
+    """AT-AWP: AWP around PGD-AT (adv = CE(f(x'), y)); the preset `awp`."""
 
     def __init__(self, attack=None, gamma: float = 0.01, warmup_epochs: int = 0):
         super().__init__(PGDAT(attack), gamma=gamma, warmup_epochs=warmup_epochs)
 
 
 class AWPVanilla(AWP):
-    """AWP around `Vanilla` (clean = CE(f(x), y), adv = CE(f(x'), y)) for gradient-surgery combiners
-    (AGR + AWP): the weight perturbation comes from the adversarial CE only, as in AT-AWP; both
-    terms are then evaluated at the perturbed weights."""
+    """AWP around `Vanilla` (clean = CE(f(x), y), adv = CE(f(x'), y)) as AGR + AWP's reference runs
+    it: the weight perturbation comes from the adversarial CE only, and the clean CE (g_c) is
+    taken at the unperturbed weights w; the preset `agr_awp`."""
 
     def __init__(self, attack=None, gamma: float = 0.01, warmup_epochs: int = 0):
-        super().__init__(Vanilla(attack), gamma=gamma, warmup_epochs=warmup_epochs, perturb_terms=("adv",))
+        super().__init__(Vanilla(attack), gamma=gamma, warmup_epochs=warmup_epochs, perturb_terms=("adv",),
+                         at_w=("clean",))
 
 
 __all__ = ["AWP", "AWPAT", "AWPVanilla"]

@@ -1,20 +1,26 @@
-"""Logit pairing between clean and adversarial examples (Kannan, Kurakin & Goodfellow, 2018).
+"""Pairing of clean and adversarial outputs (Kannan, Kurakin & Goodfellow, 2018).
 
 Paper: Adversarial Logit Pairing, https://arxiv.org/abs/1803.06373
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
-from ..attacks.base import check_number
+from ..validation import check_bool, check_choice, check_number
 from .base import Objective, correct
+
+PAIRINGS = ("logit", "prob")
 
 
 class CLP(Objective):
-    r"""Clean/adversarial logit pairing:
+    r"""Clean/adversarial pairing:
 
         clean = CE(f(x), y)
-        adv   = CE(f(x'), y) + w · mean_i ‖f(x_i) - f(x'_i)‖²₂
+        adv   = CE(f(x'), y) + w · P                       (without the CE when adv_ce=False)
+        P     = mean_i ‖f(x_i) - f(x'_i)‖²₂                pairing="logit" (logit pairing, the default)
+        P     = mean_i ‖p(x'_i) - p(x_i)‖₂                 pairing="prob"  (CA-AT's reference "CLP":
+                                                           probabilities, not squared)
 
     The pairing penalty belongs to the adversarial term (it exists only because of x'); its
     gradient flows through both f(x) and f(x'). Two train-mode forwards per step (x, x'); the clean
@@ -24,28 +30,44 @@ class CLP(Objective):
     Arguments:
         attack: the training attack `attack(model, x, y) -> x'` (PGD by default).
         weight (float): w, the pairing weight (default 0.5, the logit-pairing weight λ of Kannan et
-            al.; METHODS.md does not fix it). The penalty is the squared L2 distance of the logit
-            vectors summed over classes and averaged over the batch; `F.mse_loss`-style
-            implementations also average over the K classes, which equals weight w/K here.
+            al.). The logit penalty is the squared L2 distance summed over classes and averaged over
+            the batch; `F.mse_loss`-style implementations also average over the K classes, which
+            equals weight w/K here.
+        pairing (str): "logit" (default) or "prob" (see above).
+        adv_ce (bool): include CE(f(x'), y) in `adv` (default True). CA-AT's reference CLP term is
+            the probability pairing alone: pairing="prob", adv_ce=False, weight=1 (`ca_at_clp`).
+        clean_first (bool): clean forward before the attack (CA-AT's reference order; default False).
 
     Returns `({"clean", "adv"}, {"clean_correct", "adv_correct"})`.
     """
     terms = ("clean", "adv")
+    slots = {"clean": ("clean",), "adv": ("adv",)}
 
-    def __init__(self, attack=None, weight: float = 0.5):
+    def __init__(self, attack=None, weight: float = 0.5, pairing: str = "logit", adv_ce: bool = True,
+                 clean_first: bool = False):
         super().__init__(attack)
         self.weight = check_number("weight", weight, 0.0)
+        self.pairing = check_choice("pairing", pairing, PAIRINGS)
+        self.adv_ce = check_bool("adv_ce", adv_ce)
+        self.clean_first = check_bool("clean_first", clean_first)
 
-    def __call__(self, model, x, y):
-        x_adv = self.attack(model, x, y)
-        logits = model(x).float()
+    def penalty(self, logits, logits_adv):
+        if self.pairing == "logit":
+            return (logits - logits_adv).pow(2).sum(1).mean()
+        diff = F.softmax(logits_adv, dim=1) - F.softmax(logits, dim=1)
+        return torch.linalg.vector_norm(diff, dim=1).mean()  # gradient 0 (not NaN) where x' = x
+
+    def compute(self, model, x, y):
+        logits = model(x).float() if self.clean_first else None
+        x_adv = self.attacked(model, x, y)
+        if logits is None:
+            logits = model(x).float()
         logits_adv = model(x_adv).float()
-        pairing = (logits - logits_adv).pow(2).sum(1).mean()
-        losses = {"clean": F.cross_entropy(logits, y), "adv": F.cross_entropy(logits_adv, y) + self.weight * pairing}
+        adv = self.weight * self.penalty(logits, logits_adv)
+        if self.adv_ce:
+            adv = F.cross_entropy(logits_adv, y) + adv
+        losses = {"clean": F.cross_entropy(logits, y), "adv": adv}
         return losses, {"clean_correct": correct(logits, y), "adv_correct": correct(logits_adv, y)}
 
-    def __repr__(self) -> str:
-        return f"CLP(attack={self.attack!r}, weight={self.weight})"
 
-
-__all__ = ["CLP"]
+__all__ = ["CLP", "PAIRINGS"]

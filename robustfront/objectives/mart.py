@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attacks.base import check_number
+from ..validation import check_number
 from .base import Objective, correct
 
 
@@ -46,43 +46,44 @@ def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) 
 
 
 class MART(Objective):
-    r"""MART: adv = mean_i [BCE(f(x'_i), y_i) + β·KL(p(x_i) || p(x'_i))·(1 - p_{y_i}(x_i))].
+    r"""MART: loss = mean_i [BCE(f(x'_i), y_i) + β·KL(p(x_i) || p(x'_i))·(1 - p_{y_i}(x_i))], returned
+    as its two terms
+
+        bce = mean_i BCE(f(x'_i), y_i)
+        kl  = β · mean_i KL(p(x_i) || p(x'_i))·(1 - p_{y_i}(x_i))
 
     BCE = CE - log(1 - max_{k≠y} p_k(x')) in the reference code's numerically safe form (see
-    `mart_bce`). The default training attack is PGD with the `x + 0.001·N(0,1)` start maximising CE
-    (`PGD(random_start="normal")`). Two train-mode forwards per step (x, x').
+    `mart_bce`). The default training attack is PGD from x + 0.001·N(0,1) maximising CE. Two
+    train-mode forwards per step (x, x').
+
+    MART's loss has no clean CE; the aux term `clean` = CE(f(x), y), from the same clean forward,
+    is returned when requested: AGR + MART takes g_c from it and g_a from the whole loss (the
+    default slots {"clean": ("clean",), "adv": ("bce", "kl")}).
 
     Arguments:
         attack: the training attack `attack(model, x, y) -> x'`.
         beta (float): weight of the KL term (default 6).
-        with_clean (bool): also return clean = CE(f(x), y), from the same clean forward. MART's loss
-            has no clean term; gradient-surgery combiners (AGR + MART) take g_c from the clean CE
-            and g_a from the whole MART loss. With the plain `sum` combiner leave it False, or the
-            clean CE is added to MART's loss.
 
-    Returns `({"adv": ...} [+ {"clean": ...}], {"clean_correct", "adv_correct"})`.
+    Returns `({"bce", "kl"} [+ {"clean"}], {"clean_correct", "adv_correct"})`.
     """
-    terms = ("adv",)
+    terms = ("bce", "kl")
+    aux = ("clean",)
+    slots = {"clean": ("clean",), "adv": ("bce", "kl")}
+    default_attack = "pgd_normal"
+    default_attack_args = {"clamp_start": False}  # the reference starts at x + 0.001·N, unclamped
 
-    def __init__(self, attack=None, beta: float = 6.0, with_clean: bool = False):
+    def __init__(self, attack=None, beta: float = 6.0):
         super().__init__(attack)
         self.beta = check_number("beta", beta, 0.0)
-        self.with_clean = bool(with_clean)
-        self.terms_overlap = self.with_clean
-        if self.with_clean:
-            self.terms = ("clean", "adv")
 
-    def __call__(self, model, x, y):
-        x_adv = self.attack(model, x, y)
+    def compute(self, model, x, y):
+        x_adv = self.attacked(model, x, y)
         logits = model(x).float()
         logits_adv = model(x_adv).float()
-        losses = {"adv": mart_loss(logits, logits_adv, y, self.beta).mean()}
-        if self.with_clean:
-            losses = {"clean": F.cross_entropy(logits, y), **losses}
+        losses = {"bce": mart_bce(logits_adv, y).mean(), "kl": self.beta * mart_kl(logits, logits_adv, y).mean()}
+        if "clean" in self.wanted:
+            losses["clean"] = F.cross_entropy(logits, y)
         return losses, {"clean_correct": correct(logits, y), "adv_correct": correct(logits_adv, y)}
-
-    def __repr__(self) -> str:
-        return f"MART(attack={self.attack!r}, beta={self.beta}, with_clean={self.with_clean})"
 
 
 __all__ = ["MART", "mart_bce", "mart_kl", "mart_loss"]

@@ -1,23 +1,30 @@
-"""RAAT / RAAT++ — Robust Alignment Adversarial Training (Wang et al., 2026).
+"""RAAT / RAAT++ / RAAT# — Robust Alignment Adversarial Training (Wang et al., 2026).
 
-Specification: METHODS.md, section "RAAT / RAAT++". Two augmentations per image, PGD on both
-views, a boundary split that needs no extra attack, a supervised term on reduced or full
-adversarial examples, and DICAR, a JS alignment of a mixed adversarial input with the same mix of
-the clean views' logits.
+Specification: METHODS.md, section "RAAT / RAAT++", and docs/methods/raat.md (paper vs reference
+code, option by option). Two augmentations per image, PGD on both views, a boundary split that
+needs no extra attack, a supervised term on reduced or full adversarial examples, and DICAR, a JS
+alignment of a mixed adversarial input with the same mix of the clean views.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks.base import check_choice, check_number
 from ..models.modes import eval_mode
-from .base import Objective
-from .cons_at import _two_views, js_from_logits
-from .mart import mart_loss
+from ..validation import check_bool, check_choice, check_int, check_number
+from .base import Objective, forward_views
+from .cons_at import attack_views, concat_pays, js_from_log_probs, js_from_logits, two_views
+from .mart import mart_bce, mart_kl
 
-MIXES = ("max", "plain")
+MIXES = ("plain", "max")
+TARGETS = ("logits", "probs")
+REDUCED = ("scaled", "attack")
+DICAR_INPUTS = ("selected", "all")
+SUPERVISE = ("both", "first")
+DECIDE = ("model", "averaged")
 
 
 def _per_sample(mask: Tensor, like: Tensor) -> Tensor:
@@ -25,68 +32,102 @@ def _per_sample(mask: Tensor, like: Tensor) -> Tensor:
 
 
 class RAAT(Objective):
-    r"""RAAT (plus=False) and RAAT++ (plus=True). `views = 2`: x is a tuple (x1, x2).
+    r"""RAAT (plus=False) and RAAT++ (plus=True); RAAT# is RAAT with `decide_with="averaged"` and a
+    DICAR start (preset `raat_sharp`). `views = 2`: x is a tuple (x1, x2). Per view v:
 
-    For each view v ∈ {1, 2} (all per image, no host sync):
+    1. x_v' = attack(model, x_v, y).
+    2. Reduced example x_v'' = x_v + η·(x_v' - x_v) (reduced="scaled", the reference code) or an
+       attack within the η·ε ball (reduced="attack", the paper's Eq. 8: the training attack with ε
+       and step size scaled by η).
+    3. Boundary split, eval mode, no gradient, by the trained model or (decide_with="averaged") by
+       the averaged model given to `bind`: *misclassified*: x_v wrong; *boundary*: x_v right and
+       x_v'' wrong (require_adv_wrong=True, the reference rule: also x_v' wrong); the rest
+       *non-boundary*. One eval-mode forward of the 6B inputs (per-sample logits in eval mode).
+    4. Supervised input x_in,v = x_v'' for boundary samples, x_v' for the others (torch.where).
+       RAAT:   adv = mean CE(f(x_in), y)
+       RAAT++: adv = mean BCE(f(x_in), y)                              (MART's boosted CE)
+               kl  = β · mean KL(p(x) ‖ p(x'))·(1 - p_y(x))            (on the FULL x' of every
+                                                                        sample: paper Table 4,
+                                                                        reference `mart_loss_bd`)
+       averaged over both views (supervise="both") or taken on the first view only ("first",
+       the RAAT# reference).
+    5. DICAR on images whose clean views are both right (the split's decision): one m ~ Beta(γ, γ)
+       per batch (mix="max": max(m, 1-m), the reference), input m·x1' + (1-m)·x2', target the
+       same mix of the train-mode clean views — of the logits (target="logits", reference code)
+       or of the probabilities p_T (target="probs", the paper's Eq. 15–16) — not detached; loss
+       λ · mean over the selected images of JS(p_T(input) ‖ target). Off (0) before `dicar_start`.
 
-    1. x_v' = attack(model, x_v, y) (PGD, eval-mode BatchNorm: the attack switches modes itself).
-    2. Boundary split, eval mode, no gradient: classify x_v, x_v' and the reduced example
-       x_v'' = x_v + η·(x_v' - x_v). *misclassified*: clean wrong; *boundary*: clean right and x_v''
-       wrong (with `require_adv_wrong=True`, the reference code's rule, also x_v' wrong);
-       *non-boundary*: the rest.
-    3. Input x_in,v = x_v'' for boundary samples, x_v' for all others (torch.where, no indexing).
-       Supervised loss, train mode: RAAT: CE(f(x_in,v), y); RAAT++: the MART loss
-       BCE(f(x_in,v), y) + β·KL(p(x_v) ‖ p(x_in,v))·(1 - p_y(x_v)) with p(x_v) from the train-mode
-       clean forward. adv = mean over samples and the two views.
-    4. DICAR on images whose clean views are both correct (eval-mode split): one m ~ Beta(γ, γ) per
-       batch (`mix="plain"`: m, the paper; `mix="max"`: max(m, 1-m), the reference code), input
-       m·x1' + (1-m)·x2', target m·f(x1) + (1-m)·f(x2) from the train-mode clean forwards, not
-       detached (as the reference), loss JS of the softmaxes at temperature T, averaged over the
-       selected images (0 when none is selected), times λ.
-
-    Train-mode forwards per step: x1, x2 (clean, for the DICAR target and RAAT++'s KL), x_in,1,
-    x_in,2 and the mixed input: five, kept separate (BatchNorm running statistics see each of them),
-    plus two attacks and, per view, one eval-mode no-grad forward of its 3 split inputs (x, x', x'')
-    concatenated (eval mode makes each sample's logits independent of the batch). Cost about 2–2.5× PGD-AT.
-
-    Returns losses {"adv": supervised, "dicar": λ·JS}. There is no separate clean term, so RAAT
-    is meant for the `sum` combiner; gradient-surgery combiners (CA-AT, AGR) do not apply.
-
-    Stats (device sums; the trainer divides by the number of images): "boundary", "misclassified",
-    "adv_correct" (eval-mode prediction on x'), "clean_correct" (eval-mode prediction on x) are
-    counted over both views and halved, i.e. averaged over the two views: multiples of ½, at most
-    the batch size, so the per-epoch value is the fraction of views. "dicar_selected" counts images
-    (both clean views correct).
+    BatchNorm batch composition (train-mode forwards): joint=True (the reference): both views in
+    one forward each — clean (2B), supervised inputs (2B), RAAT++'s full x' (2B) — and a train-mode
+    attack runs once on the 2B pair; joint=False: one forward per view. Eval-mode work (an eval-mode
+    attack, the split) is per sample, so it is batched for speed only (`concat_pays`). dicar_inputs="selected" (the
+    reference) forwards only the selected mixed images; this reads their count on the host (one
+    sync per step: a data-dependent batch size). "all" forwards all B mixed images (no sync) and
+    masks the loss, so BatchNorm statistics also see the unselected ones. With fewer than two
+    selected images "selected" gives DICAR = 0 for the step (train-mode BatchNorm needs two).
 
     Arguments:
-        attack: the training attack (PGD), applied to each view separately.
-        eta (float): η ∈ (0, 1], the reduction factor of x'' (default 0.1). η = 1 gives x'' = x'.
+        attack: the training attack.
+        eta (float): η ∈ (0, 1] (default 0.1). η = 1 gives x'' = x' (scaled).
         lam (float): λ, weight of DICAR (default 1).
-        gamma (float): γ > 0 of the Beta(γ, γ) mixing distribution (default 0.75).
+        gamma (float): γ > 0 of Beta(γ, γ) (default 0.75).
         temperature (float): T of the JS softmaxes (default 0.5).
-        beta (float): β of RAAT++'s KL term (default 6; unused by RAAT).
-        plus (bool): RAAT++ (MART-style supervised term) instead of RAAT (CE).
-        mix (str): "plain" (default, the paper: m as drawn) or "max" (the reference code: max(m, 1-m)).
-        require_adv_wrong (bool): boundary also requires x' wrong (reference code); default False
-            (the paper's rule).
+        beta (float): weight of RAAT++'s KL term (default 1, the paper's λ; the reference code 6).
+        plus (bool): RAAT++ instead of RAAT (default False).
+        mix (str): "plain" (default, the paper) or "max" (reference).
+        require_adv_wrong (bool): the reference's boundary rule (default False, the paper's).
+        target (str): "logits" (default, reference code) or "probs" (the paper's Eq. 15–16).
+        reduced (str): "scaled" (default, reference code) or "attack" (the paper's Eq. 8).
+        joint (bool): joint forwards of both views (default True, reference).
+        dicar_inputs (str): "selected" (default, reference) or "all".
+        supervise (str): "both" (default) or "first" (RAAT#'s reference).
+        decide_with (str): "model" (default) or "averaged" (RAAT#: needs `bind`).
+        dicar_start (int | None): epoch from which DICAR is on (default 0); None: the averaging
+            start given to `bind` (RAAT#).
+
+    Returns losses {"adv", "dicar"} (RAAT++: {"adv", "kl", "dicar"}); aux "clean" = mean CE of the
+    supervised clean views, on request. Stats (device sums): "boundary", "misclassified",
+    "adv_correct" (eval-mode prediction on x'), "clean_correct" (on x) counted over both views and
+    halved (multiples of ½, at most the batch size); "dicar_selected" counts images.
     """
-    terms = ("adv", "dicar")
     views = 2
+    aux = ("clean",)
+    terms = ("adv", "dicar")
+    slots = {"clean": ("clean",), "adv": ("adv", "dicar")}
 
     def __init__(self, attack=None, eta: float = 0.1, lam: float = 1.0, gamma: float = 0.75,
-                 temperature: float = 0.5, beta: float = 6.0, plus: bool = False, mix: str = "plain",
-                 require_adv_wrong: bool = False):
+                 temperature: float = 0.5, beta: float = 1.0, plus: bool = False, mix: str = "plain",
+                 require_adv_wrong: bool = False, target: str = "logits", reduced: str = "scaled",
+                 joint: bool = True, dicar_inputs: str = "selected", supervise: str = "both",
+                 decide_with: str = "model", dicar_start: int | None = 0):
         super().__init__(attack)
-        self.eta = check_number("eta", eta, 0.0, strict=True)
-        if self.eta > 1:
-            raise ValueError(f"eta={eta!r} is invalid; allowed: 0 < eta <= 1")
+        self.eta = check_number("eta", eta, 0.0, strict=True, hi=1.0)
         self.lam = check_number("lam", lam, 0.0)
         self.gamma = check_number("gamma", gamma, 0.0, strict=True)
         self.temperature = check_number("temperature", temperature, 0.0, strict=True)
         self.beta = check_number("beta", beta, 0.0)
-        self.plus = bool(plus)
+        self.plus = check_bool("plus", plus)
         self.mix = check_choice("mix", mix, MIXES)
-        self.require_adv_wrong = bool(require_adv_wrong)
+        self.require_adv_wrong = check_bool("require_adv_wrong", require_adv_wrong)
+        self.target = check_choice("target", target, TARGETS)
+        self.reduced = check_choice("reduced", reduced, REDUCED)
+        self.joint = check_bool("joint", joint)
+        self.dicar_inputs = check_choice("dicar_inputs", dicar_inputs, DICAR_INPUTS)
+        self.supervise = check_choice("supervise", supervise, SUPERVISE)
+        self.decide_with = check_choice("decide_with", decide_with, DECIDE)
+        self.dicar_start = None if dicar_start is None else check_int("dicar_start", dicar_start, 0)
+        self.terms = ("adv", "kl", "dicar") if self.plus else ("adv", "dicar")
+        kl = ("kl",) if self.plus else ()
+        self.slots = {"clean": ("clean",), "adv": ("adv", *kl, "dicar")}
+        self.averaged: nn.Module | None = None
+        self.averaged_start: int | None = None
+
+    @property
+    def needs_averaged(self) -> bool:
+        return self.decide_with == "averaged" or self.dicar_start is None
+
+    def bind(self, averaged: nn.Module, start_epoch: int | None = None) -> None:
+        self.averaged, self.averaged_start = averaged, start_epoch
 
     # ------------------------------------------------------------------ pieces (also used by tests)
     def draw_mix(self, device) -> Tensor:
@@ -95,50 +136,115 @@ class RAAT(Objective):
         m = torch.distributions.Beta(c, c, validate_args=False).sample()
         return torch.maximum(m, 1 - m) if self.mix == "max" else m
 
-    @torch.no_grad()
-    def split(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """Boundary split of one view in eval mode without gradient.
+    @property
+    def dicar_on(self) -> bool:
+        start = self.dicar_start
+        if start is None:
+            if self.averaged_start is None:
+                raise ValueError("dicar_start=None means 'from the averaging start', but no averaged model was "
+                                 "bound; allowed: an integer dicar_start, or a trainer with ema set (objective.bind)")
+            start = self.averaged_start
+        return self.epoch >= start
 
-        Returns boolean masks (B,): "clean_ok", "adv_ok", "boundary", "misclassified", and the
-        reduced example "x_red" = x + η(x' - x).
+    def decider(self, model: nn.Module) -> nn.Module:
+        if self.decide_with == "model":
+            return model
+        if self.averaged is None:
+            raise ValueError("decide_with='averaged' (RAAT#) needs the averaged model: the trainer must call "
+                             "objective.bind(ema_model, ema_start); allowed: set ema, or decide_with='model'")
+        return self.averaged
+
+    def reduce(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> Tensor:
+        """x'' of one batch (one view, or the joint pair)."""
+        if self.reduced == "scaled":
+            return torch.lerp(x, x_adv, self.eta)  # weight 1 returns x_adv exactly
+        small = copy.copy(self.attack)
+        small.eps = self.attack.eps * self.eta
+        if hasattr(small, "alpha"):
+            small.alpha = self.attack.alpha * self.eta
+        return small(model, x, y)
+
+    @torch.no_grad()
+    def split(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, x_red: Tensor | None = None) -> dict:
+        """Boundary split of one batch in eval mode without gradient (model: the deciding model).
+
+        Returns boolean masks (B,): "clean_ok", "adv_ok", "boundary", "misclassified", and "x_red".
         """
-        x_red = torch.lerp(x, x_adv, self.eta)  # weight 1 returns x_adv exactly
-        with eval_mode(model):
-            clean_ok, adv_ok, red_ok = (model(torch.cat([x, x_adv, x_red])).argmax(1) == y.repeat(3)).chunk(3)
+        if x_red is None:
+            x_red = self.reduce(model, x, x_adv, y)
+        with eval_mode(model):  # eval mode: per-sample logits, so one call or three is a speed choice
+            inputs = (x, x_adv, x_red)
+            pred = model(torch.cat(inputs)).argmax(1) if concat_pays(x) else torch.cat([model(v).argmax(1) for v in inputs])
+            clean_ok, adv_ok, red_ok = (pred == y.repeat(3)).chunk(3)
         boundary = clean_ok & ~red_ok
         if self.require_adv_wrong:
             boundary = boundary & ~adv_ok
         return {"clean_ok": clean_ok, "adv_ok": adv_ok, "boundary": boundary, "misclassified": ~clean_ok,
                 "x_red": x_red}
 
-    def supervised(self, logits_clean: Tensor, logits_in: Tensor, y: Tensor) -> Tensor:
-        """Mean supervised loss of one view: CE (RAAT) or the MART loss (RAAT++)."""
-        if self.plus:
-            return mart_loss(logits_clean, logits_in, y, self.beta).mean()
-        return F.cross_entropy(logits_in, y)
+    def supervised(self, logits_in: Tensor, y: Tensor) -> Tensor:
+        """Mean supervised loss: CE (RAAT) or MART's BCE (RAAT++)."""
+        return mart_bce(logits_in, y).mean() if self.plus else F.cross_entropy(logits_in, y)
+
+    def dicar(self, model: nn.Module, x1_adv, x2_adv, logits_c1, logits_c2, selected: Tensor, m: Tensor) -> Tensor:
+        """λ · mean over the selected images of JS(p_T(m·x1' + (1-m)·x2') ‖ target)."""
+        x_mix = m.to(x1_adv.dtype) * x1_adv + (1 - m.to(x1_adv.dtype)) * x2_adv
+        mf, T = m.float(), self.temperature
+        if self.dicar_inputs == "selected":
+            idx = selected.nonzero().squeeze(1)  # the one host sync: the selected batch's size
+            if idx.numel() < 2:  # none, or one image: train-mode BatchNorm needs two (the reference would fail)
+                return (logits_c1.sum() + logits_c2.sum()) * 0.0
+            x_mix, logits_c1, logits_c2 = x_mix[idx], logits_c1[idx], logits_c2[idx]
+            weights = None
+        else:
+            weights = selected.float()
+        logits_mix = model(x_mix).float()
+        if self.target == "logits":
+            js = js_from_logits(logits_mix, mf * logits_c1 + (1 - mf) * logits_c2, T)
+        else:
+            log_q = torch.logaddexp(torch.log(mf) + F.log_softmax(logits_c1 / T, 1),
+                                    torch.log1p(-mf) + F.log_softmax(logits_c2 / T, 1))
+            js = js_from_log_probs(F.log_softmax(logits_mix / T, 1), log_q)
+        if weights is None:
+            return self.lam * js.mean()
+        return self.lam * (js * weights).sum() / weights.sum().clamp_min(1.0)
 
     # ------------------------------------------------------------------ the objective
-    def __call__(self, model, x, y):
-        x1, x2 = _two_views(x)
-        x1_adv = self.attack(model, x1, y)
-        x2_adv = self.attack(model, x2, y)
-        s1 = self.split(model, x1, x1_adv, y)
-        s2 = self.split(model, x2, x2_adv, y)
+    def compute(self, model, x, y):
+        x1, x2 = two_views(x)
+        x1_adv, x2_adv = attack_views(self, model, (x1, x2), y, self.joint)
+        decider = self.decider(model)
 
-        # train-mode forwards, one per input
-        logits_c1 = model(x1).float()
-        logits_c2 = model(x2).float()
-        x1_in = torch.where(_per_sample(s1["boundary"], x1), s1["x_red"], x1_adv)
-        x2_in = torch.where(_per_sample(s2["boundary"], x2), s2["x_red"], x2_adv)
-        sup = 0.5 * (self.supervised(logits_c1, model(x1_in).float(), y)
-                     + self.supervised(logits_c2, model(x2_in).float(), y))
+        def splits():
+            reds = self._reduced_views(model, (x1, x2), (x1_adv, x2_adv), y) if self.reduced == "attack" \
+                else (None, None)
+            if concat_pays(x1):  # the split is per sample (eval mode): one call where that is faster
+                s = self.split(decider, torch.cat([x1, x2]), torch.cat([x1_adv, x2_adv]), y.repeat(2),
+                               None if reds[0] is None else torch.cat(reds))
+                return tuple({k: v.chunk(2)[i] for k, v in s.items()} for i in range(2))
+            return tuple(self.split(decider, xv, av, y, rv) for xv, av, rv in zip((x1, x2), (x1_adv, x2_adv), reds))
+        s1, s2 = self.cached("split", splits)
 
-        selected = (s1["clean_ok"] & s2["clean_ok"]).float()
-        m = self.draw_mix(x1.device).to(x1_adv.dtype)
-        logits_mix = model(m * x1_adv + (1 - m) * x2_adv).float()
-        target = m.float() * logits_c1 + (1 - m.float()) * logits_c2
-        js = js_from_logits(logits_mix, target, self.temperature)
-        dicar = self.lam * (js * selected).sum() / selected.sum().clamp_min(1.0)
+        sup_views = 2 if self.supervise == "both" else 1
+        x_in = [torch.where(_per_sample(s["boundary"], xa), s["x_red"], xa)
+                for s, xa in zip((s1, s2), (x1_adv, x2_adv))][:sup_views]
+        dicar_on = self.dicar_on and self.lam > 0
+        need_clean = dicar_on or self.plus or "clean" in self.wanted
+        clean = forward_views(model, (x1, x2) if (dicar_on or sup_views == 2) else (x1,), self.joint) \
+            if need_clean else None
+        logits_in = forward_views(model, x_in, self.joint)
+        losses = {"adv": sum(self.supervised(li, y) for li in logits_in) / sup_views}
+        if self.plus:
+            logits_full = forward_views(model, (x1_adv, x2_adv)[:sup_views], self.joint)
+            losses["kl"] = self.beta * sum(mart_kl(c, a, y).mean() for c, a in zip(clean, logits_full)) / sup_views
+        selected = s1["clean_ok"] & s2["clean_ok"]
+        if dicar_on:
+            m = self.cached("m", lambda: self.draw_mix(x1.device))
+            losses["dicar"] = self.dicar(model, x1_adv, x2_adv, clean[0], clean[1], selected, m)
+        else:
+            losses["dicar"] = losses["adv"] * 0.0  # a zero term with a graph, so every term has gradients
+        if "clean" in self.wanted:
+            losses["clean"] = sum(F.cross_entropy(c, y) for c in clean[:sup_views]) / sup_views
 
         def views_avg(key):
             return 0.5 * (s1[key].sum() + s2[key].sum())
@@ -146,21 +252,27 @@ class RAAT(Objective):
         stats = {"boundary": views_avg("boundary"), "misclassified": views_avg("misclassified"),
                  "adv_correct": views_avg("adv_ok"), "clean_correct": views_avg("clean_ok"),
                  "dicar_selected": selected.sum()}
-        return {"adv": sup, "dicar": dicar}, stats
+        return losses, stats
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(attack={self.attack!r}, eta={self.eta}, lam={self.lam}, gamma={self.gamma}, "
-                f"temperature={self.temperature}, beta={self.beta}, plus={self.plus}, mix={self.mix!r}, "
-                f"require_adv_wrong={self.require_adv_wrong})")
+    def _reduced_views(self, model, views, advs, y) -> tuple[Tensor, Tensor]:
+        """x'' by the η-scaled attack (reduced="attack"), one call on the pair or one per view."""
+        if self.joint and (getattr(self.attack, "bn_mode", "eval") == "train" or concat_pays(views[0])):
+            return tuple(self.reduce(model, torch.cat(views), torch.cat(advs), y.repeat(2)).chunk(2))
+        return tuple(self.reduce(model, v, a, y) for v, a in zip(views, advs))
 
 
 class RAATPP(RAAT):
-    """RAAT++: RAAT with the MART-style supervised term (`plus=True`); see `RAAT`."""
+    """RAAT++: RAAT with the MART-style supervised term (`plus=True`); see `RAAT`. Its reference
+    trains with MART's attack (PGD from x + 0.001·N(0,1), start not clamped)."""
 
-    def __init__(self, attack=None, eta: float = 0.1, lam: float = 1.0, gamma: float = 0.75,
-                 temperature: float = 0.5, beta: float = 6.0, mix: str = "plain", require_adv_wrong: bool = False):
-        super().__init__(attack, eta=eta, lam=lam, gamma=gamma, temperature=temperature, beta=beta, plus=True,
-                         mix=mix, require_adv_wrong=require_adv_wrong)
+    default_attack = "pgd_normal"
+    default_attack_args = {"clamp_start": False}
+    terms = ("adv", "kl", "dicar")
+    slots = {"clean": ("clean",), "adv": ("adv", "kl", "dicar")}
+
+    def __init__(self, attack=None, **kwargs):
+        kwargs.pop("plus", None)
+        super().__init__(attack, plus=True, **kwargs)
 
 
 __all__ = ["RAAT", "RAATPP"]

@@ -4,9 +4,11 @@ from .base import Objective, correct
 
 
 class Standard(Objective):
-    """Standard (non-adversarial) training: clean = CE(f(x), y)."""
+    """Standard (non-adversarial) training: clean = CE(f(x), y). No adversarial side, so it cannot
+    feed a two-slot combiner."""
     terms = ("clean",)
+    default_attack = "none"
 
-    def __call__(self, model, x, y):
+    def compute(self, model, x, y):
         logits = model(x)
         return {"clean": F.cross_entropy(logits.float(), y)}, {"clean_correct": correct(logits, y)}

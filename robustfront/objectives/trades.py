@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attacks.base import check_number
+from ..validation import check_bool, check_number
 from .base import Objective, correct
 
 
@@ -25,45 +25,46 @@ def kl_from_logits(logits_p: Tensor, logits_q: Tensor) -> Tensor:
 
 
 class TRADES(Objective):
-    r"""TRADES: clean = CE(f(x), y), adv = β·KL(p(x) || p(x')) (batchmean), x' from `attack`.
+    r"""TRADES: loss = CE(f(x), y) + β·KL(p(x) || p(x')), returned as its two terms
 
-    The default training attack is `TradesKL` (start at x + 0.001·N(0,1), maximise the KL). p(x) in
-    the KL comes from the same train-mode clean forward as the CE and is *not* detached, as in the
-    reference code, so the KL's gradient also moves the clean prediction. Two train-mode forwards per
-    step (x, then x'), kept separate so each term's gradient can be taken on its own.
+        clean = CE(f(x), y)
+        kl    = β · (1/B) Σ_i KL(p(x_i) || p(x'_i))        (batchmean)
+
+    x' from `attack` (TradesKL by default: start at x + 0.001·N(0,1), maximise the KL). p(x) in the
+    KL comes from the same train-mode clean forward as the CE and is *not* detached, as in the
+    reference code, so the KL's gradient also moves the clean prediction. Two train-mode forwards
+    per step (x, x'), kept separate so each term's gradient can be taken on its own.
+
+    Gradient slots (two-slot combiners): by default g_c from `clean` and g_a from `kl` (CA-AT's
+    split of the trade-off); AGR's reference takes g_a from the whole loss, {"adv": ("clean", "kl")}.
 
     Arguments:
-        attack: the training attack, called as `attack(model, x, y) -> x'` (TradesKL by default in
-            the method table; the objective only calls it).
-        beta (float): weight of the KL term (default 6; the paper's 1/λ).
-        surgery (bool): for gradient-surgery combiners (AGR): adv = CE(f(x), y) + β·KL (the whole
-            TRADES loss, as in AGR's reference code) and clean = CE(f(x), y). With the plain `sum`
-            combiner this would count the CE twice, so leave it False there.
+        attack: the training attack, called as `attack(model, x, y) -> x'`.
+        beta (float): weight of the KL term (default 6; the paper's 1/λ). CA-AT's reference uses the
+            bare KL, beta=1.
+        clean_first (bool): clean forward before the attack (CA-AT's reference order; default False).
 
-    Returns `({"clean": ..., "adv": ...}, {"clean_correct": ..., "adv_correct": ...})`; stats are
-    device-side counts (train-mode predictions on x and x').
+    Returns `({"clean", "kl"}, {"clean_correct", "adv_correct"})`; stats are device-side counts
+    (train-mode predictions on x and x').
     """
-    terms = ("clean", "adv")
+    terms = ("clean", "kl")
+    slots = {"clean": ("clean",), "adv": ("kl",)}
+    default_attack = "trades_kl"
+    default_attack_args = {"clamp_start": False}  # the reference starts at x + 0.001·N, unclamped
 
-    def __init__(self, attack=None, beta: float = 6.0, surgery: bool = False):
+    def __init__(self, attack=None, beta: float = 6.0, clean_first: bool = False):
         super().__init__(attack)
         self.beta = check_number("beta", beta, 0.0)
-        self.surgery = bool(surgery)
-        self.terms_overlap = self.surgery
+        self.clean_first = check_bool("clean_first", clean_first)
 
-    def __call__(self, model, x, y):
-        x_adv = self.attack(model, x, y)
-        logits = model(x).float()
+    def compute(self, model, x, y):
+        logits = model(x).float() if self.clean_first else None
+        x_adv = self.attacked(model, x, y)
+        if logits is None:
+            logits = model(x).float()
         logits_adv = model(x_adv).float()
-        ce = F.cross_entropy(logits, y)
-        kl = kl_from_logits(logits, logits_adv).mean()  # batchmean
-        adv = self.beta * kl
-        if self.surgery:
-            adv = ce + adv
-        return {"clean": ce, "adv": adv}, {"clean_correct": correct(logits, y), "adv_correct": correct(logits_adv, y)}
-
-    def __repr__(self) -> str:
-        return f"TRADES(attack={self.attack!r}, beta={self.beta}, surgery={self.surgery})"
+        losses = {"clean": F.cross_entropy(logits, y), "kl": self.beta * kl_from_logits(logits, logits_adv).mean()}
+        return losses, {"clean_correct": correct(logits, y), "adv_correct": correct(logits_adv, y)}
 
 
 __all__ = ["TRADES", "kl_from_logits"]

@@ -1,5 +1,6 @@
 import torch.nn.functional as F
 
+from ..validation import check_bool
 from .base import Objective, correct
 
 
@@ -7,15 +8,28 @@ class Vanilla(Objective):
     """Clean and adversarial CE as separate terms (CA-AT's "vanilla AT").
 
     clean = CE(f(x), y), adv = CE(f(x'), y); the `weighted` combiner mixes them as
-    λ·clean + (1-λ)·adv, CA-AT's combiner projects their gradients instead.
-    Two train-mode forwards per step, kept separate (no concatenated batch) so
-    each term's gradient can be taken on its own.
+    (1-λ)·clean + λ·adv, CA-AT's and AGR's combiners take g_c from `clean` and g_a from `adv`.
+    Two train-mode forwards per step, kept separate (no concatenated batch) so each term's
+    gradient can be taken on its own.
+
+    Arguments:
+        attack: the training attack.
+        clean_first (bool): run the clean forward before the attack (default False: after it). The
+            CA-AT reference code does it first, so the attack (eval-mode BatchNorm) already sees
+            running statistics updated by this batch's clean forward.
     """
     terms = ("clean", "adv")
+    slots = {"clean": ("clean",), "adv": ("adv",)}
 
-    def __call__(self, model, x, y):
-        x_adv = self.attack(model, x, y)
-        logits_clean = model(x)
+    def __init__(self, attack=None, clean_first: bool = False):
+        super().__init__(attack)
+        self.clean_first = check_bool("clean_first", clean_first)
+
+    def compute(self, model, x, y):
+        logits_clean = model(x) if self.clean_first else None
+        x_adv = self.attacked(model, x, y)
+        if logits_clean is None:
+            logits_clean = model(x)
         logits_adv = model(x_adv)
         losses = {"clean": F.cross_entropy(logits_clean.float(), y), "adv": F.cross_entropy(logits_adv.float(), y)}
         return losses, {"clean_correct": correct(logits_clean, y), "adv_correct": correct(logits_adv, y)}

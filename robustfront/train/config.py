@@ -39,7 +39,7 @@ class Num(float):
         return self.text if "/" in self.text else float(self)
 
 
-Schedule = Literal["multistep", "cosine", "onecycle", "constant"]
+Schedule = Literal["multistep", "cosine", "onecycle", "onecycle_epoch", "constant"]
 Norm = Literal["Linf", "L2", "L1"]
 SelectOn = Literal["val", "test", "last"]
 BNMode = Literal["eval", "train"]
@@ -64,7 +64,7 @@ class TrainConfig:
     objective: Optional[str] = None      # override the preset's objective
     combiner: Optional[str] = None       # override the preset's combiner
     wrap: list = field(default_factory=list)  # objective wrappers, e.g. [awp]
-    opts: dict = field(default_factory=dict)  # hyper-parameters, e.g. gamma=0.8 or combiner.gamma=0.8
+    opts: dict = field(default_factory=dict)  # hyper-parameters: gamma=0.8, combiner.gamma=0.8, lam (weight of the adversarial loss)
     # -- optimisation
     epochs: int = 10                     # training epochs
     batch_size: int = 128                # images per step
@@ -75,7 +75,9 @@ class TrainConfig:
     schedule: Schedule = "multistep"     # learning-rate schedule
     milestones: list = field(default_factory=lambda: [0.5, 0.75])  # multistep decay points: fractions (<1) or epochs
     lr_decay: Num = "0.1"                # multistep decay factor
-    warmup: Num = "0.3"                  # onecycle: fraction of steps spent warming up
+    warmup: Num = "0.3"                  # onecycle, onecycle_epoch: fraction of the run spent warming up
+    div_factor: Num = "25"               # onecycle_epoch: the warm-up starts at lr/div_factor
+    final_div_factor: Num = "1e4"        # onecycle_epoch: the run ends at lr/div_factor/final_div_factor
     max_nonfinite: int = 20              # stop when an epoch has more non-finite steps than this
     # -- threat model of the training attack
     norm: Norm = "Linf"                  # threat model of the training attack
@@ -83,7 +85,7 @@ class TrainConfig:
     alpha: Optional[Num] = None          # attack step size (default: eps/4)
     attack_steps: int = 10               # attack iterations
     attack: Optional[str] = None         # training attack (default: the method's)
-    attack_bn_mode: BNMode = "eval"      # BatchNorm mode while attacking
+    attack_bn_mode: Optional[BNMode] = None  # BatchNorm mode while attacking (default: the method's, mostly eval)
     # -- augmentation on the device; None = by image size (crop 4 + flip for >= 32 px, none below)
     crop: Optional[int] = None           # random-crop padding in pixels (default: 4 for images >= 32 px, else 0)
     flip: Optional[bool] = None          # random horizontal flip (default: on for images >= 32 px)
@@ -126,6 +128,8 @@ class TrainConfig:
         check_number("weight_decay", self.weight_decay, 0.0)
         check_number("lr_decay", self.lr_decay, 0.0, strict=True, hi=1.0)
         check_number("warmup", self.warmup, 0.0, hi=1.0, hi_strict=True)
+        check_number("div_factor", self.div_factor, 0.0, strict=True)
+        check_number("final_div_factor", self.final_div_factor, 0.0, strict=True)
         if self.nesterov and self.momentum == 0:
             raise invalid("nesterov", True, "momentum > 0, or nesterov=False", "invalid with momentum=0")
         for name in ("epochs", "batch_size", "attack_steps", "eval_every", "eval_steps", "max_nonfinite"):

@@ -1,134 +1,254 @@
-"""Named methods: a method from a paper is an (objective, combiner) pair with defaults."""
+"""Methods as compositions: an objective, wrappers (AWP) and a combiner, each chosen on its own.
+
+A named method (`--method ca_at_trades`) is a preset of these: the objective and its arguments,
+the combiner and its arguments, the wrappers, the training attack, and which loss terms feed which
+gradient slot of a two-slot combiner. Any part can be replaced (`--objective trades --combiner
+ca_at --wrap awp`) and any hyper-parameter set (`--opt combiner.gamma=0.9 --opt objective.beta=6`,
+or a bare `--opt gamma=0.9` where only one part has it). docs/methods/README.md lists the presets.
+
+    objective, combiner = build_method(cfg, threat)
+
+`cfg` needs the attributes method, objective, combiner, wrap, opts, attack, attack_bn_mode (None
+or empty: from the preset); `threat` the fields norm, eps, alpha, steps, bounds.
+"""
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
 
-from ..attacks import ThreatModel, create_attack
-from ..combiners import COMBINERS
-from ..objectives import OBJECTIVES
+from ..attacks import create_attack
+from ..combiners import COMBINERS, create_combiner
+from ..objectives import OBJECTIVES, WRAPPERS, create_objective
 from ..registry import Registry
-from ..validation import check_like
+from ..validation import check_like, invalid
+
+PARTS = ("objective", "combiner", "attack", "slots")  # option prefixes besides the wrapper names
 
 
 @dataclass(frozen=True)
-class Method:
+class Preset:
+    """A named method. `args` holds {"objective": {...}, "combiner": {...}, "<wrapper>": {...},
+    "attack": {...}}; attack None: the objective's default; slots None: the objective's default."""
     objective: str
     combiner: str = "sum"
-    attack: str = "pgd"                      # training attack (see robustfront.attacks)
-    objective_args: dict = field(default_factory=dict)
-    combiner_args: dict = field(default_factory=dict)
+    wrap: tuple[str, ...] = ()
+    attack: str | None = None
+    args: dict = field(default_factory=dict)
+    slots: dict | None = None
+    attack_bn_mode: str | None = None
     doc: str = ""
 
+    def __post_init__(self):
+        cls = OBJECTIVES.get(self.objective)
+        if self.attack is None:  # resolved once, so that `preset.attack` is always an attack name
+            object.__setattr__(self, "attack", cls.default_attack)
+            object.__setattr__(self, "args", {**self.args, "attack": {**cls.default_attack_args,
+                                                                      **self.args.get("attack", {})}})
 
+
+Method = Preset  # the name the package exported before presets had wrappers and slots
 METHODS = Registry("method")
 
 
-def register_method(name: str, **spec) -> Method:
-    m = Method(**spec)
-    METHODS.register(name)(m)
-    return m
+def register_method(name: str, **spec) -> Preset:
+    p = Preset(**spec)
+    METHODS.register(name)(p)
+    return p
 
 
-register_method("standard", objective="standard", attack="none", doc="Standard training on clean images.")
-register_method("pgd_at", objective="pgd_at", doc="PGD-AT (Madry et al.): CE on PGD examples.")
-register_method("vanilla", objective="vanilla", combiner="weighted", combiner_args={"lam": 0.5},
-                doc="Weighted-average AT: λ·CE(x) + (1-λ)·CE(x'), λ=0.5 (CA-AT's baseline).")
+@dataclass
+class Composition:
+    """Everything `build_method` builds, after the preset, the replaced parts and the opts."""
+    objective: str
+    combiner: str
+    wrap: tuple[str, ...]
+    attack: str
+    objective_args: dict
+    combiner_args: dict
+    wrap_args: dict
+    attack_args: dict
+    slots: dict | None
+    attack_bn_mode: str | None
 
 
-def _params(cls) -> set[str]:
+def params(cls) -> set[str]:
+    """Hyper-parameter names of a constructor (through **kwargs to the parent's, as RAATPP's)."""
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return {n for n, p in inspect.signature(cls.__init__).parameters.items()
-            if n not in ("self", "attack") and p.kind in kinds}
+    sig = inspect.signature(cls.__init__).parameters
+    names = {n for n, p in sig.items() if n not in ("self", "attack", "objective") and p.kind in kinds}
+    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in sig.values()) and len(cls.__mro__) > 2:
+        names |= params(cls.__mro__[1])
+    return names
 
 
-def split_opts(method: Method, opts: dict) -> tuple[dict, dict]:
-    """Route each `opts` key to the objective or the combiner by constructor signature."""
-    obj_keys = _params(OBJECTIVES.get(method.objective))
-    comb_keys = _params(COMBINERS.get(method.combiner))
-    obj_args, comb_args = dict(method.objective_args), dict(method.combiner_args)
-    for k, v in opts.items():
-        if k in obj_keys and k in comb_keys:  # e.g. gamma of AWP and of CA-AT: never guess
-            raise ValueError(f"option '{k}' is a hyper-parameter of both objective '{method.objective}' and "
-                             f"combiner '{method.combiner}'; allowed: set it in Python with create_objective / "
-                             f"create_combiner")
-        if k in obj_keys:
-            obj_args[k] = v
-        elif k in comb_keys:
-            comb_args[k] = v
+def compose(cfg) -> Composition:
+    """The composition `cfg` asks for: the preset `cfg.method`, parts replaced by cfg.objective /
+    cfg.combiner / cfg.wrap / cfg.attack, hyper-parameters from cfg.opts."""
+    preset = METHODS.get(cfg.method)
+    objective = cfg.objective or preset.objective
+    combiner = cfg.combiner or preset.combiner
+    wrap = tuple(cfg.wrap or preset.wrap)
+    obj_cls, comb_cls = OBJECTIVES.get(objective), COMBINERS.get(combiner)
+    for w in wrap:
+        WRAPPERS.get(w)
+    same_obj = objective == preset.objective
+    c = Composition(objective, combiner, wrap, preset.attack, dict(preset.args.get("objective", {})) if same_obj else {},
+                    dict(preset.args.get("combiner", {})) if combiner == preset.combiner else {},
+                    {w: dict(preset.args.get(w, {})) for w in wrap if w in preset.wrap and same_obj},
+                    dict(preset.args.get("attack", {})), None, preset.attack_bn_mode)
+    if not same_obj:  # the preset's attack belongs to its objective
+        c.attack, c.attack_args = obj_cls.default_attack, dict(obj_cls.default_attack_args)
+    if cfg.attack and cfg.attack != c.attack:
+        c.attack, c.attack_args = cfg.attack, {}
+    if cfg.attack_bn_mode:
+        c.attack_bn_mode = cfg.attack_bn_mode
+    slot_opts = _route(c, cfg.opts or {}, obj_cls, comb_cls)
+    c.slots = _slots(c, preset if same_obj else None, obj_cls, comb_cls, slot_opts)
+    return c
+
+
+def _route(c: Composition, opts: dict, obj_cls, comb_cls) -> dict:
+    """Put each opts key into its part's arguments; returns the slots.* entries."""
+    owners = {"objective": (c.objective_args, params(obj_cls), f"objective '{c.objective}'"),
+              "combiner": (c.combiner_args, params(comb_cls), f"combiner '{c.combiner}'")}
+    for w in c.wrap:
+        owners[w] = (c.wrap_args.setdefault(w, {}), params(WRAPPERS.get(w)), f"wrapper '{w}'")
+    slots = {}
+    flat = {}
+    for key, value in opts.items():  # YAML may nest: opts: {combiner: {gamma: 0.9}}
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
-            allowed = sorted(obj_keys | comb_keys)
-            raise ValueError(f"option '{k}' is not a hyper-parameter of this method; allowed: "
-                             f"{', '.join(allowed) if allowed else 'none'}")
-    return obj_args, comb_args
-register_method("ca_at", objective="vanilla", combiner="ca_at", combiner_args={"gamma": 0.8},
-                doc="CA-AT (Xue et al.): g_a moved onto the cone of angle arccos γ around g_c when they conflict.")
-register_method("agr", objective="vanilla", combiner="agr", combiner_args={"start_epoch": 150, "clip": 0.1},
-                doc="AT + AGR (Tong et al.): per-tensor GOP / GICS reconstruction of g_a, clipped.")
-
-# -- the trade-off baselines (METHODS.md's objectives table) ---------------------------------
-register_method("trades", objective="trades", attack="trades_kl", doc="TRADES: CE(x) + β·KL(p(x)||p(x')), β=6.")
-register_method("mart", objective="mart", attack="pgd_normal", doc="MART: BCE(x') + β·KL·(1-p_y(x)), β=6.")
-register_method("clp", objective="clp", doc="Clean logit pairing: CE(x) + CE(x') + w·‖f(x)-f(x')‖², w=0.5.")
-register_method("cons_at", objective="cons_at", doc="Cons-AT: CE on two attacked views + λ·JS at T=0.5.")
-register_method("awp", objective="awp", doc="AWP around PGD-AT: adversarial weight perturbation, γ=0.01.")
-register_method("raat", objective="raat", doc="RAAT: reduced examples for boundary samples + DICAR consistency.")
-register_method("raat_pp", objective="raat_pp", doc="RAAT++: RAAT with MART's BCE and weighted KL.")
-
-# -- CA-AT with other adversarial losses ---------------------------------------------------
-register_method("ca_at_trades", objective="trades", attack="trades_kl", combiner="ca_at",
-                combiner_args={"gamma": 0.8}, doc="CA-AT on g_c = ∇CE(x), g_a = ∇β·KL (TRADES loss).")
-register_method("ca_at_clp", objective="clp", combiner="ca_at", combiner_args={"gamma": 0.8},
-                doc="CA-AT on g_c = ∇CE(x), g_a = ∇(CE(x') + w·‖f(x)-f(x')‖²).")
-
-# -- AGR with other objectives (reference code: g_a from the whole loss, g_c from clean CE) --
-_AGR = {"start_epoch": 150, "clip": 0.1}
-register_method("agr_trades", objective="trades", attack="trades_kl", objective_args={"surgery": True},
-                combiner="agr", combiner_args=_AGR, doc="TRADES + AGR.")
-register_method("agr_mart", objective="mart", attack="pgd_normal", objective_args={"with_clean": True},
-                combiner="agr", combiner_args=_AGR, doc="MART + AGR.")
-register_method("agr_awp", objective="awp_vanilla", combiner="agr", combiner_args=_AGR, doc="AWP + AGR.")
+            flat[key] = value
+    for key, value in flat.items():
+        part, _, name = str(key).rpartition(".")
+        if part == "attack":
+            c.attack_args[name] = value
+        elif part == "slots":
+            slots[name] = [t.strip() for t in value.split(",")] if isinstance(value, str) else value
+        elif part:
+            if part not in owners:
+                raise invalid("opt", key, "PART.KEY with PART one of " + ", ".join([*owners, "attack", "slots"]),
+                              f"for the unknown part '{part}'")
+            args, names, label = owners[part]
+            if name not in names:
+                raise ValueError(f"option '{key}' is not a hyper-parameter of {label}; allowed: "
+                                 f"{', '.join(sorted(names)) or 'none'}")
+            args[name] = value
+        else:
+            hits = [p for p, (_, names, _) in owners.items() if name in names]
+            if len(hits) > 1:  # e.g. gamma of AWP and of CA-AT: never guess
+                raise ValueError(f"option '{name}' is a hyper-parameter of both {owners[hits[0]][2]} and "
+                                 f"{owners[hits[1]][2]}; allowed: {' or '.join(f'{h}.{name}' for h in hits)}")
+            if not hits:
+                allowed = sorted({n for _, names, _ in owners.values() for n in names})
+                raise ValueError(f"option '{name}' is not a hyper-parameter of this method; allowed: "
+                                 f"{', '.join(allowed) if allowed else 'none'} (or attack.KEY, slots.SLOT)")
+            owners[hits[0]][0][name] = value
+    return slots
 
 
-def training_attack(spec: str, threat: ThreatModel, bn_mode: str = "eval"):
-    """The training attack of a method (None for "none", i.e. standard training)."""
-    if spec == "none":
+def _slots(c: Composition, preset, obj_cls, comb_cls, slot_opts: dict) -> dict | None:
+    """The slot mapping for a combiner with slots; None for a summing combiner."""
+    needed = tuple(comb_cls.terms)
+    if not needed:
+        if slot_opts:
+            raise invalid("slots", slot_opts, f"nothing: combiner '{c.combiner}' sums the objective's own terms",
+                          "given")
         return None
-    return create_attack(spec, threat, bn_mode=bn_mode)
+    probe = OBJECTIVES.create(c.objective, **c.objective_args)  # the objective's terms depend on its arguments
+    base = (preset.slots if preset is not None and preset.slots else None) or probe.slots
+    if base is None and not slot_opts:
+        able = [n for n in OBJECTIVES.names() if OBJECTIVES.get(n).slots is not None]
+        raise ValueError(f"combiner '{c.combiner}' needs the gradient slots {', '.join(needed)}; objective "
+                         f"'{c.objective}' has no clean side; allowed objectives: {', '.join(able)}")
+    mapping = {**(base or {}), **slot_opts}
+    missing = [s for s in needed if s not in mapping]
+    extra = [s for s in mapping if s not in needed]
+    if missing or extra:
+        raise invalid("slots", mapping, f"exactly the slots {', '.join(needed)} of combiner '{c.combiner}'")
+    return {s: tuple(mapping[s]) for s in needed}
 
 
-def build_method(cfg, threat: ThreatModel):
-    """(objective, combiner) for a config: its method preset, the training attack built for `threat`,
-    and `cfg.opts` routed to the objective or the combiner."""
-    if cfg.objective or cfg.combiner or cfg.wrap:
-        raise ValueError("objective/combiner/wrap overrides are not available yet; allowed: a named --method")
-    method = METHODS.get(cfg.method)
-    obj_args, comb_args = split_opts(method, cfg.opts)
-    attack = training_attack(cfg.attack or method.attack, threat, cfg.attack_bn_mode)
-    objective = _build(OBJECTIVES, method.objective, {**({"attack": attack} if attack else {}), **obj_args})
-    combiner = _build(COMBINERS, method.combiner, comb_args)
-    check_pairing(objective, combiner, method.objective, method.combiner)
+def training_attack(name: str | None, threat, *, bn_mode: str | None = None, **options):
+    """The training attack `name` (the attack vocabulary of robustfront.attacks) built for the run's
+    threat model; None for "none". attack.KEY options go to the attack's constructor."""
+    if name in (None, "none"):
+        return None
+    try:
+        return create_attack(name, threat, bn_mode=bn_mode, **options)
+    except TypeError as e:  # an attack.KEY the attack does not take
+        raise invalid("attack options", sorted(options), f"options of attack '{name}'", str(e).split(": ")[-1]) from None
+
+
+def typed(cls, args: dict) -> dict:
+    """Each user value checked against its default's type first, so that gamma=abc is one line naming
+    gamma, not a TypeError from inside the rule."""
+    sig = inspect.signature(cls.__init__).parameters
+    return {k: check_like(k, v, sig[k].default) if k in sig and sig[k].default is not inspect.Parameter.empty else v
+            for k, v in args.items()}
+
+
+def build_method(cfg, threat):
+    """(objective, combiner) for `cfg` (see the module docstring) and the threat model `threat`."""
+    c = compose(cfg)
+    attack = training_attack(c.attack, threat, bn_mode=c.attack_bn_mode, **c.attack_args)
+    wrap_args = {w: typed(WRAPPERS.get(w), a) for w, a in c.wrap_args.items()}
+    try:
+        objective = create_objective(c.objective, attack, wrap=c.wrap, wrap_args=wrap_args, slots=c.slots,
+                                     **typed(OBJECTIVES.get(c.objective), c.objective_args))
+        combiner = create_combiner(c.combiner, **typed(COMBINERS.get(c.combiner), c.combiner_args))
+    except TypeError as e:
+        raise ValueError(f"method '{cfg.method}' refused its options ({e}); allowed: the types of their defaults") \
+            from None
+    if objective.needs_averaged and not cfg.ema:
+        raise invalid("ema", cfg.ema, f"a decay in (0, 1): method '{cfg.method}' decides with the averaged weights "
+                                      f"(e.g. ema=0.999, ema_start=105)", "not set")
     return objective, combiner
 
 
-def _build(registry, name: str, args: dict):
-    """registry.create(name, **args) with each user value checked against its default's type first,
-    so that gamma=abc is one line naming gamma, not a TypeError from inside the rule."""
-    params = inspect.signature(registry.get(name).__init__).parameters
-    args = {k: v if k == "attack" or params[k].default is inspect.Parameter.empty else
-            check_like(k, v, params[k].default) for k, v in args.items()}
-    try:
-        return registry.create(name, **args)
-    except TypeError as e:
-        raise ValueError(f"{registry.kind} '{name}' refused its options {sorted(args)} ({e}); allowed: the types "
-                         f"of its defaults") from None
-
-
-def check_pairing(objective, combiner, obj_name: str, comb_name: str) -> None:
-    """An objective and a combiner fit when no term is lost and none is counted twice."""
-    if combiner.separate and set(objective.terms) != set(combiner.terms):
-        raise ValueError(f"combiner '{comb_name}' needs exactly the terms {list(combiner.terms)}; objective "
-                         f"'{obj_name}' gives {list(objective.terms)}")
-    if not combiner.separate and objective.terms_overlap:
-        raise ValueError(f"objective '{obj_name}' with surgery=True / with_clean=True repeats the clean CE inside "
-                         f"'adv'; allowed only with a gradient-surgery combiner (ca_at, agr), not '{comb_name}'")
+# -- the named methods -------------------------------------------------------------------------
+# Defaults: the paper's rule where the paper states one, else what the reference code does (its
+# numbers came from it); docs/methods/*.md has the paper-vs-code table of every choice.
+_R = register_method
+_R("standard", objective="standard", doc="Standard training on clean images.")
+_R("pgd_at", objective="pgd_at", doc="PGD-AT (Madry et al.): CE on PGD examples.")
+_R("vanilla", objective="vanilla", combiner="weighted",
+   args={"objective": {"clean_first": True}},  # Weighted's default λ = 0.5 (clean_weight= replaces it)
+   doc="Weighted-average AT (CA-AT's baseline): (1-λ)·CE(x) + λ·CE(x'), λ = weight of the adversarial loss, 0.5.")
+_R("trades", objective="trades", doc="TRADES: CE(x) + β·KL(p(x)||p(x')), β=6, KL attack from x + 0.001·N.")
+_R("mart", objective="mart", doc="MART: BCE(x') + β·KL·(1-p_y(x)), β=6, CE attack from x + 0.001·N.")
+_R("clp", objective="clp", doc="Clean logit pairing: CE(x) + CE(x') + w·‖f(x)-f(x')‖², w=0.5.")
+_R("cons_at", objective="cons_at", doc="Cons-AT: CE on two attacked views + λ·JS at T=0.5, views forwarded jointly.")
+_R("awp", objective="pgd_at", wrap=("awp",), attack_bn_mode="train",
+   doc="AT-AWP: adversarial weight perturbation (γ=0.01) around PGD-AT; train-mode BatchNorm in the attack.")
+_R("raat", objective="raat", doc="RAAT: reduced examples for boundary samples + DICAR consistency.")
+_R("raat_pp", objective="raat_pp",
+   doc="RAAT++: MART's BCE on the RAAT inputs + λ·KL·(1-p_y) on the full x', λ=1; MART's attack start.")
+_R("raat_sharp", objective="raat", attack_bn_mode="train",
+   args={"objective": {"decide_with": "averaged", "dicar_start": None, "supervise": "first", "joint": False}},
+   doc="RAAT#: RAAT with decisions by the averaged weights (EMA), DICAR from the averaging start, "
+       "train-mode BatchNorm in the attack.")
+_R("avmixup", objective="avmixup", doc="AVmixup: soft-labelled mixup towards the adversarial vertex x + 2δ.")
+_R("ca_at", objective="vanilla", combiner="ca_at", args={"objective": {"clean_first": True}, "combiner": {"gamma": 0.8}},
+   doc="CA-AT (Xue et al.): g_a moved onto the cone of angle arccos γ around g_c when they conflict.")
+_R("ca_at_trades", objective="trades", combiner="ca_at",
+   args={"objective": {"beta": 1.0, "clean_first": True}, "combiner": {"gamma": 0.8}},
+   doc="CA-AT with TRADES: g_c = ∇CE(x), g_a = ∇KL(p(x)||p(x')) (bare KL, as CA-AT's code).")
+_R("ca_at_clp", objective="clp", combiner="ca_at", attack="pgd_normal",
+   args={"objective": {"pairing": "prob", "adv_ce": False, "weight": 1.0, "clean_first": True},
+         "combiner": {"gamma": 0.8}, "attack": {"clamp_start": False}},
+   doc="CA-AT with CLP: g_c = ∇CE(x), g_a = ∇ mean‖p(x')-p(x)‖₂ (CA-AT's code), attack from x + 0.001·N.")
+_AGR = {"start_epoch": 150, "clip": 0.1}
+_R("agr", objective="vanilla", combiner="agr", args={"combiner": _AGR},
+   doc="AT + AGR (Tong et al.): per-tensor GOP / GICS reconstruction of g_a, interpolated gradients clipped.")
+_R("agr_trades", objective="trades", combiner="agr", attack="pgd", slots={"clean": ("clean",), "adv": ("clean", "kl")},
+   args={"combiner": _AGR}, doc="TRADES + AGR: g_c = ∇CE(x), g_a = ∇(whole TRADES loss); CE-PGD attack.")
+_R("agr_mart", objective="mart", combiner="agr", attack="pgd", args={"combiner": _AGR},
+   doc="MART + AGR: g_c = ∇CE(x), g_a = ∇(whole MART loss); CE-PGD attack.")
+_R("agr_awp", objective="vanilla", combiner="agr", wrap=("awp",),
+   args={"combiner": _AGR, "awp": {"perturb_terms": ("adv",), "at_w": ("clean",)}},
+   doc="AWP + AGR: g_a = ∇CE(x') at w + v (v from the adversarial CE), g_c = ∇CE(x) at w.")
+_R("agr_avmixup", objective="avmixup", combiner="agr", args={"combiner": _AGR},
+   doc="AVmixup + AGR: g_c = ∇CE(x), g_a = ∇(AVmixup's soft-label CE).")
+del _R

@@ -172,11 +172,14 @@ def build_trainer(cfg: TrainConfig, ds, device: torch.device) -> Trainer:
                           views=objective.views)
     schedule = Schedule(cfg.schedule, float(cfg.lr), cfg.epochs * len(loader), len(loader),
                         milestones=cfg.milestones, decay=float(cfg.lr_decay), warmup=float(cfg.warmup),
-                        epochs=cfg.epochs)
+                        epochs=cfg.epochs, div_factor=float(cfg.div_factor),
+                        final_div_factor=float(cfg.final_div_factor))
     warn_emulated_bf16(device, cfg.bf16)
+    ema = EMA(model, float(cfg.ema), cfg.ema_start) if cfg.ema else None
+    if ema is not None:  # RAAT# decides with the averaged weights
+        objective.bind(ema.model, cfg.ema_start)
     return Trainer(model, objective, combiner, opt, loader, schedule, device=device,
-                   net=maybe_compile(model, device) if cfg.compile else model,
-                   ema=EMA(model, float(cfg.ema), cfg.ema_start) if cfg.ema else None, bf16=cfg.bf16,
+                   net=maybe_compile(model, device) if cfg.compile else model, ema=ema, bf16=cfg.bf16,
                    channels_last=cfg.channels_last)
 
 
