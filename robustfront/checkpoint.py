@@ -1,10 +1,16 @@
 """Files that must never be half-written or unsafe to read: checkpoints, results, RNG state.
 
 - `save_atomic` / `write_text_atomic` write to a temporary file in the target folder, fsync it
-  and rename it into place, so a kill or a full disk leaves either the old file or the new one.
+  and rename it into place, so a kill or a full disk leaves either the old file or the new one;
+  `clean_temp_files` removes what a killed write left behind.
 - `load` reads with `torch.load(weights_only=True)` (no code from the file runs) and turns every
   way a file can be bad (missing, a folder, empty, truncated, random bytes, a pickle payload, not
   a mapping) into one ValueError line naming the file.
+
+Test hooks (read from the environment on every save, so a subprocess can be slowed down and killed
+at a known point; unset in normal use):
+  ROBUSTFRONT_TEST_SLOW_SAVE=SECONDS        sleep with the temporary file written, before the rename
+  ROBUSTFRONT_TEST_SLOW_SAVE_AFTER=SECONDS  sleep after the rename (the window before the next write)
 """
 from __future__ import annotations
 
@@ -12,15 +18,40 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
+import time
+import warnings
 from pathlib import Path
 
 import torch
 
+from .validation import invalid, one_line
+
 TMP_SUFFIX = ".tmp"
+_BOILERPLATE = ("weights only load failed", "please file an issue", "check the documentation",
+                "re-running `torch.load`", "in pytorch 2.6")
 
 
-def _atomic(path: str | Path, write) -> Path:
+def _test_sleep(var: str) -> None:
+    seconds = os.environ.get(var)
+    if seconds:
+        time.sleep(float(seconds))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic(path: str | Path, write, hooks: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
@@ -29,17 +60,22 @@ def _atomic(path: str | Path, write) -> Path:
         write(tmp)
         with open(tmp, "rb") as f:  # on disk before the rename, so a crash cannot leave an empty file
             os.fsync(f.fileno())
+        if hooks:
+            _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_dir(path.parent)
+    if hooks:
+        _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE_AFTER")
     return path
 
 
 def save_atomic(obj, path: str | Path) -> Path:
     """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
-    return _atomic(path, lambda f: torch.save(obj, f))
+    return _atomic(path, lambda f: torch.save(obj, f), hooks=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -51,7 +87,8 @@ def write_json_atomic(path: str | Path, obj) -> Path:
 
 
 def clean_temp_files(folder: str | Path) -> list[Path]:
-    """Remove the temporary files an interrupted atomic write left in `folder`; returns them."""
+    """Remove the temporary files an interrupted atomic write left in `folder`; returns them.
+    Call it only where no other process is writing (e.g. under the run folder's lock)."""
     folder = Path(folder)
     left = [p for p in folder.glob(f".*{TMP_SUFFIX}") if p.is_file()] if folder.is_dir() else []
     for p in left:
@@ -59,28 +96,59 @@ def clean_temp_files(folder: str | Path) -> list[Path]:
     return left
 
 
+def _detail(e: BaseException) -> str:
+    """The informative line of a torch.load error (torch wraps it in paragraphs of advice)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.lower().startswith(_BOILERPLATE)]
+    text = (useful or lines or [type(e).__name__])[0]
+    text = text.split("WeightsUnpickler error:")[-1].strip() or type(e).__name__
+    cut = text.find(". ", 40)  # miniz and friends append paragraphs of advice after the first sentence
+    text = text[:cut] if len(text) > 100 and cut > 0 else text
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _map_location(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise invalid("device", device, "cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise invalid("device", device, "cpu (no CUDA device on this machine)", "not available")
+    return dev
+
+
 def load(path: str | Path, device="cpu", *, what: str = "checkpoint") -> dict:
     """A checkpoint as a dict, read safely; one ValueError line for any bad file."""
     path = Path(path)
+    where = one_line(f"{what} {path}")
     if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+        raise FileNotFoundError(f"{where} does not exist")
     if not path.is_file():
-        raise ValueError(f"{what} {path} is a folder; allowed: a .pt/.pth file")
+        raise ValueError(f"{where} is a folder; allowed: a .pt/.pth file")
     if path.stat().st_size == 0:
-        raise ValueError(f"{what} {path} is empty (0 bytes); allowed: a file written by torch.save")
+        raise ValueError(f"{where} is empty (0 bytes); allowed: a file written by torch.save")
+    location = _map_location(device)
     try:
-        obj = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise for a file we judge anyway
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported" in str(e) or "global" in str(e).lower():
-            raise ValueError(f"{what} {path} holds Python objects that a safe load (weights_only=True) refuses "
-                             f"to run ({first[:160]}); allowed: tensors, numbers, strings, lists and dicts") from None
-        raise ValueError(f"{what} {path} is not a torch checkpoint ({first[:160]})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{what} {path} is truncated or not a torch checkpoint ({first[:160]})") from None
+        detail = _detail(e)
+        if "global" in detail.lower():
+            raise ValueError(f"{where} holds Python objects that a safe load (weights_only=True) refuses to run "
+                             f"({detail}); allowed: tensors, numbers, strings, lists and dicts") from None
+        raise ValueError(f"{where} is not a torch checkpoint ({detail}); allowed: a file written by "
+                         f"torch.save") from None
+    except PermissionError as e:
+        raise ValueError(f"{where} cannot be read ({e.strerror}); allowed: a readable file") from None
+    except MemoryError:
+        raise ValueError(f"{where} is damaged: it asks for more memory than this machine has; allowed: a file "
+                         f"written by torch.save") from None
+    except Exception as e:  # noqa: BLE001 - every other failure while parsing the bytes is a damaged file
+        raise ValueError(f"{where} is truncated or not a torch checkpoint ({_detail(e)}); allowed: a file "
+                         f"written by torch.save") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{what} {path} holds a {type(obj).__name__}; allowed: a dict (a state dict or "
+        raise ValueError(f"{where} holds a {type(obj).__name__}; allowed: a dict (a state dict or "
                          f"robustfront's {{'model': ..., 'model_config': ...}})")
     return obj
 

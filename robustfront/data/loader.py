@@ -5,6 +5,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..validation import check_int
+
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     # each epoch gets its own well-mixed seed, so resuming needs only (seed, epoch) and an
@@ -13,9 +15,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _check_int(name: str, v, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
-    return int(v)
+    return check_int(name, v, low)
 
 
 class DeviceLoader:
@@ -38,7 +38,7 @@ class DeviceLoader:
         self.device = torch.device(device)
         x, y = torch.as_tensor(x), torch.as_tensor(y)
         if len(x) != len(y):
-            raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}")
+            raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}; allowed: one label per example")
         self.images = x.dtype == torch.uint8
         if self.images and x.ndim != 4:
             raise ValueError(f"uint8 images must have shape N,C,H,W; got {tuple(x.shape)}")

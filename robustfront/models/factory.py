@@ -10,6 +10,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .. import checkpoint as _checkpoint
 from ..registry import Registry
+from ..validation import one_line, reason, shown
 from .normalize import Normalize
 
 MODELS = Registry("model")
@@ -67,18 +68,46 @@ def load_model(checkpoint: str | Any, device: str | torch.device = "cpu") -> nn.
     """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": rf_config}.
 
     Files are read with weights_only=True (no arbitrary code). Returns the model on `device` in eval mode.
+    Every way a checkpoint can fail to make the model (keys missing, a config that builds nothing,
+    weights of other shapes) is one ValueError line naming the checkpoint.
     """
+    from .weights import format_report, match_report
+
+    where = "checkpoint" if isinstance(checkpoint, dict) else one_line(f"checkpoint {checkpoint}")
     ckpt = checkpoint if isinstance(checkpoint, dict) else _checkpoint.load(checkpoint, device)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
     if missing:
-        raise ValueError(f"checkpoint lacks {missing}; found keys {sorted(map(str, ckpt))}; expected "
-                         "{'model': state_dict, 'model_config': rf_config}")
-    cfg = dict(ckpt["model_config"])
-    if "name" not in cfg:
-        raise ValueError(f"checkpoint's model_config has no 'name'; found keys {sorted(cfg)}")
-    model = create_model(cfg.pop("name"), **cfg)
-    state = dict(ckpt["model"])
+        raise ValueError(one_line(f"{where} lacks {missing}; found keys {shown(sorted(map(str, ckpt)))}; allowed: "
+                                  "robustfront's {'model': state_dict, 'model_config': rf_config}"))
+    cfg, state = ckpt["model_config"], ckpt["model"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str):
+        raise ValueError(one_line(f"{where} has model_config={shown(cfg)}; allowed: a dict with a model 'name' "
+                                  f"({', '.join(list_models())}) and its options"))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(one_line(f"{where} has a 'model' entry that is not a state dict of tensors "
+                                  f"({type(state).__name__}); allowed: model.state_dict()"))
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    state = dict(state)
     for prefix in ("_orig_mod.", "module."):  # saved from torch.compile / DistributedDataParallel wrappers
         consume_prefix_in_state_dict_if_present(state, prefix)
+    # build on the meta device first: a damaged config (width=10**9) costs no memory before it is refused
+    with torch.device("meta"):
+        shell = _build(where, name, cfg)
+    report = match_report(shell, state)
+    if any(report.values()):
+        raise ValueError(one_line(f"{where}: its weights do not fit the '{name}' model its model_config "
+                                  f"describes: {format_report(report)}"))
+    model = _build(where, name, cfg)
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def _build(where: str, name: str, cfg: dict) -> nn.Module:
+    try:
+        return create_model(name, **cfg)
+    except ValueError as e:
+        raise ValueError(one_line(f"{where}: {e}")) from None
+    except Exception as e:  # noqa: BLE001 - a builder given values of the wrong type (width="abc", ...)
+        raise ValueError(one_line(f"{where} has model_config options {shown(cfg)} that do not build a "
+                                  f"'{name}' model ({reason(e)})")) from None
