@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 import time
 import warnings
@@ -98,10 +99,16 @@ def clean_temp_files(folder: str | Path) -> list[Path]:
 
 def _detail(e: BaseException) -> str:
     """The informative line of a torch.load error (torch wraps it in paragraphs of advice)."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.lower().startswith(_BOILERPLATE)]
-    text = (useful or lines or [type(e).__name__])[0]
-    text = text.split("WeightsUnpickler error:")[-1].strip() or type(e).__name__
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            text = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1:] or [""])[0]
+            break
+    else:
+        useful = [line for line in lines if not line.lower().startswith(_BOILERPLATE)
+                  and not re.match(r"\(\d\)", line)]
+        text = (useful or lines or [type(e).__name__])[0]
+    text = text or type(e).__name__
     cut = text.find(". ", 40)  # miniz and friends append paragraphs of advice after the first sentence
     text = text[:cut] if len(text) > 100 and cut > 0 else text
     return text if len(text) <= 160 else text[:157] + "..."

@@ -207,10 +207,14 @@ def load_dataset(spec, *, root=None, download=False, val_size=None, resize=None,
                 if name is None:
                     raise ValueError(one_line(f"unsupported file '{path}'; allowed archives: .tar, .tar.gz, .tgz, "
                                               f".zip"))
-                path = extract_archive(path, cache_dir)
+                folder = extract_archive(path, cache_dir)
+                try:
+                    d = _from_folder(folder, size, cache_dir)
+                except ValueError as e:  # name the archive the user gave, not only the cache folder
+                    raise ValueError(one_line(f"archive '{path}' (extracted to {folder}): {e}")) from None
             else:
                 name = path.resolve().name
-            d = _from_folder(path, size, cache_dir)
+                d = _from_folder(path, size, cache_dir)
         _check_arrays(d, one_line(f"'{s}'"))
     x_train, y_train, x_val, y_val = _split_val(d["x_train"], d["y_train"], val_size, seed)
     return Dataset(x_train, y_train, x_val, y_val, d["x_test"], d["y_test"], list(d["classes"]), name)

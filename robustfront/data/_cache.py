@@ -119,6 +119,12 @@ class _Unsafe(Exception):
 _FILTER_ERRORS = tuple(getattr(tarfile, n) for n in ("FilterError",) if hasattr(tarfile, n)) + (_Unsafe,)
 
 
+_UNSAFE_KINDS = {"AbsoluteLinkError": "a link to an absolute path", "AbsolutePathError": "an absolute path",
+                 "LinkOutsideDestinationError": "a link out of the extraction folder",
+                 "OutsideDestinationError": "a path out of the extraction folder",
+                 "SpecialFileError": "a device or special file", "_Unsafe": "an absolute or '..' path"}
+
+
 def _unsafe(name: str) -> bool:
     p = PurePosixPath(name.replace("\\", "/"))
     return p.is_absolute() or ".." in p.parts or (len(name) > 1 and name[1] == ":")
@@ -134,7 +140,13 @@ def _unpack(archive: Path, dest: Path) -> None:
         return
     with tarfile.open(archive) as t:
         if hasattr(tarfile, "data_filter"):
-            t.extractall(dest, filter="data")  # refuses absolute paths, '..', links out of dest, devices
+            # the "data" filter refuses '..', links out of dest and devices, but only strips a leading
+            # '/' (a member meant for /etc lands in the cache): refuse those names outright too
+            def safe(member, path):
+                if _unsafe(member.name):
+                    raise _Unsafe(member.name)
+                return tarfile.data_filter(member, path)
+            t.extractall(dest, filter=safe)
             return
         for m in t.getmembers():  # older Pythons lack extraction filters
             if _unsafe(m.name) or m.issym() or m.islnk() or m.isdev():
@@ -152,7 +164,8 @@ def unpack(archive: Path, dest: Path) -> None:
         _unpack(archive, dest)
     except _FILTER_ERRORS as e:
         member = e.tarinfo.name if hasattr(e, "tarinfo") else e.args[0]
-        raise ValueError(one_line(f"{what} has an unsafe member {str(member)!r} ({type(e).__name__}): nothing "
+        kind = _UNSAFE_KINDS.get(type(e).__name__, "a path out of the extraction folder")
+        raise ValueError(one_line(f"{what} has an unsafe member {str(member)!r} ({kind}): nothing "
                                   f"outside the cache was written; allowed: members with relative paths inside "
                                   f"the archive")) from None
     except PermissionError as e:

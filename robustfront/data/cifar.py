@@ -16,10 +16,11 @@ from ..validation import one_line, reason
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 SIDE = 32
 # the globals numpy arrays and scalars pickle through (numpy >= 2 writes numpy._core; protocol 5
-# uses _frombuffer), and the helper Python 3 uses for bytes in protocol-2 pickles; nothing else
+# uses _frombuffer), and what Python 3 writes bytes through in protocol-2 pickles; nothing else
 _GLOBALS = {(f"numpy.{core}.{mod}", name) for core in ("core", "_core")
             for mod, name in (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))}
-_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+_GLOBALS |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("__builtin__", "bytes"),
+             ("builtins", "bytes")}
 ALLOWED = "the official python-version CIFAR files (cifar-10-python.tar.gz / cifar-100-python.tar.gz)"
 
 
