@@ -115,13 +115,21 @@ def _detail(e: BaseException) -> str:
 
 
 def _map_location(device) -> torch.device:
+    """Where to put the tensors: cpu, or a cuda / mps device that exists here (torch.load would fail
+    later with a message about storages, or load onto the meta device and break the model)."""
+    allowed = "cpu, cuda, cuda:N or mps (a device this machine has)"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise invalid("device", device, "cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise invalid("device", device, "cpu (no CUDA device on this machine)", "not available")
-    return dev
+        raise invalid("device", device, allowed) from None
+    if dev.type == "cpu":
+        return torch.device("cpu")  # "cpu:0" is a device torch.load cannot restore storages to
+    if dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count():
+        return dev
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and mps is not None and mps.is_available():
+        return dev
+    raise invalid("device", device, allowed, "not available" if dev.type in ("cuda", "mps") else "invalid")
 
 
 def load(path: str | Path, device="cpu", *, what: str = "checkpoint") -> dict:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -10,7 +12,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .. import checkpoint as _checkpoint
 from ..registry import Registry
-from ..validation import one_line, reason, shown
+from ..validation import invalid, one_line, reason, shown
 from .normalize import Normalize
 
 MODELS = Registry("model")
@@ -28,6 +30,28 @@ def _plain(v: Any, key: str) -> Any:
         return v
     raise ValueError(f"model option {key}={v!r} is not a plain python value; "
                      "allowed: bool, int, float, str, list, dict")
+
+
+def _check_option(model: str, key: str, v: Any, default: Any) -> None:
+    """An architecture option has the type of the builder's default (width=2.5 or "abc" for an int,
+    hidden="abc" for a tuple of widths): refused in one line, before the builder fails somewhere inside."""
+    if isinstance(default, bool):
+        ok = isinstance(v, bool)
+        allowed = "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+        allowed = "an integer >= 1"
+    elif isinstance(default, float):
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        allowed = "a finite number"
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(v, (tuple, list)) and all(isinstance(e, numbers.Integral) and not isinstance(e, bool)
+                                                  and e >= 1 for e in v)
+        allowed = "a list of integers >= 1, e.g. [256, 256]"
+    else:
+        return
+    if not ok:
+        raise invalid(key, v, f"{allowed} (model '{model}' option)")
 
 
 def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, input_size: int = 32,
@@ -49,8 +73,15 @@ def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, inpu
     unknown = [k for k in kw if k not in options]
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} for model '{name}'; allowed: {', '.join(options) or 'none'}")
-    model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                    mean=mean, std=std, **kw)
+    for k, v in kw.items():
+        _check_option(name, k, v, params[k].default)
+    try:
+        model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                        mean=mean, std=std, **kw)
+    except (TypeError, OverflowError, RuntimeError, MemoryError) as e:
+        # a value of the right type that still builds nothing: width=10**30, hidden=[-1], ...
+        raise ValueError(one_line(f"model '{name}' with options {shown(kw)} cannot be built ({reason(e)}); "
+                                  f"allowed: sizes >= 1 that fit in memory")) from None
     norm = next(model.children(), None)
     assert isinstance(norm, Normalize), f"model '{name}' must register Normalize as its first child"
     model.rf_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels,
@@ -99,7 +130,10 @@ def load_model(checkpoint: str | Any, device: str | torch.device = "cpu") -> nn.
         raise ValueError(one_line(f"{where}: its weights do not fit the '{name}' model its model_config "
                                   f"describes: {format_report(report)}"))
     model = _build(where, name, cfg)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # e.g. tensors on another device than the model
+        raise ValueError(one_line(f"{where}: its weights cannot be loaded into the model ({reason(e)})")) from None
     return model.to(device).eval()
 
 
