@@ -7,10 +7,10 @@
   way a file can be bad (missing, a folder, empty, truncated, random bytes, a pickle payload, not
   a mapping) into one ValueError line naming the file.
 
-Test hooks (read from the environment on every save, so a subprocess can be slowed down and killed
-at a known point; unset in normal use):
-  ROBUSTFRONT_TEST_SLOW_SAVE=SECONDS        sleep with the temporary file written, before the rename
-  ROBUSTFRONT_TEST_SLOW_SAVE_AFTER=SECONDS  sleep after the rename (the window before the next write)
+Test hooks (read from the environment on every save_atomic, so a test can kill a subprocess at a
+known point; unset in normal use). Each announces itself with one stderr line naming the file, then sleeps:
+  ROBUSTFRONT_TEST_SLOW_SAVE=SECONDS        with the temporary file written, before the rename
+  ROBUSTFRONT_TEST_SLOW_SAVE_AFTER=SECONDS  after the rename (e.g. between a checkpoint and the metrics line)
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import re
+import sys
 import tempfile
 import time
 import warnings
@@ -32,9 +33,10 @@ _BOILERPLATE = ("weights only load failed", "please file an issue", "check the d
                 "re-running `torch.load`", "in pytorch 2.6")
 
 
-def _test_sleep(var: str) -> None:
+def _test_sleep(var: str, what: str) -> None:
     seconds = os.environ.get(var)
     if seconds:
+        print(f"robustfront test hook: {var} {what}", file=sys.stderr, flush=True)
         time.sleep(float(seconds))
 
 
@@ -62,7 +64,7 @@ def _atomic(path: str | Path, write, hooks: bool = False) -> Path:
         with open(tmp, "rb") as f:  # on disk before the rename, so a crash cannot leave an empty file
             os.fsync(f.fileno())
         if hooks:
-            _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE")
+            _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE", f"holding {tmp} before the rename to {path.name}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -70,7 +72,7 @@ def _atomic(path: str | Path, write, hooks: bool = False) -> Path:
         raise
     _fsync_dir(path.parent)
     if hooks:
-        _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE_AFTER")
+        _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE_AFTER", f"after writing {path}")
     return path
 
 

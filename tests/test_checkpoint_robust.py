@@ -189,7 +189,7 @@ def test_save_atomic_leaves_old_file_and_no_temp_on_failure(tmp_path, monkeypatc
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
 
 
-def test_slow_save_hooks_and_temp_cleanup(tmp_path, monkeypatch):
+def test_slow_save_hooks_and_temp_cleanup(tmp_path, monkeypatch, capsys):
     """ROBUSTFRONT_TEST_SLOW_SAVE holds the finished temp file before the rename (a kill there leaves
     the old file and a stray temp, which clean_temp_files removes); ..._AFTER sleeps after it."""
     path = tmp_path / "last.pt"
@@ -206,6 +206,8 @@ def test_slow_save_hooks_and_temp_cleanup(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 >= 0.3
     (name, existed, final_existed), = seen
     assert name.startswith(".last.pt.") and name.endswith(ckpt.TMP_SUFFIX) and existed and not final_existed
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("robustfront test hook: ROBUSTFRONT_TEST_SLOW_SAVE holding ") and name in line
     monkeypatch.delenv("ROBUSTFRONT_TEST_SLOW_SAVE")
     monkeypatch.setenv("ROBUSTFRONT_TEST_SLOW_SAVE_AFTER", "0.2")
     t0 = time.perf_counter()
@@ -213,6 +215,7 @@ def test_slow_save_hooks_and_temp_cleanup(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < 0.2
     ckpt.save_atomic({"a": 2}, path)
     assert time.perf_counter() - t0 >= 0.2 and ckpt.load(path)["a"] == 2
+    assert capsys.readouterr().err.strip() == f"robustfront test hook: ROBUSTFRONT_TEST_SLOW_SAVE_AFTER after writing {path}"
     stray = tmp_path / ".last.pt.abc123.tmp"
     stray.write_bytes(b"partial")
     assert ckpt.clean_temp_files(tmp_path) == [stray] and not stray.exists() and path.exists()
