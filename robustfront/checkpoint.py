@@ -3,6 +3,8 @@
 - `save_atomic` / `write_text_atomic` write to a temporary file in the target folder, fsync it
   and rename it into place, so a kill or a full disk leaves either the old file or the new one;
   `clean_temp_files` removes what a killed write left behind.
+- `check_out_dir` / `check_out_file` refuse an output that cannot be written before any work;
+  `RunLock` keeps a second process out of a run folder; `save_result` never loses a finished result.
 - `load` reads with `torch.load(weights_only=True)` (no code from the file runs) and turns every
   way a file can be bad (missing, a folder, empty, truncated, random bytes, a pickle payload, not
   a mapping) into one ValueError line naming the file.
@@ -56,6 +58,8 @@ def _fsync_dir(folder: Path) -> None:
 
 def _atomic(path: str | Path, write, hooks: bool = False) -> Path:
     path = Path(path)
+    if path.exists() and not path.is_file():  # renaming onto /dev/null (as root) would replace the device
+        raise ValueError(one_line(f"{path} exists and is not a regular file; allowed: a file path"))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
@@ -170,6 +174,107 @@ def load(path: str | Path, device="cpu", *, what: str = "checkpoint") -> dict:
     return obj
 
 
+# ---------------------------------------------------------------- output paths and the run folder's lock
+
+def check_out_dir(path, what: str = "out") -> Path:
+    """Refuse, before any work, a folder that cannot hold a run or results: '' (would mean the current
+    folder), an existing file, a path under a file (/dev/null/x), or a place this user cannot write.
+    Creates nothing; returns the Path."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise invalid(what, path, "a non-empty folder path")
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(one_line(f"{what}={str(p)!r} is a file, not a folder; allowed: a folder (it is created "
+                                  f"if missing)"))
+    _check_creatable(p, what)
+    return p
+
+
+def check_out_file(path, what: str = "out") -> Path:
+    """Refuse, before any work, a result file that cannot be written: '', a folder, a path under a file,
+    a place this user cannot write. Creates nothing; returns the Path."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise invalid(what, path, "a non-empty file path")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(one_line(f"{what}={str(p)!r} is a folder; allowed: a file path such as "
+                                  f"{str(p / 'result.json')!r}"))
+    if p.exists() and not p.is_file():
+        raise ValueError(one_line(f"{what}={str(p)!r} is not a regular file (a device?); allowed: a file path"))
+    _check_creatable(p.parent, what, shown_path=p)
+    return p
+
+
+def _check_creatable(folder: Path, what: str, shown_path: Path | None = None) -> None:
+    """The nearest existing ancestor of `folder` is a folder this user may write into."""
+    shown_path = shown_path or folder
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(one_line(f"{what}={str(shown_path)!r} cannot be created: {str(probe)!r} is not a folder; "
+                                  f"allowed: a path under a writable folder"))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(one_line(f"{what}={str(shown_path)!r} cannot be created: {str(probe)!r} is not writable; "
+                                  f"allowed: a path under a writable folder"))
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a process writes it: `with RunLock(out): ...`.
+
+    flock on OUT/.lock (which holds the holder's PID): the kernel drops it when the holder exits, even
+    on kill -9, so a lock is never stale. A second writer gets one ValueError line naming the PID.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder):
+        self.folder, self._fd = Path(folder), None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / self.NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = (os.pread(fd, 32, 0).decode(errors="replace").strip() or "?")
+            os.close(fd)
+            raise ValueError(one_line(f"run folder {self.folder} is in use by another robustfront process (PID "
+                                      f"{holder}); allowed: one writer at a time (wait for it, or use another "
+                                      f"--out)")) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock; the file stays (removing it would race)
+            self._fd = None
+
+
+def save_result(obj, path, fallback_dir) -> Path:
+    """Write a JSON result atomically to `path`; if that fails after the work is done, save it as
+    `fallback_dir`/<name> instead and raise one line saying where it went (the result is never lost)."""
+    path = Path(path)
+    try:
+        return write_json_atomic(path, obj)
+    except OSError as e:
+        first = e
+    fallback = Path(fallback_dir) / (path.name or "result.json")
+    try:
+        write_json_atomic(fallback, obj)
+    except OSError as e:
+        raise ValueError(one_line(f"cannot write the result to {path} ({first.strerror or first}) nor to "
+                                  f"{fallback} ({e.strerror or e}); allowed: a writable path")) from None
+    raise ValueError(one_line(f"cannot write the result to {path} ({first.strerror or first}); it was saved to "
+                              f"{fallback} instead"))
+
+
 def rng_state(device: torch.device) -> dict:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -183,5 +288,5 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-__all__ = ["clean_temp_files", "load", "rng_state", "save_atomic", "set_rng_state", "write_json_atomic",
-           "write_text_atomic"]
+__all__ = ["RunLock", "check_out_dir", "check_out_file", "clean_temp_files", "load", "rng_state", "save_atomic",
+           "save_result", "set_rng_state", "write_json_atomic", "write_text_atomic"]

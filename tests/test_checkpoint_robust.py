@@ -3,6 +3,7 @@
 atomic saves leave the old file or the new one, and the test hooks slow them down for kill tests.
 Explicit cases, then a hypothesis fuzzer (bit flips, truncation, random bytes, random objects)."""
 import io
+import json
 import os
 import pickle
 import tempfile
@@ -307,3 +308,68 @@ def test_fuzz_torch_save_of_random_objects(obj, wrap):
         outcome(path)
     finally:
         path.unlink()
+
+
+# ---------------------------------------------------------------- outputs, the run lock, results that cannot be lost
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    for bad, needle in (("", "non-empty"), ("   ", "non-empty"), (None, "non-empty"), (tmp_path / "file.txt", "is a file"),
+                        (tmp_path / "file.txt" / "run", "is not a folder"), ("/dev/null/run", "is not a folder")):
+        with pytest.raises(ValueError) as e:
+            ckpt.check_out_dir(bad)
+        assert needle in str(e.value) and "\n" not in str(e.value) and "out=" in str(e.value), str(e.value)
+    for bad, needle in ((tmp_path, "is a folder"), ("/dev/full", "not a regular file"), ("/dev/null", "not a regular"),
+                        ("/dev/null/x.json", "is not a folder"), ("", "non-empty")):
+        with pytest.raises(ValueError) as e:
+            ckpt.check_out_file(bad)
+        assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert ckpt.check_out_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b" and not (tmp_path / "a").exists()
+    assert ckpt.check_out_file(tmp_path / "r" / "x.json").name == "x.json" and not (tmp_path / "r").exists()
+
+
+def test_atomic_writes_never_replace_a_device(tmp_path):
+    with pytest.raises(ValueError, match="not a regular file"):
+        ckpt.write_text_atomic("/dev/null", "x")
+    assert Path("/dev/null").is_char_device()
+
+
+def test_run_lock_refuses_a_second_writer_with_the_holders_pid(tmp_path):
+    import subprocess
+    import sys
+    with ckpt.RunLock(tmp_path / "run"):
+        assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
+        code = ("import sys; from robustfront.checkpoint import RunLock\n"
+                "try:\n    RunLock(sys.argv[1]).__enter__()\nexcept ValueError as e:\n    print(e); sys.exit(2)\n")
+        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        assert r.returncode == 2 and f"(PID {os.getpid()})" in r.stdout and "in use" in r.stdout, r.stdout + r.stderr
+    with ckpt.RunLock(tmp_path / "run"):  # released on exit; a killed holder releases it too (flock)
+        pass
+
+
+def test_run_lock_of_a_killed_holder_is_not_stale(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    code = ("import sys, time; from robustfront.checkpoint import RunLock\n"
+            "RunLock(sys.argv[1]).__enter__(); print('locked', flush=True); time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert p.stdout.readline().strip() == "locked"
+    with pytest.raises(ValueError, match=f"PID {p.pid}"):
+        ckpt.RunLock(tmp_path / "run").__enter__()
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    with ckpt.RunLock(tmp_path / "run"):
+        assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
+
+
+def test_save_result_falls_back_and_says_where(tmp_path):
+    res = {"clean_acc": 0.5}
+    assert json.loads(ckpt.save_result(res, tmp_path / "out" / "r.json", tmp_path).read_text()) == res
+    with pytest.raises(ValueError) as e:
+        ckpt.save_result(res, "/dev/null/r.json", tmp_path / "run")
+    msg = str(e.value)
+    assert "\n" not in msg and "/dev/null/r.json" in msg and str(tmp_path / "run" / "r.json") in msg
+    assert json.loads((tmp_path / "run" / "r.json").read_text()) == res

@@ -119,7 +119,7 @@ def test_download_verifies_checksum(tmp_path, monkeypatch):
     assert (tmp_path / "dl" / "cifar-10-python.tar.gz").is_file()
 
     monkeypatch.setitem(download.URLS, "cifar10", (archive.as_uri(), "0" * 32))
-    with pytest.raises(RuntimeError, match="checksum mismatch"):
+    with pytest.raises(ValueError, match="checksum mismatch"):
         load_dataset("cifar10", root=tmp_path / "bad", download=True)
     assert not (tmp_path / "bad" / "cifar-10-batches-py").exists()
     assert not list((tmp_path / "bad").glob("*.part"))

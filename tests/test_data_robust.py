@@ -670,3 +670,12 @@ def test_fuzz_cifar_pickles(which, obj, damage, at, proto):
         _outcome(lambda: load_dataset(folder, cache_dir=root / "cache"), folder / which)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_failed_download_is_one_line_and_keeps_nothing(tmp_path, monkeypatch):
+    from robustfront.data import download
+    monkeypatch.setitem(download.URLS, "cifar10", ((tmp_path / "missing.tar.gz").as_uri(), "0" * 32))
+    with pytest.raises(ValueError) as e:
+        load_dataset("cifar10", root=tmp_path / "dl", download=True)
+    one_line(e, "download of", "missing.tar.gz", "failed", "allowed:")
+    assert not list((tmp_path / "dl").glob("*.part"))
