@@ -335,16 +335,14 @@ def test_atomic_writes_never_replace_a_device(tmp_path):
 
 
 def test_run_lock_refuses_a_second_writer_with_the_holders_pid(tmp_path):
-    import subprocess
-    import sys
+    """flock conflicts between two open files even in one process, so the second writer is simulated here."""
     with ckpt.RunLock(tmp_path / "run"):
         assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
-        code = ("import sys; from robustfront.checkpoint import RunLock\n"
-                "try:\n    RunLock(sys.argv[1]).__enter__()\nexcept ValueError as e:\n    print(e); sys.exit(2)\n")
-        r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-        assert r.returncode == 2 and f"(PID {os.getpid()})" in r.stdout and "in use" in r.stdout, r.stdout + r.stderr
-    with ckpt.RunLock(tmp_path / "run"):  # released on exit; a killed holder releases it too (flock)
+        with pytest.raises(ValueError) as e:
+            ckpt.RunLock(tmp_path / "run").__enter__()
+        msg = str(e.value)
+        assert f"(PID {os.getpid()})" in msg and "in use" in msg and str(tmp_path / "run") in msg and "\n" not in msg
+    with ckpt.RunLock(tmp_path / "run"):  # released on exit
         pass
 
 
@@ -373,3 +371,29 @@ def test_save_result_falls_back_and_says_where(tmp_path):
     msg = str(e.value)
     assert "\n" not in msg and "/dev/null/r.json" in msg and str(tmp_path / "run" / "r.json") in msg
     assert json.loads((tmp_path / "run" / "r.json").read_text()) == res
+
+
+def test_model_options_of_the_wrong_type_are_one_line():
+    """Found by the CLI fuzz: width=2.5 reached nn.Conv2d ('out_channels must be divisible by groups'),
+    width='abc' a comparison (TypeError), width=10**30 torch.empty (TypeError)."""
+    cases = (("small_cnn", {"width": 2.5}, "width=2.5 is invalid"), ("small_cnn", {"width": "abc"}, "width='abc'"),
+             ("small_cnn", {"width": True}, "width=True"), ("mlp", {"hidden": "abc"}, "hidden='abc'"),
+             ("mlp", {"hidden": [8, -1]}, "hidden=[8, -1]"), ("mlp", {"dropout": "x"}, "dropout='x'"),
+             ("small_cnn", {"width": 10**30}, "cannot be built"), ("mlp", {"hidden": [10**30]}, "cannot be built"))
+    for name, kw, needle in cases:
+        with pytest.raises(ValueError) as e:
+            create_model(name, 10, **kw)
+        assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert create_model("mlp", 10, hidden=[], dropout=0).rf_config["hidden"] == []
+
+
+def test_load_maps_cpu_n_and_refuses_meta_and_absent_mps(tmp_path):
+    """Found by the CLI fuzz: map_location 'cpu:0' failed inside torch.load, 'meta' loaded tensors the
+    model could not take, 'mps' crashed on a machine without it."""
+    good = good_checkpoint(tmp_path / "good.pt")
+    assert load_model(good, "cpu") is not None and "model" in ckpt.load(good, "cpu:0")
+    for device in ("meta", "xla", "") + (() if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+                                         else ("mps",)):
+        with pytest.raises(ValueError) as e:
+            ckpt.load(good, device)
+        assert f"device={device!r}" in str(e.value) and "\n" not in str(e.value)

@@ -679,3 +679,21 @@ def test_failed_download_is_one_line_and_keeps_nothing(tmp_path, monkeypatch):
         load_dataset("cifar10", root=tmp_path / "dl", download=True)
     one_line(e, "download of", "missing.tar.gz", "failed", "allowed:")
     assert not list((tmp_path / "dl").glob("*.part"))
+
+
+def test_archive_with_no_dataset_layout_names_the_archive(tmp_path):
+    """Found by the archive fuzzer: the layout error named only the cache folder it was extracted to."""
+    (tmp_path / "src" / "notes").mkdir(parents=True)
+    (tmp_path / "src" / "notes" / "a.txt").write_text("hi")
+    archive = tgz(tmp_path / "src", tmp_path / "notes.tar.gz", arcname="x")
+    with pytest.raises(ValueError) as e:
+        load_dataset(archive)
+    one_line(e, f"archive '{archive}'", "unrecognised dataset layout", "allowed:")
+
+
+def test_cifar_pickles_written_by_python3_with_bytes_load(tmp_path):
+    """Found by the CIFAR fuzzer: protocol-2 pickles of bytes go through __builtin__.bytes / _codecs.encode."""
+    folder = cifar_folder(tmp_path, **{"batches.meta": pickle.dumps({b"label_names": [f"c{i}".encode()
+                                                                                      for i in range(10)]},
+                                                                     protocol=2)})
+    assert load_dataset(folder, val_size=0).classes == [f"c{i}" for i in range(10)]

@@ -161,3 +161,14 @@ def test_fuzz_subset_indices(total, n, seed):
 def test_invalid_is_the_one_message_form():
     e = invalid("width", "ab\ncd", "an integer >= 1")
     assert str(e) == "width='ab\\ncd' is invalid; allowed: an integer >= 1"
+
+
+def test_subset_indices_checks_n_before_comparing():
+    """Found by test_fuzz_subset_indices: n='' compared with an int (TypeError)."""
+    for n in ("", "3", 2.5, True, 0, -1):
+        with pytest.raises(ValueError) as e:
+            subset_indices(10, n, 0)
+        one_line(e.value, "n")
+    with pytest.raises(ValueError) as e:
+        subset_indices(10, 3, -1)
+    one_line(e.value, "seed")
