@@ -1,27 +1,65 @@
 """Files that must never be half-written or unsafe to read: checkpoints, results, RNG state.
 
 - `save_atomic` / `write_text_atomic` write to a temporary file in the target folder, fsync it
-  and rename it into place, so a kill or a full disk leaves either the old file or the new one.
+  and rename it into place, so a kill or a full disk leaves either the old file or the new one;
+  `clean_temp_files` removes what a killed write left behind.
+- `check_out_dir` / `check_out_file` refuse an output that cannot be written before any work;
+  `RunLock` keeps a second process out of a run folder; `save_result` never loses a finished result.
 - `load` reads with `torch.load(weights_only=True)` (no code from the file runs) and turns every
   way a file can be bad (missing, a folder, empty, truncated, random bytes, a pickle payload, not
   a mapping) into one ValueError line naming the file.
+
+Test hooks (read from the environment on every save_atomic, so a test can kill a subprocess at a
+known point; unset in normal use). Each announces itself with one stderr line naming the file, then sleeps:
+  ROBUSTFRONT_TEST_SLOW_SAVE=SECONDS        with the temporary file written, before the rename
+  ROBUSTFRONT_TEST_SLOW_SAVE_AFTER=SECONDS  after the rename (e.g. between a checkpoint and the metrics line)
 """
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import re
+import sys
 import tempfile
-import zipfile
+import time
+import warnings
 from pathlib import Path
 
 import torch
 
+from .validation import invalid, one_line
+
 TMP_SUFFIX = ".tmp"
+_BOILERPLATE = ("weights only load failed", "please file an issue", "check the documentation",
+                "re-running `torch.load`", "in pytorch 2.6")
 
 
-def _atomic(path: str | Path, write) -> Path:
+def _test_sleep(var: str, what: str) -> None:
+    seconds = os.environ.get(var)
+    if seconds:
+        print(f"robustfront test hook: {var} {what}", file=sys.stderr, flush=True)
+        time.sleep(float(seconds))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic(path: str | Path, write, hooks: bool = False) -> Path:
     path = Path(path)
+    if path.exists() and not path.is_file():  # renaming onto /dev/null (as root) would replace the device
+        raise ValueError(one_line(f"{path} exists and is not a regular file; allowed: a file path"))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
@@ -29,17 +67,22 @@ def _atomic(path: str | Path, write) -> Path:
         write(tmp)
         with open(tmp, "rb") as f:  # on disk before the rename, so a crash cannot leave an empty file
             os.fsync(f.fileno())
+        if hooks:
+            _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE", f"holding {tmp} before the rename to {path.name}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_dir(path.parent)
+    if hooks:
+        _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE_AFTER", f"after writing {path}")
     return path
 
 
 def save_atomic(obj, path: str | Path) -> Path:
     """torch.save to a temporary file in the same folder, then rename: never a half-written file."""
-    return _atomic(path, lambda f: torch.save(obj, f))
+    return _atomic(path, lambda f: torch.save(obj, f), hooks=True)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -55,7 +98,8 @@ def write_json_atomic(path: str | Path, obj) -> Path:
 
 
 def clean_temp_files(folder: str | Path) -> list[Path]:
-    """Remove the temporary files an interrupted atomic write left in `folder`; returns them."""
+    """Remove the temporary files an interrupted atomic write left in `folder`; returns them.
+    Call it only where no other process is writing (e.g. under the run folder's lock)."""
     folder = Path(folder)
     left = [p for p in folder.glob(f".*{TMP_SUFFIX}") if p.is_file()] if folder.is_dir() else []
     for p in left:
@@ -63,30 +107,176 @@ def clean_temp_files(folder: str | Path) -> list[Path]:
     return left
 
 
+def _detail(e: BaseException) -> str:
+    """The informative line of a torch.load error (torch wraps it in paragraphs of advice)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(e)).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error:" in line:
+            text = line.split("WeightsUnpickler error:", 1)[1].strip() or (lines[i + 1:] or [""])[0]
+            break
+    else:
+        useful = [line for line in lines if not line.lower().startswith(_BOILERPLATE)
+                  and not re.match(r"\(\d\)", line)]
+        text = (useful or lines or [type(e).__name__])[0]
+    text = text or type(e).__name__
+    cut = text.find(". ", 40)  # miniz and friends append paragraphs of advice after the first sentence
+    text = text[:cut] if len(text) > 100 and cut > 0 else text
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _map_location(device) -> torch.device:
+    """Where to put the tensors: cpu, or a cuda / mps device that exists here (torch.load would fail
+    later with a message about storages, or load onto the meta device and break the model)."""
+    allowed = "cpu, cuda, cuda:N or mps (a device this machine has)"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise invalid("device", device, allowed) from None
+    if dev.type == "cpu":
+        return torch.device("cpu")  # "cpu:0" is a device torch.load cannot restore storages to
+    if dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count():
+        return dev
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and mps is not None and mps.is_available():
+        return dev
+    raise invalid("device", device, allowed, "not available" if dev.type in ("cuda", "mps") else "invalid")
+
+
 def load(path: str | Path, device="cpu", *, what: str = "checkpoint") -> dict:
     """A checkpoint as a dict, read safely; one ValueError line for any bad file."""
     path = Path(path)
+    where = one_line(f"{what} {path}")
     if not path.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+        raise FileNotFoundError(f"{where} does not exist")
     if not path.is_file():
-        raise ValueError(f"{what} {path} is a folder; allowed: a .pt/.pth file")
+        raise ValueError(f"{where} is a folder; allowed: a .pt/.pth file")
     if path.stat().st_size == 0:
-        raise ValueError(f"{what} {path} is empty (0 bytes); allowed: a file written by torch.save")
+        raise ValueError(f"{where} is empty (0 bytes); allowed: a file written by torch.save")
+    location = _map_location(device)
     try:
-        obj = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise for a file we judge anyway
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported" in str(e) or "global" in str(e).lower():
-            raise ValueError(f"{what} {path} holds Python objects that a safe load (weights_only=True) refuses "
-                             f"to run ({first[:160]}); allowed: tensors, numbers, strings, lists and dicts") from None
-        raise ValueError(f"{what} {path} is not a torch checkpoint ({first[:160]})") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{what} {path} is truncated or not a torch checkpoint ({first[:160]})") from None
+        detail = _detail(e)
+        if "global" in detail.lower():
+            raise ValueError(f"{where} holds Python objects that a safe load (weights_only=True) refuses to run "
+                             f"({detail}); allowed: tensors, numbers, strings, lists and dicts") from None
+        raise ValueError(f"{where} is not a torch checkpoint ({detail}); allowed: a file written by "
+                         f"torch.save") from None
+    except PermissionError as e:
+        raise ValueError(f"{where} cannot be read ({e.strerror}); allowed: a readable file") from None
+    except MemoryError:
+        raise ValueError(f"{where} is damaged: it asks for more memory than this machine has; allowed: a file "
+                         f"written by torch.save") from None
+    except Exception as e:  # noqa: BLE001 - every other failure while parsing the bytes is a damaged file
+        raise ValueError(f"{where} is truncated or not a torch checkpoint ({_detail(e)}); allowed: a file "
+                         f"written by torch.save") from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{what} {path} holds a {type(obj).__name__}; allowed: a dict (a state dict or "
+        raise ValueError(f"{where} holds a {type(obj).__name__}; allowed: a dict (a state dict or "
                          f"robustfront's {{'model': ..., 'model_config': ...}})")
     return obj
+
+
+# ---------------------------------------------------------------- output paths and the run folder's lock
+
+def check_out_dir(path, what: str = "out") -> Path:
+    """Refuse, before any work, a folder that cannot hold a run or results: '' (would mean the current
+    folder), an existing file, a path under a file (/dev/null/x), or a place this user cannot write.
+    Creates nothing; returns the Path."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise invalid(what, path, "a non-empty folder path")
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ValueError(one_line(f"{what}={str(p)!r} is a file, not a folder; allowed: a folder (it is created "
+                                  f"if missing)"))
+    _check_creatable(p, what)
+    return p
+
+
+def check_out_file(path, what: str = "out") -> Path:
+    """Refuse, before any work, a result file that cannot be written: '', a folder, a path under a file,
+    a place this user cannot write. Creates nothing; returns the Path."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise invalid(what, path, "a non-empty file path")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(one_line(f"{what}={str(p)!r} is a folder; allowed: a file path such as "
+                                  f"{str(p / 'result.json')!r}"))
+    if p.exists() and not p.is_file():
+        raise ValueError(one_line(f"{what}={str(p)!r} is not a regular file (a device?); allowed: a file path"))
+    _check_creatable(p.parent, what, shown_path=p)
+    return p
+
+
+def _check_creatable(folder: Path, what: str, shown_path: Path | None = None) -> None:
+    """The nearest existing ancestor of `folder` is a folder this user may write into."""
+    shown_path = shown_path or folder
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(one_line(f"{what}={str(shown_path)!r} cannot be created: {str(probe)!r} is not a folder; "
+                                  f"allowed: a path under a writable folder"))
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(one_line(f"{what}={str(shown_path)!r} cannot be created: {str(probe)!r} is not writable; "
+                                  f"allowed: a path under a writable folder"))
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a process writes it: `with RunLock(out): ...`.
+
+    flock on OUT/.lock (which holds the holder's PID): the kernel drops it when the holder exits, even
+    on kill -9, so a lock is never stale. A second writer gets one ValueError line naming the PID.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder):
+        self.folder, self._fd = Path(folder), None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / self.NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = (os.pread(fd, 32, 0).decode(errors="replace").strip() or "?")
+            os.close(fd)
+            raise ValueError(one_line(f"run folder {self.folder} is in use by another robustfront process (PID "
+                                      f"{holder}); allowed: one writer at a time (wait for it, or use another "
+                                      f"--out)")) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock; the file stays (removing it would race)
+            self._fd = None
+
+
+def save_result(obj, path, fallback_dir) -> Path:
+    """Write a JSON result atomically to `path`; if that fails after the work is done, save it as
+    `fallback_dir`/<name> instead and raise one line saying where it went (the result is never lost)."""
+    path = Path(path)
+    try:
+        return write_json_atomic(path, obj)
+    except OSError as e:
+        first = e
+    fallback = Path(fallback_dir) / (path.name or "result.json")
+    try:
+        write_json_atomic(fallback, obj)
+    except OSError as e:
+        raise ValueError(one_line(f"cannot write the result to {path} ({first.strerror or first}) nor to "
+                                  f"{fallback} ({e.strerror or e}); allowed: a writable path")) from None
+    raise ValueError(one_line(f"cannot write the result to {path} ({first.strerror or first}); it was saved to "
+                              f"{fallback} instead"))
 
 
 def rng_state(device: torch.device) -> dict:
@@ -102,5 +292,5 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-__all__ = ["clean_temp_files", "load", "rng_state", "save_atomic", "set_rng_state", "write_bytes_atomic", "write_json_atomic",
-           "write_text_atomic"]
+__all__ = ["RunLock", "check_out_dir", "check_out_file", "clean_temp_files", "load", "rng_state", "save_atomic",
+           "save_result", "set_rng_state", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]

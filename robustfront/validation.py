@@ -9,33 +9,73 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from fractions import Fraction
 from typing import Any, Iterable
 
 NUMBER = "a number or a fraction like 8/255"
 
 
+def shown(value: Any, limit: int = 120) -> str:
+    """repr(value) for a message: never raises (a 5000-digit int has no str), never long."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - e.g. ints beyond sys.get_int_max_str_digits()
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def one_line(text: Any) -> str:
+    """`text` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(text).split())
+
+
+def reason(exc: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of an exception's message (or its type name), for a one-line error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def invalid(name: str, value: Any, allowed: str, problem: str = "invalid") -> ValueError:
     """The ValueError every check raises: `name=value is problem; allowed: allowed`, one line."""
-    text = f"{name}={value!r} is {problem}; allowed: {allowed}"
-    return ValueError(" ".join(text.split()))
+    return ValueError(one_line(f"{name}={shown(value)} is {problem}; allowed: {allowed}"))
+
+
+_INT_TEXT = re.compile(r"\s*[+-]?\d{1,30}\s*")
+
+
+def _parse_text(text: str) -> float:
+    """float of "0.03", "1e-3" or "8/255" (exact for a fraction of two short integers).
+
+    float() does the parsing: Fraction("1e100000000") would build a 100-million-digit integer
+    (minutes of CPU for a mistyped flag); float() gives inf at once, refused as not finite.
+    """
+    num, slash, den = text.partition("/")
+    a = float(num)
+    if not slash:
+        return a
+    b = float(den)
+    if b == 0:
+        raise ZeroDivisionError(text)
+    if _INT_TEXT.fullmatch(num) and _INT_TEXT.fullmatch(den):
+        return float(Fraction(int(num), int(den)))
+    return a / b
 
 
 def parse_number(value: Any, name: str = "value") -> float:
     """A finite real from 0.03, "0.03", "1e-3" or "8/255" (budgets are written as fractions of 255).
 
-    Booleans, NaN and infinities (also written as 1e999) are refused.
+    Booleans, NaN and infinities (also written as 1e999, or an int too large for a float) are refused.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str, Fraction)):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
         raise invalid(name, value, NUMBER, "not a number")
     try:
-        v = float(Fraction(value.strip())) if isinstance(value, str) else float(value)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        # "1e999" is a valid float spelling of inf; Fraction refuses it, float() gives inf below
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise invalid(name, value, NUMBER, "not a number") from None
+        v = _parse_text(value.strip()) if isinstance(value, str) else float(value)
+    except OverflowError:
+        v = math.inf
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise invalid(name, value, NUMBER, "not a number") from None
     if not math.isfinite(v):
         raise invalid(name, value, "a finite number", "not finite")
     return v
@@ -118,4 +158,4 @@ def check_like(name: str, v: Any, default: Any) -> Any:
 
 
 __all__ = ["check_bool", "check_choice", "check_int", "check_like", "check_number", "check_path_text", "invalid",
-           "parse_number"]
+           "one_line", "parse_number", "reason", "shown"]

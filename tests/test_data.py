@@ -119,7 +119,7 @@ def test_download_verifies_checksum(tmp_path, monkeypatch):
     assert (tmp_path / "dl" / "cifar-10-python.tar.gz").is_file()
 
     monkeypatch.setitem(download.URLS, "cifar10", (archive.as_uri(), "0" * 32))
-    with pytest.raises(RuntimeError, match="checksum mismatch"):
+    with pytest.raises(ValueError, match="checksum mismatch"):
         load_dataset("cifar10", root=tmp_path / "bad", download=True)
     assert not (tmp_path / "bad" / "cifar-10-batches-py").exists()
     assert not list((tmp_path / "bad").glob("*.part"))
@@ -135,11 +135,12 @@ def test_image_folder_png_and_val_name(tmp_path):
 
 def test_image_folder_jpeg_grayscale_to_rgb(tmp_path):
     for split in ("train", "test"):
-        (tmp_path / split / "x").mkdir(parents=True)
-        for j in range(3):
-            _img(200, mode="L").save(tmp_path / split / "x" / f"{j}.JPEG", quality=95)
+        for c in ("x", "y"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for j in range(3):
+                _img(200, mode="L").save(tmp_path / split / c / f"{j}.JPEG", quality=95)
     ds = load_dataset(tmp_path, val_size=0)
-    assert ds.shape == (3, 6, 5) and ds.classes == ["x"]
+    assert ds.shape == (3, 6, 5) and ds.classes == ["x", "y"]
     assert np.abs(ds.x_train.astype(int) - 200).max() <= 2
 
 

@@ -111,5 +111,5 @@ def test_load_model_round_trip(tmp_path):
 def test_load_model_missing_keys(tmp_path):
     path = tmp_path / "bad.pt"
     torch.save({"model": create_model("mlp", input_dim=3).state_dict()}, path)
-    with pytest.raises(ValueError, match=r"checkpoint lacks \['model_config'\]"):
+    with pytest.raises(ValueError, match=r"bad.pt lacks \['model_config'\]"):
         load_model(path)

@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..validation import check_int, invalid, one_line, shown
 from ._cache import archive_stem, cache_root, cached_arrays, extract_archive, files_key
 from .cifar import FOLDERS, cifar_files, read_cifar
 from .download import fetch
@@ -75,8 +77,8 @@ def _split_val(x, y, val_size, seed):
     if val_size is None:
         val_size = 1000 if n >= 20000 else n // 10
     elif isinstance(val_size, bool) or not isinstance(val_size, (int, np.integer)) or not 0 <= val_size < n:
-        raise ValueError(f"bad val_size {val_size!r}; allowed: an int in [0, {n - 1}] "
-                         f"(the training set has {n} examples)")
+        raise invalid("val_size", val_size, f"None or an integer in [0, {n - 1}] (the training set has {n} "
+                      f"examples)")
     perm = np.random.default_rng(seed).permutation(n)
     val, train = np.sort(perm[:val_size]), np.sort(perm[val_size:])
     return x[train], y[train], x[val], y[val]
@@ -105,6 +107,49 @@ def _from_folder(folder: Path, size, cache_dir) -> dict:
     return cached_arrays(layout, key, build, cache_dir)
 
 
+def _check_arrays(d: dict, source: str) -> None:
+    """The splits of any reader agree: one example shape, one label per example, labels within the
+    classes, at least two classes, and examples in both splits."""
+    classes = list(d["classes"])
+    if len(classes) < 2:
+        raise ValueError(one_line(f"dataset {source} has {len(classes)} class(es); allowed: at least 2"))
+    for split in ("train", "test"):
+        x, y = d[f"x_{split}"], d[f"y_{split}"]
+        if len(x) == 0:
+            raise ValueError(one_line(f"dataset {source} has no {split} examples; allowed: at least one"))
+        if len(x) != len(y):
+            raise ValueError(one_line(f"dataset {source} has {len(x)} {split} examples but {len(y)} labels"))
+        if y.min() < 0 or y.max() >= len(classes):
+            raise ValueError(one_line(f"dataset {source} has {split} labels in [{y.min()}, {y.max()}] for "
+                                      f"{len(classes)} classes; allowed: 0 to {len(classes) - 1}"))
+    if d["x_train"].shape[1:] != d["x_test"].shape[1:]:
+        raise ValueError(one_line(f"dataset {source}: train examples are {list(d['x_train'].shape[1:])} but test "
+                                  f"examples {list(d['x_test'].shape[1:])}; allowed: one size (pass resize=, "
+                                  f"--resize)"))
+
+
+def _looks_like_path(s: str) -> bool:
+    return (os.sep in s or "/" in s or s.startswith(("~", ".")) or os.path.isabs(s)
+            or archive_stem(Path(s)) is not None)
+
+
+@contextmanager
+def _os_errors(source: str):
+    """File-system errors while reading a dataset (an unreadable folder, a file gone mid-scan) as
+    one line naming the file; the readers' own messages pass through."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None:  # raised by robustfront with its own message
+            raise
+        name = e.filename if e.filename is not None else source
+        if isinstance(e, PermissionError):
+            raise ValueError(one_line(f"cannot read '{name}' ({e.strerror}) while loading dataset {source}; "
+                                      f"allowed: readable files and folders")) from None
+        raise ValueError(one_line(f"cannot read '{name}' ({e.strerror or e}) while loading dataset {source}")) \
+            from None
+
+
 def _named_root(name: str, root, download: bool, cache_dir) -> Path:
     """Folder holding a named dataset under `root` (default: the cache dir), downloaded on request."""
     base = Path(root).expanduser() if root is not None else cache_root(cache_dir)
@@ -131,9 +176,10 @@ def load_dataset(spec, *, root=None, download=False, val_size=None, resize=None,
     parameters (dim, mean_norm, sigma, n_train, n_test, data_seed).
     """
     s = os.fspath(spec) if isinstance(spec, (str, os.PathLike)) else None
-    if s is None:
-        raise ValueError(f"bad dataset spec {spec!r}; allowed: a name or a path")
+    if not isinstance(s, str) or not s.strip():
+        raise invalid("data", spec, f"a name ({', '.join(NAMES)}) or a path to a dataset folder or archive")
     size = parse_resize(resize)
+    check_int("seed", seed, 0)
     is_gaussian = s == "gaussian" or s.startswith("gaussian:")
     if params and not is_gaussian:
         raise ValueError(f"unexpected keyword(s) {sorted(params)} for dataset '{s}'; only gaussian "
@@ -146,20 +192,32 @@ def load_dataset(spec, *, root=None, download=False, val_size=None, resize=None,
         d, name = digits(), "digits"
         d["x_train"], d["x_test"] = resize_array(d["x_train"], size), resize_array(d["x_test"], size)
     elif s in NAMES:
-        d, name = _from_folder(_named_root(s, root, download, cache_dir), size, cache_dir), s
+        with _os_errors(s):
+            d, name = _from_folder(_named_root(s, root, download, cache_dir), size, cache_dir), s
+        _check_arrays(d, s)
     else:
         path = Path(s).expanduser()
         if not path.exists():
-            raise ValueError(f"unknown dataset '{s}'; allowed: {', '.join(NAMES)}, or a path to a "
-                             "dataset folder or .tar/.tar.gz/.tgz/.zip archive")
-        if path.is_file():
-            name = archive_stem(path)
-            if name is None:
-                raise ValueError(f"unsupported file '{path}'; allowed archives: .tar, .tar.gz, .tgz, .zip")
-            path = extract_archive(path, cache_dir)
-        else:
-            name = path.resolve().name
-        d = _from_folder(path, size, cache_dir)
+            if _looks_like_path(s):
+                raise FileNotFoundError(one_line(f"dataset path '{s}' does not exist; allowed: a dataset folder or "
+                                                 f".tar/.tar.gz/.tgz/.zip archive, or a name: {', '.join(NAMES)}"))
+            raise ValueError(one_line(f"unknown dataset {shown(s)}; allowed: {', '.join(NAMES)}, or a path to a "
+                                      "dataset folder or .tar/.tar.gz/.tgz/.zip archive"))
+        with _os_errors(s):
+            if path.is_file():
+                name = archive_stem(path)
+                if name is None:
+                    raise ValueError(one_line(f"unsupported file '{path}'; allowed archives: .tar, .tar.gz, .tgz, "
+                                              f".zip"))
+                folder = extract_archive(path, cache_dir)
+                try:
+                    d = _from_folder(folder, size, cache_dir)
+                except ValueError as e:  # name the archive the user gave, not only the cache folder
+                    raise ValueError(one_line(f"archive '{path}' (extracted to {folder}): {e}")) from None
+            else:
+                name = path.resolve().name
+                d = _from_folder(path, size, cache_dir)
+        _check_arrays(d, one_line(f"'{s}'"))
     x_train, y_train, x_val, y_val = _split_val(d["x_train"], d["y_train"], val_size, seed)
     return Dataset(x_train, y_train, x_val, y_val, d["x_test"], d["y_test"], list(d["classes"]), name)
 

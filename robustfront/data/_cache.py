@@ -1,20 +1,33 @@
-"""Cache location, crash-safe directory builds, archive extraction and decoded-array caching."""
+"""Cache location, crash-safe directory builds, archive extraction and decoded-array caching.
+
+Every way an archive or the cache can be bad (truncated, random bytes, a member that would land
+outside the cache, a full or read-only cache folder) ends in one ValueError line naming the file.
+"""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import lzma
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 import zipfile
-from pathlib import Path
+import zlib
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 import numpy as np
 
+from ..validation import one_line, reason
+
 MARKER = ".robustfront-complete"
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+ALLOWED_ARCHIVE = "a complete .tar, .tar.gz/.tgz or .zip archive of a dataset folder"
+# errors of the disk we write to, not of the file we read
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 
 
 def cache_root(cache_dir=None) -> Path:
@@ -32,6 +45,39 @@ def archive_stem(path: Path) -> str | None:
     return None
 
 
+def _cache_error(e: OSError, folder: Path) -> ValueError:
+    return ValueError(one_line(f"cannot write the cache folder {folder} ({e.strerror or reason(e)}); allowed: a "
+                               f"writable folder with free space, set with $ROBUSTFRONT_CACHE or cache_dir="))
+
+
+def _tmp_prefix(final: Path) -> str:
+    return f".tmp-{final.name}-{socket.gethostname()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists, under another user
+        return True
+    return True
+
+
+def clean_stale_builds(final: Path) -> list[Path]:
+    """Remove build folders of `final` left by killed processes of this host (the pid in the
+    name is gone); a build still running elsewhere is left alone."""
+    prefix, removed = _tmp_prefix(final), []
+    if not final.parent.is_dir():
+        return removed
+    for d in final.parent.glob(prefix + "*"):
+        pid = d.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
 def build_dir(final: Path, build: Callable[[Path], None]) -> Path:
     """Return `final`, building it with build(tmp) if it lacks the completion marker.
 
@@ -40,10 +86,14 @@ def build_dir(final: Path, build: Callable[[Path], None]) -> Path:
     """
     if (final / MARKER).is_file():
         return final
-    if final.exists():  # left by an interrupted or corrupted build
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        if final.exists():  # left by an interrupted or corrupted build
+            shutil.rmtree(final)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_builds(final)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_tmp_prefix(final)}{os.getpid()}-", dir=final.parent))
+    except OSError as e:
+        raise _cache_error(e, final.parent) from None
     try:
         build(tmp)
         (tmp / MARKER).write_text("complete\n")
@@ -52,25 +102,92 @@ def build_dir(final: Path, build: Callable[[Path], None]) -> Path:
         except OSError:  # a concurrent process finished first; its copy is as good as ours
             if not (final / MARKER).is_file():
                 raise
+    except OSError as e:
+        if e.errno in _DISK_ERRNOS and e.filename and str(e.filename).startswith(str(final.parent)):
+            raise _cache_error(e, final.parent) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
-def unpack(archive: Path, dest: Path) -> None:
-    """Extract a .zip or .tar[.gz] archive into `dest`, refusing paths that escape it."""
+class _Unsafe(Exception):
+    """A member that would land outside the extraction folder (older Pythons, and zip files)."""
+
+
+# tarfile's extraction-filter errors (Python >= 3.11.4 / 3.12), where they exist
+_FILTER_ERRORS = tuple(getattr(tarfile, n) for n in ("FilterError",) if hasattr(tarfile, n)) + (_Unsafe,)
+
+
+_UNSAFE_KINDS = {"AbsoluteLinkError": "a link to an absolute path", "AbsolutePathError": "an absolute path",
+                 "LinkOutsideDestinationError": "a link out of the extraction folder",
+                 "OutsideDestinationError": "a path out of the extraction folder",
+                 "SpecialFileError": "a device or special file", "_Unsafe": "an absolute or '..' path"}
+
+
+def _unsafe(name: str) -> bool:
+    p = PurePosixPath(name.replace("\\", "/"))
+    return p.is_absolute() or ".." in p.parts or (len(name) > 1 and name[1] == ":")
+
+
+def _unpack(archive: Path, dest: Path) -> None:
     if archive.name.lower().endswith(".zip"):
         with zipfile.ZipFile(archive) as z:
-            z.extractall(dest)  # zipfile already strips absolute paths and '..'
+            bad = next((n for n in z.namelist() if _unsafe(n)), None)
+            if bad is not None:
+                raise _Unsafe(bad)
+            z.extractall(dest)
         return
     with tarfile.open(archive) as t:
         if hasattr(tarfile, "data_filter"):
-            t.extractall(dest, filter="data")
+            # the "data" filter refuses '..', links out of dest and devices, but only strips a leading
+            # '/' (a member meant for /etc lands in the cache): refuse those names outright too
+            def safe(member, path):
+                if _unsafe(member.name):
+                    raise _Unsafe(member.name)
+                return tarfile.data_filter(member, path)
+            t.extractall(dest, filter=safe)
             return
         for m in t.getmembers():  # older Pythons lack extraction filters
-            if m.name.startswith("/") or ".." in Path(m.name).parts or m.issym() or m.islnk():
-                raise ValueError(f"unsafe member '{m.name}' in archive '{archive}'")
+            if _unsafe(m.name) or m.issym() or m.islnk() or m.isdev():
+                raise _Unsafe(m.name)
         t.extractall(dest)
+
+
+def unpack(archive: Path, dest: Path) -> None:
+    """Extract a .zip or .tar[.gz] archive into `dest`; refuses members that would land outside it
+    (absolute paths, '..', absolute or escaping links) and turns a damaged archive into one line."""
+    what = one_line(f"archive '{archive}'")
+    if archive.stat().st_size == 0:
+        raise ValueError(f"{what} is empty (0 bytes); allowed: {ALLOWED_ARCHIVE}")
+    try:
+        _unpack(archive, dest)
+    except _FILTER_ERRORS as e:
+        member = e.tarinfo.name if hasattr(e, "tarinfo") else e.args[0]
+        kind = _UNSAFE_KINDS.get(type(e).__name__, "a path out of the extraction folder")
+        raise ValueError(one_line(f"{what} has an unsafe member {str(member)!r} ({kind}): nothing "
+                                  f"outside the cache was written; allowed: members with relative paths inside "
+                                  f"the archive")) from None
+    except PermissionError as e:
+        if e.filename and str(e.filename).startswith(str(dest)):
+            raise _cache_error(e, dest.parent) from None
+        raise ValueError(one_line(f"{what} cannot be read ({e.strerror}); allowed: a readable file")) from None
+    except OSError as e:
+        if e.errno in _DISK_ERRNOS and e.filename and str(e.filename).startswith(str(dest)):
+            raise _cache_error(e, dest.parent) from None
+        if e.errno == errno.ENOSPC:
+            raise _cache_error(e, dest.parent) from None
+        raise ValueError(one_line(f"{what} is damaged or not an archive ({reason(e)}); allowed: "
+                                  f"{ALLOWED_ARCHIVE}")) from None
+    except tarfile.ReadError as e:
+        detail = "not a tar, gzip, bz2 or xz file" if "could not be opened" in str(e) else reason(e)
+        raise ValueError(one_line(f"{what} is truncated, damaged or not an archive ({detail}); allowed: "
+                                  f"{ALLOWED_ARCHIVE}")) from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, NotImplementedError,
+            RuntimeError, ValueError, KeyError, UnicodeError) as e:
+        # NotImplementedError: an unknown zip compression; RuntimeError: an encrypted zip member
+        raise ValueError(one_line(f"{what} is truncated, damaged or not an archive ({reason(e)}); allowed: "
+                                  f"{ALLOWED_ARCHIVE}")) from None
 
 
 def extract_archive(archive: Path, cache_dir=None) -> Path:
@@ -89,9 +206,14 @@ def files_key(paths) -> str:
     return h.hexdigest()
 
 
+KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 def cached_arrays(name: str, key: str, build: Callable[[], dict], cache_dir=None) -> dict:
     """Arrays from build() -> {"x_train", "y_train", "x_test", "y_test", "classes"}, kept as .npy
-    files under <cache>/arrays/<name>-<hash of key> so later loads skip decoding."""
+    files under <cache>/arrays/<name>-<hash of key> so later loads skip decoding. A cache entry
+    that cannot be read back (damaged on disk) is rebuilt once: the cache is never needed for
+    correctness."""
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     final = cache_root(cache_dir) / "arrays" / f"{name}-{digest}"
 
@@ -101,7 +223,15 @@ def cached_arrays(name: str, key: str, build: Callable[[], dict], cache_dir=None
         for k, v in out.items():
             np.save(tmp / f"{k}.npy", v)
 
+    def read() -> dict:
+        out = {k: np.load(final / f"{k}.npy", allow_pickle=False) for k in KEYS}
+        out["classes"] = json.loads((final / "classes.json").read_text())
+        return out
+
     build_dir(final, write)
-    out = {k: np.load(final / f"{k}.npy") for k in ("x_train", "y_train", "x_test", "y_test")}
-    out["classes"] = json.loads((final / "classes.json").read_text())
-    return out
+    try:
+        return read()
+    except (OSError, ValueError, EOFError):
+        shutil.rmtree(final, ignore_errors=True)
+        build_dir(final, write)
+        return read()

@@ -9,6 +9,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from ..validation import one_line, reason
 from ._cache import unpack
 
 # name -> (url, md5)
@@ -38,12 +39,18 @@ def fetch(name: str, root: Path) -> None:
     archive = root / url.rsplit("/", 1)[-1]
     if not (archive.is_file() and md5sum(archive) == md5):
         part = archive.with_name(archive.name + ".part")  # never mistaken for a finished download
-        with urllib.request.urlopen(url) as r, open(part, "wb") as f:
-            shutil.copyfileobj(r, f, 1 << 20)
+        try:
+            with urllib.request.urlopen(url, timeout=120) as r, open(part, "wb") as f:
+                shutil.copyfileobj(r, f, 1 << 20)
+        except OSError as e:  # URLError, timeouts, a full disk: nothing half-downloaded is kept
+            part.unlink(missing_ok=True)
+            raise ValueError(one_line(f"download of {url} failed ({reason(e)}); allowed: a working connection, "
+                                      f"or root=DIR (--data-root) holding the extracted dataset")) from None
         got = md5sum(part)
         if got != md5:
             part.unlink()
-            raise RuntimeError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
+            raise ValueError(f"checksum mismatch for {url}: md5 {got}, expected {md5}; allowed: the official "
+                             f"archive (download again)")
         os.replace(part, archive)
     # extract beside the target, then move into place: a crash never leaves a half folder
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-extract-", dir=root))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..validation import one_line, reason, shown
 from .cifar import FOLDERS
 from .images import IMAGE_EXTS
 
@@ -49,15 +50,21 @@ def detect_layout(path: Path) -> tuple[str, Path]:
         if len(dirs) != 1:
             break
         d = dirs[0]
-    raise ValueError(f"unrecognised dataset layout at '{path}'; allowed: {LAYOUTS}")
+    raise ValueError(one_line(f"unrecognised dataset layout at '{path}'; allowed: {LAYOUTS}"))
+
+
+def _raise(e: OSError) -> None:
+    raise e  # os.walk skips unreadable folders silently unless told otherwise
 
 
 def _scan(split_dir: Path, classes: list[str]):
     """Image files under split_dir/<class>/ (recursively), labelled by the class index."""
     paths, labels = [], []
     for i, c in enumerate(classes):
+        if not (split_dir / c).is_dir():  # a test split may lack some classes
+            continue
         # os.walk on strings: sorting 100k Path objects is several times slower
-        files = sorted(os.path.join(top, f) for top, _, names in os.walk(split_dir / c)
+        files = sorted(os.path.join(top, f) for top, _, names in os.walk(split_dir / c, onerror=_raise)
                        for f in names if os.path.splitext(f)[1].lower() in IMAGE_EXTS)
         paths += files
         labels += [i] * len(files)
@@ -65,15 +72,28 @@ def _scan(split_dir: Path, classes: list[str]):
 
 
 def image_folder(d: Path) -> dict:
-    """train/<class>/* and test/<class>/* (or val/ when there is no test/); classes sorted."""
+    """train/<class>/* and test/<class>/* (or val/ when there is no test/); classes sorted.
+
+    Refused in one line: fewer than two classes, a training class folder without images, test
+    classes that training lacks."""
     test_dir = next((d / s for s in ("test", "val") if (d / s).is_dir()), None)
     if test_dir is None:
-        raise ValueError(f"no test/ or val/ folder beside '{d / 'train'}'")
+        raise ValueError(one_line(f"no test/ or val/ folder beside '{d / 'train'}'; allowed: train/<class>/ "
+                                  f"and test/<class>/ (or val/<class>/)"))
     classes = [c.name for c in _visible_dirs(d / "train")]
+    if len(classes) < 2:
+        raise ValueError(one_line(f"'{d / 'train'}' has {len(classes)} class folder(s) {shown(classes)}; allowed: "
+                                  f"at least 2 (train/<class>/ per class)"))
     extra = sorted({c.name for c in _visible_dirs(test_dir)} - set(classes))
     if extra:
-        raise ValueError(f"classes {extra} in '{test_dir}' are not in '{d / 'train'}'; allowed: {classes}")
-    return {"train": _scan(d / "train", classes), "test": _scan(test_dir, classes), "classes": classes}
+        raise ValueError(one_line(f"classes {shown(extra)} in '{test_dir}' are not in '{d / 'train'}'; allowed: "
+                                  f"{shown(classes)}"))
+    train = _scan(d / "train", classes)
+    empty = [c for i, c in enumerate(classes) if not (train[1] == i).any()]
+    if empty:
+        raise ValueError(one_line(f"class folder(s) {shown(empty)} under '{d / 'train'}' hold no images; allowed: "
+                                  f"at least one file ending in {', '.join(sorted(IMAGE_EXTS))} per class"))
+    return {"train": train, "test": _scan(test_dir, classes), "classes": classes}
 
 
 def tiny_imagenet(d: Path) -> dict:
@@ -81,9 +101,13 @@ def tiny_imagenet(d: Path) -> dict:
     classes = sorted(w.strip() for w in (d / "wnids.txt").read_text().split() if w.strip())
     index = {w: i for i, w in enumerate(classes)}
     paths, labels = [], []
-    for line in (d / "val" / "val_annotations.txt").read_text().splitlines():
+    notes = d / "val" / "val_annotations.txt"
+    for n, line in enumerate(notes.read_text(errors="replace").splitlines(), 1):
         parts = line.split("\t")
         if len(parts) >= 2:
+            if parts[1] not in index:
+                raise ValueError(one_line(f"{notes} line {n} names class {shown(parts[1])}, which is not in "
+                                          f"{d / 'wnids.txt'}; allowed: the ids listed there"))
             paths.append(d / "val" / "images" / parts[0])
             labels.append(index[parts[1]])
     return {"train": _scan(d / "train", classes), "test": (paths, np.asarray(labels, np.int64)),
@@ -92,11 +116,24 @@ def tiny_imagenet(d: Path) -> dict:
 
 def _table(path: Path) -> dict[str, str]:
     """'id value' lines -> {id: value}."""
-    return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
+    rows = [line.split(maxsplit=1) for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    bad = next((r for r in rows if len(r) != 2), None)
+    if bad is not None:
+        raise ValueError(f"{path}: line {shown(' '.join(bad))} is not 'id value'")
+    return dict(rows)
 
 
 def cub(d: Path) -> dict:
     """CUB-200-2011: images.txt, image_class_labels.txt (1-based), train_test_split.txt, classes.txt."""
+    try:
+        return _cub(d)
+    except (KeyError, ValueError, IndexError) as e:
+        raise ValueError(one_line(f"CUB-200-2011 index files in '{d}' disagree or are damaged ({type(e).__name__}: "
+                                  f"{reason(e, 80)}); allowed: the official images.txt, image_class_labels.txt, "
+                                  f"train_test_split.txt and classes.txt")) from None
+
+
+def _cub(d: Path) -> dict:
     images, labels = _table(d / "images.txt"), _table(d / "image_class_labels.txt")
     is_train = _table(d / "train_test_split.txt")
     names = _table(d / "classes.txt")
@@ -119,9 +156,14 @@ def stanford_dogs(d: Path) -> dict:
     index = {b: i for i, b in enumerate(breeds)}
     plan = {"classes": [b.split("-", 1)[-1] for b in breeds]}
     for split in ("train", "test"):
-        files = [str(np.ravel(e)[0]) for e in np.ravel(loadmat(d / f"{split}_list.mat")["file_list"])]
-        plan[split] = ([d / "Images" / f for f in files],
-                       np.asarray([index[f.split("/")[0]] for f in files], np.int64))
+        mat = d / f"{split}_list.mat"
+        try:
+            files = [str(np.ravel(e)[0]) for e in np.ravel(loadmat(mat)["file_list"])]
+            plan[split] = ([d / "Images" / f for f in files],
+                           np.asarray([index[f.split("/")[0]] for f in files], np.int64))
+        except (KeyError, ValueError, IndexError, TypeError, NotImplementedError) as e:
+            raise ValueError(one_line(f"{mat} is damaged or names folders that Images/ lacks ({type(e).__name__}: "
+                                      f"{reason(e, 80)}); allowed: the official Stanford Dogs file lists")) from None
     return plan
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..validation import check_number, invalid
+from ..validation import check_int, check_number, invalid
 
 _RRC_TRIES = 10  # candidate boxes per image, as in torchvision's RandomResizedCrop
 
@@ -19,9 +19,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _check_int(name: str, v, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-        raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
-    return int(v)
+    return check_int(name, v, low)
 
 
 def _pair(name: str, v, hi: float | None) -> tuple[float, float]:
@@ -63,7 +61,7 @@ class DeviceLoader:
         self.device = torch.device(device)
         x, y = torch.as_tensor(x), torch.as_tensor(y)
         if len(x) != len(y):
-            raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}")
+            raise ValueError(f"x and y lengths differ: {len(x)} vs {len(y)}; allowed: one label per example")
         self.images = x.dtype == torch.uint8
         if self.images and x.ndim != 4:
             raise ValueError(f"uint8 images must have shape N,C,H,W; got {tuple(x.shape)}")

@@ -14,9 +14,12 @@ from ..validation import check_int
 def subset_indices(total: int, n: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a seeded random subset of size n of range(total); all of them when n is
     None or n >= total."""
-    if n is None or n >= total:
+    check_int("total", total, 0)
+    check_int("seed", seed, 0)
+    if n is None:
         return np.arange(total)
-    check_int("n", n, 1)
+    if check_int("n", n, 1) >= total:
+        return np.arange(total)
     return np.sort(np.random.default_rng(seed).permutation(total)[:n])
 
 

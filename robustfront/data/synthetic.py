@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validation import check_int, check_number, invalid, one_line, shown
+from .images import check_memory
+
 GAUSSIAN_DEFAULTS = {"dim": 10, "mean_norm": 2.0, "sigma": 1.0, "n_train": 10000, "n_test": 2000, "data_seed": 0}
 _INT_PARAMS = {"dim", "n_train", "n_test", "data_seed"}
 
@@ -23,30 +26,35 @@ def digits() -> dict:
 
 
 def gaussian_params(spec: str, overrides: dict) -> dict:
-    """Parameters from 'gaussian:dim=10,sigma=1' plus keyword overrides, validated."""
+    """Parameters from 'gaussian:dim=10,sigma=1' plus keyword overrides, validated (one line each)."""
     given = {}
     _, _, tail = spec.partition(":")
     for item in filter(None, (s.strip() for s in tail.split(","))):
         k, eq, v = item.partition("=")
         if not eq:
-            raise ValueError(f"bad gaussian option '{item}'; expected key=value")
+            raise invalid("gaussian option", item, "key=value, e.g. gaussian:dim=10,sigma=1")
         given[k.strip()] = v.strip()
     given.update(overrides)
     unknown = sorted(set(given) - set(GAUSSIAN_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown gaussian parameter(s) {unknown}; allowed: {', '.join(GAUSSIAN_DEFAULTS)}")
+        raise ValueError(one_line(f"unknown gaussian parameter(s) {shown(unknown)}; allowed: "
+                                  f"{', '.join(GAUSSIAN_DEFAULTS)}"))
     p = dict(GAUSSIAN_DEFAULTS)
     for k, v in given.items():
-        try:
-            p[k] = int(v) if k in _INT_PARAMS else float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"gaussian {k}={v!r} is not a number") from None
-    for k in ("dim", "n_train", "n_test"):
-        if p[k] < 1:
-            raise ValueError(f"gaussian {k}={p[k]} must be >= 1")
-    if p["sigma"] <= 0 or p["mean_norm"] < 0:
-        raise ValueError(f"gaussian needs sigma > 0 and mean_norm >= 0; got sigma={p['sigma']}, "
-                         f"mean_norm={p['mean_norm']}")
+        if k in _INT_PARAMS:
+            low = 0 if k == "data_seed" else 1
+            if isinstance(v, str):
+                try:
+                    v = int(v)
+                except ValueError:
+                    raise invalid(f"gaussian {k}", v, f"an integer >= {low}") from None
+            p[k] = check_int(f"gaussian {k}", v, low)
+        elif k == "sigma":
+            p[k] = check_number(f"gaussian {k}", v, 0, strict=True)
+        else:
+            p[k] = check_number(f"gaussian {k}", v, 0)
+    # x in float32, drawn through float64 temporaries
+    check_memory(p["n_train"] + p["n_test"], (p["dim"],), "gaussian data", itemsize=8, factor=2)
     return p
 
 

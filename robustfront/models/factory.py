@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -10,7 +12,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .. import checkpoint as _checkpoint
 from ..registry import Registry
-from ..validation import check_like
+from ..validation import invalid, one_line, reason, shown
 from .normalize import Normalize
 
 MODELS = Registry("model")
@@ -38,6 +40,28 @@ def _builder(name: str):
     return MODELS.get(name)
 
 
+def _check_option(model: str, key: str, v: Any, default: Any) -> None:
+    """An architecture option has the type of the builder's default (width=2.5 or "abc" for an int,
+    hidden="abc" for a tuple of widths): refused in one line, before the builder fails somewhere inside."""
+    if isinstance(default, bool):
+        ok = isinstance(v, bool)
+        allowed = "true or false"
+    elif isinstance(default, int):
+        ok = isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1
+        allowed = "an integer >= 1"
+    elif isinstance(default, float):
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        allowed = "a finite number"
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(v, (tuple, list)) and all(isinstance(e, numbers.Integral) and not isinstance(e, bool)
+                                                  and e >= 1 for e in v)
+        allowed = "a list of integers >= 1, e.g. [256, 256]"
+    else:
+        return
+    if not ok:
+        raise invalid(key, v, f"{allowed} (model '{model}' option)")
+
+
 def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, input_size: int | None = None,
                  mean: list[float] | None = None, std: list[float] | None = None, **kw: Any) -> nn.Module:
     """Build model `name` taking inputs in [0,1]; its first layer is `Normalize(mean, std)`.
@@ -62,10 +86,15 @@ def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, inpu
     unknown = [k for k in kw if k not in options]
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} for model '{name}'; allowed: {', '.join(options) or 'none'}")
-    kw = {k: check_like(k, v, params[k].default) if params[k].default is not inspect.Parameter.empty else v
-          for k, v in kw.items()}
-    model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                    mean=mean, std=std, **kw)
+    for k, v in kw.items():
+        _check_option(name, k, v, params[k].default)
+    try:
+        model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                        mean=mean, std=std, **kw)
+    except (TypeError, OverflowError, RuntimeError, MemoryError) as e:
+        # a value of the right type that still builds nothing: width=10**30, hidden=[-1], ...
+        raise ValueError(one_line(f"model '{name}' with options {shown(kw)} cannot be built ({reason(e)}); "
+                                  f"allowed: sizes >= 1 that fit in memory")) from None
     norm = next(model.children(), None)
     assert isinstance(norm, Normalize), f"model '{name}' must register Normalize as its first child"
     model.rf_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels,
@@ -84,21 +113,52 @@ def load_model(checkpoint: str | Any, device: str | torch.device = "cpu") -> nn.
     or from a fine-tuning checkpoint (`models.peft.peft_state_dict`: trainable delta + base file reference).
 
     Files are read with weights_only=True (no arbitrary code). Returns the model on `device` in eval mode.
+    Every way a checkpoint can fail to make the model (keys missing, a config that builds nothing,
+    weights of other shapes) is one ValueError line naming the checkpoint.
     """
+    from .weights import format_report, match_report
+
+    where = "checkpoint" if isinstance(checkpoint, dict) else one_line(f"checkpoint {checkpoint}")
     ckpt = checkpoint if isinstance(checkpoint, dict) else _checkpoint.load(checkpoint, device)
     if "peft" in ckpt:  # adapters / LoRA / a frozen backbone: the structure is rebuilt before loading
         from .peft import load_peft
         return load_peft(ckpt, device=device)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
     if missing:
-        raise ValueError(f"checkpoint lacks {missing}; found keys {sorted(map(str, ckpt))}; expected "
-                         "{'model': state_dict, 'model_config': rf_config}")
-    cfg = dict(ckpt["model_config"])
-    if "name" not in cfg:
-        raise ValueError(f"checkpoint's model_config has no 'name'; found keys {sorted(cfg)}")
-    model = create_model(cfg.pop("name"), **cfg)
-    state = dict(ckpt["model"])
+        raise ValueError(one_line(f"{where} lacks {missing}; found keys {shown(sorted(map(str, ckpt)))}; allowed: "
+                                  "robustfront's {'model': state_dict, 'model_config': rf_config}"))
+    cfg, state = ckpt["model_config"], ckpt["model"]
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str):
+        raise ValueError(one_line(f"{where} has model_config={shown(cfg)}; allowed: a dict with a model 'name' "
+                                  f"({', '.join(list_models())}) and its options"))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(one_line(f"{where} has a 'model' entry that is not a state dict of tensors "
+                                  f"({type(state).__name__}); allowed: model.state_dict()"))
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    state = dict(state)
     for prefix in ("_orig_mod.", "module."):  # saved from torch.compile / DistributedDataParallel wrappers
         consume_prefix_in_state_dict_if_present(state, prefix)
-    model.load_state_dict(state)
+    # build on the meta device first: a damaged config (width=10**9) costs no memory before it is refused
+    with torch.device("meta"):
+        shell = _build(where, name, cfg)
+    report = match_report(shell, state)
+    if any(report.values()):
+        raise ValueError(one_line(f"{where}: its weights do not fit the '{name}' model its model_config "
+                                  f"describes: {format_report(report)}"))
+    model = _build(where, name, cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:  # e.g. tensors on another device than the model
+        raise ValueError(one_line(f"{where}: its weights cannot be loaded into the model ({reason(e)})")) from None
     return model.to(device).eval()
+
+
+def _build(where: str, name: str, cfg: dict) -> nn.Module:
+    try:
+        return create_model(name, **cfg)
+    except ValueError as e:
+        raise ValueError(one_line(f"{where}: {e}")) from None
+    except Exception as e:  # noqa: BLE001 - a builder given values of the wrong type (width="abc", ...)
+        raise ValueError(one_line(f"{where} has model_config options {shown(cfg)} that do not build a "
+                                  f"'{name}' model ({reason(e)})")) from None

@@ -9,12 +9,14 @@ state dict matches a model.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from ..validation import one_line, shown
 
 # keys under which training scripts commonly nest the state dict (TRADES/MART/AWP: plain; timm: "state_dict"
 # or "model"; RAAT/Cons-AT: "model" / "state_dict"; others: "net", "model_state_dict")
@@ -72,7 +74,9 @@ def _read_file(path: Path, device) -> dict:
 def unwrap(obj: dict) -> dict:
     """The state dict inside a training script's checkpoint: robustfront's {"model", "model_config"},
     one of WRAPPERS, nested; then common prefixes (DataParallel, compile, "model.") stripped."""
-    while isinstance(obj, dict):
+    if not isinstance(obj, dict):
+        raise ValueError(f"found a {type(obj).__name__}, not a state dict; allowed: a dict of tensors")
+    for _ in range(len(WRAPPERS) + 1):  # bounded: a pickle can hold a dict that contains itself
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             break
         inner = next((obj[k] for k in WRAPPERS if isinstance(obj.get(k), dict) and obj[k]), None)
@@ -81,9 +85,13 @@ def unwrap(obj: dict) -> dict:
             if tensors:  # a state dict with some non-tensor entries beside it (e.g. "epoch")
                 obj = tensors
                 break
-            raise ValueError(f"found no state dict in the file: top-level keys {sorted(map(str, obj))[:12]}; "
-                             f"allowed: a state dict, or one under {', '.join(WRAPPERS)}")
+            raise ValueError(one_line(f"found no state dict in the file: top-level keys "
+                                      f"{shown(sorted(map(str, obj))[:12])}; allowed: a state dict, or one under "
+                                      f"{', '.join(WRAPPERS)}"))
         obj = inner
+    else:
+        raise ValueError(f"found no state dict in the file: wrappers nested more than {len(WRAPPERS)} deep; "
+                         f"allowed: a state dict, or one under {', '.join(WRAPPERS)}")
     return strip_prefixes(dict(obj))
 
 
@@ -139,7 +147,11 @@ def read_file(path: str | Path, device="cpu") -> dict:
 
 def read_state_dict(path: str | Path, device="cpu") -> dict[str, torch.Tensor]:
     """{name: tensor} from a .pt/.pth/.safetensors file of any common layout; one ValueError line if bad."""
-    return unwrap(read_file(path, device))
+    try:
+        return unwrap(read_file(path, device))
+    except ValueError as e:
+        text = str(e)
+        raise ValueError(text if str(path) in text else one_line(f"weights file {path}: {text}")) from None
 
 
 def match_report(model: nn.Module, state: dict) -> dict:
@@ -150,6 +162,37 @@ def match_report(model: nn.Module, state: dict) -> dict:
     return {"missing": sorted(k for k in own if k not in state),
             "unexpected": sorted(k for k in state if k not in own),
             "shape_mismatch": shape}
+
+
+def check_input_fits(model_config: dict, shape, num_classes: int | None = None, *, what: str = "the data") -> None:
+    """Refuse, in one line and before any work, data a model was not built for: another channel count
+    or image height (the side recorded as input_size), for an mlp any other shape, for flat-input
+    models another length; or more classes than the model has outputs.
+
+    model_config: a model's rf_config (a checkpoint's "model_config"); shape: one example's shape,
+    (C, H, W) or (D,), e.g. `Dataset.shape`.
+    """
+    shape = tuple(int(v) for v in shape)
+    cfg = dict(model_config)
+    name = cfg.get("name", "model")
+    if cfg.get("input_shape") is not None:
+        want = [int(v) for v in cfg["input_shape"]]
+        fits = list(shape) == want
+    elif cfg.get("input_dim") is not None:
+        want = [int(cfg["input_dim"])]
+        fits = math.prod(shape) == want[0]
+    else:
+        c, side = cfg.get("in_channels"), cfg.get("input_size")
+        want = [c, side, side]
+        fits = len(shape) == 3 and shape[0] == c and shape[1] == side and (name != "mlp" or shape[2] == side)
+    if not fits:
+        raise ValueError(one_line(f"{what} has examples of shape {list(shape)} but the '{name}' model was built "
+                                  f"for {want}; allowed: data of the shape the model was trained on (images "
+                                  f"resized with --resize)"))
+    classes = cfg.get("num_classes")
+    if num_classes is not None and classes is not None and num_classes > classes:
+        raise ValueError(one_line(f"{what} has {num_classes} classes but the '{name}' model has {classes} "
+                                  f"outputs; allowed: data with at most {classes} classes"))
 
 
 def format_report(report: dict, limit: int = 8) -> str:
@@ -166,5 +209,5 @@ def format_report(report: dict, limit: int = 8) -> str:
     return "; ".join(parts) or "all keys match"
 
 
-__all__ = ["fill_bn_counters", "format_report", "match_report", "read_file", "read_state_dict", "sniff",
-           "split_normalization", "strip_prefixes", "unwrap"]
+__all__ = ["check_input_fits", "fill_bn_counters", "format_report", "match_report", "read_file", "read_state_dict",
+           "sniff", "split_normalization", "strip_prefixes", "unwrap"]
