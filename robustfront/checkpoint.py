@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import yaml
 
 from .validation import invalid, one_line
 
@@ -269,7 +270,9 @@ def save_result(obj, path, fallback_dir) -> Path:
         return write_json_atomic(path, obj)
     except OSError as e:
         first = e
-    fallback = Path(fallback_dir) / (path.name or "result.json")
+    import time
+    name = Path(path.name or "result.json")  # a new name, so that no earlier result is overwritten
+    fallback = Path(fallback_dir) / f"{name.stem}-{time.strftime('%Y%m%d-%H%M%S')}{name.suffix or '.json'}"
     try:
         write_json_atomic(fallback, obj)
     except OSError as e:
@@ -277,6 +280,28 @@ def save_result(obj, path, fallback_dir) -> Path:
                                   f"{fallback} ({e.strerror or e}); allowed: a writable path")) from None
     raise ValueError(one_line(f"cannot write the result to {path} ({first.strerror or first}); it was saved to "
                               f"{fallback} instead"))
+
+
+def read_yaml(path) -> dict:
+    """A YAML mapping from a (config) file; one-line errors for a missing file, a syntax error, or no mapping."""
+    try:
+        with open(path) as f:
+            d = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a folder; allowed: a YAML file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not text; allowed: a YAML file") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        raise ValueError(f"config file {path} holds a {type(d).__name__}; allowed: a mapping of config keys to values")
+    return d
 
 
 def rng_state(device: torch.device) -> dict:
@@ -292,5 +317,5 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-__all__ = ["RunLock", "check_out_dir", "check_out_file", "clean_temp_files", "load", "rng_state", "save_atomic",
+__all__ = ["RunLock", "read_yaml", "check_out_dir", "check_out_file", "clean_temp_files", "load", "rng_state", "save_atomic",
            "save_result", "set_rng_state", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]

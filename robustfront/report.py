@@ -20,9 +20,7 @@ import json
 from fractions import Fraction
 from pathlib import Path
 
-import yaml
-
-from .checkpoint import write_text_atomic
+from .checkpoint import read_yaml, write_text_atomic
 from .eval.result import EvalResult
 
 ACC = ("clean", "pgd", "cw", "aa", "worst_case", "mean", "nrr")
@@ -37,14 +35,22 @@ HEADERS = {"run": "run", "method": "method", "data": "data", "split": "split", "
 def _read_run(run: Path) -> dict:
     if not run.is_dir():
         raise FileNotFoundError(f"run folder {run} does not exist")
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    cfg = read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
     metrics = []
     if (run / "metrics.jsonl").is_file():
-        metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if l.strip()]
+        for i, line in enumerate((run / "metrics.jsonl").read_text().splitlines(), 1):
+            try:
+                metrics += [json.loads(line)] if line.strip() else []
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{run / 'metrics.jsonl'} line {i} is not JSON ({e.msg}); allowed: the lines "
+                                 f"robustfront train writes") from None
     evals = []
     for f in sorted(run.glob("eval*.json")):
         try:
             evals.append((f.name, EvalResult.from_json(json.loads(f.read_text()))))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{f} is not JSON ({e.msg} at line {e.lineno}); allowed: a file robustfront eval "
+                             f"writes") from None
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{f} is not an evaluation result written by robustfront eval ({e})") from None
     return {"name": run.name, "path": run, "config": cfg or {}, "metrics": metrics, "evals": evals}

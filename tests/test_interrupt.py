@@ -124,10 +124,6 @@ def hook_lines(log: Path, var: str, needle: str) -> int:
     return sum(l.startswith(f"robustfront test hook: {var} ") and needle in l for l in log.read_text().splitlines())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the trainer saves through train/checkpoint.py, which has no "
-                   "ROBUSTFRONT_TEST_SLOW_SAVE hook, names its temp files differently and never removes a killed "
-                   "write's temp file; save with robustfront.checkpoint.save_atomic and call "
-                   "clean_temp_files(OUT/checkpoints) when a run starts or resumes (under the run's lock)")
 def test_kill_during_a_checkpoint_write_then_resume(tmp_path, env, reference):
     """Killed while epoch 2's last.pt is written: epoch 1's last.pt is intact, the stray temp file is
     removed by the resume, and the result is the uninterrupted one."""
@@ -142,10 +138,6 @@ def test_kill_during_a_checkpoint_write_then_resume(tmp_path, env, reference):
     same_as_reference(out, reference)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: metrics.jsonl is appended after last.pt is saved, so a kill "
-                   "between them loses that epoch's line (resume starts after it), and the trainer ignores the "
-                   "ROBUSTFRONT_TEST_SLOW_SAVE_AFTER hook; commit an epoch's metrics with its checkpoint (write "
-                   "the line first and truncate on resume, or rewrite metrics.jsonl from the checkpoints)")
 def test_kill_between_checkpoint_and_metrics_then_resume(tmp_path, env, reference):
     out, log = tmp_path / "run", tmp_path / "a.log"
     proc = start([*ARGS, "--out", str(out)], env, log, ROBUSTFRONT_TEST_SLOW_SAVE_AFTER="1")

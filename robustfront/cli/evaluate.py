@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 from ..validation import check_int, parse_number
@@ -31,35 +29,16 @@ def checkpoint_parent() -> argparse.ArgumentParser:
 
 
 def writable_target(path: str | None) -> Path | None:
-    """Fail before the work if --out cannot be written (a folder, under a file, read-only)."""
-    if path is None:
-        return None
-    if not path.strip():
-        raise ValueError("--out='' is not a file path; allowed: a JSON file path")
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"--out={path!r} is a folder; allowed: a JSON file path")
-    parent = p.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ValueError(f"--out={path!r} cannot be written ({parent} is not a writable folder); allowed: a path "
-                         f"in a writable folder")
-    return p
+    """Fail before the work if --out cannot be written (a folder, a device, under a file, read-only)."""
+    from ..checkpoint import check_out_file
+    return None if path is None else check_out_file(path, "--out")
 
 
-def save_result(text: str, target: Path | None, fallback_dir: Path) -> None:
+def save_result(obj, target: Path | None, fallback_dir: Path) -> None:
     """Write atomically; if the target fails after a long run, keep the result next to the run and say where."""
-    from ..checkpoint import write_text_atomic
-    if target is None:
-        return
-    try:
-        write_text_atomic(target, text)
-    except OSError as e:
-        spare = fallback_dir / f"eval-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        write_text_atomic(spare, text)
-        raise ValueError(f"--out={str(target)!r} could not be written ({e.strerror}); the result was saved to "
-                         f"{spare}") from None
+    from ..checkpoint import save_result as save
+    if target is not None:
+        save(obj, target, fallback_dir)
 
 
 def _threat_defaults(args, configs: list[dict]) -> tuple[list[str], str]:
@@ -82,6 +61,10 @@ def cmd_eval(args) -> int:
     from ..checkpoint import load
     from ..eval import aggregate, auto_batch_size, check_attacks, evaluate, format_sanity, load_for_eval, sanity_check
     attacks = check_attacks([a.strip() for a in args.attacks.split(",") if a.strip()])
+    if not attacks:
+        raise ValueError(f"--attacks={args.attacks!r} names no attack; allowed: a comma-separated list such as "
+                         f"pgd20,autoattack")
+    check_int("seed", args.seed, 0, 2**63 - 1)
     if args.batch_size is not None:
         check_int("batch_size", args.batch_size, 1)
     target = writable_target(args.out)
@@ -119,9 +102,8 @@ def cmd_eval(args) -> int:
         for a in (agg["sweep"] if "sweep" in agg else [agg]):
             _err(f"eps={a['eps']:.5g} over {len(results)} checkpoints: clean {_pm(a['clean_acc'])}, " + ", ".join(
                 f"{k} {_pm(v)}" for k, v in a["robust_acc"].items()) + f", worst {_pm(a['worst_case_acc'])}")
-    text = json.dumps(out, indent=2)
-    save_result(text + "\n", target, Path(args.checkpoint[0]).resolve().parent.parent)
-    print(text)
+    save_result(out, target, Path(args.checkpoint[0]).resolve().parent.parent)
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -132,6 +114,7 @@ def cmd_analyze(args) -> int:
     from ..attacks import ThreatModel, create_attack
     from ..eval import load_for_eval
     check_int("n", args.n, 1)
+    check_int("seed", args.seed, 0, 2**63 - 1)
     check_int("directions", args.directions, 1)
     check_int("max_steps", args.max_steps, 1)
     models, x, y, data, bounds = {}, None, None, set(), (0.0, 1.0)

@@ -9,10 +9,14 @@ from ..validation import check_int
 
 
 def cmd_quickstart(args) -> int:
+    from ..checkpoint import check_out_dir
+    from ..device import resolve_device
     from ..quickstart import quickstart
     for name in ("epochs", "n"):
         if getattr(args, name) is not None:
             check_int(name, getattr(args, name), 1)
+    check_out_dir(args.out, "--out")        # before minutes of training
+    resolve_device(args.device)
     quickstart(args.out, epochs=args.epochs, device=args.device, n_eval=args.n)
     return 0
 

@@ -26,12 +26,16 @@ def key_value(text: str) -> tuple[str, object]:
         raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML") from None
 
 
-def number_list(text: str) -> list[float]:
-    """M1,M2,... as numbers."""
+def milestones(text: str) -> list[float]:
+    """M1,M2,... as positive numbers (fractions of the run below 1, epochs from 1)."""
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+        values = []
+    if not values or not all(v > 0 and v == v and v != float("inf") for v in values):
+        raise argparse.ArgumentTypeError(f"milestones={text!r} is invalid; allowed: comma-separated positive "
+                                         f"numbers (fractions < 1 of the run, or epochs)")
+    return values
 
 
 def name_list(text: str) -> list[str]:
@@ -79,7 +83,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
             kw["metavar"] = "X"
             text += " (a number or a fraction like 8/255)"
         elif f.name == "milestones":
-            kw["type"], kw["metavar"] = number_list, "M1,M2"
+            kw["type"], kw["metavar"] = milestones, "M1,M2"
         elif hint is list:
             kw["type"], kw["metavar"] = name_list, "A,B"
         shown = "none" if default in (None, [], {}) else (",".join(map(str, default)) if isinstance(default, list)

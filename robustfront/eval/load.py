@@ -12,6 +12,7 @@ from .. import checkpoint as ckpt
 from ..data import Dataset, load_dataset
 from ..device import resolve_device
 from ..models import load_model
+from ..models.weights import check_input_fits
 from ..validation import check_choice, check_int
 
 
@@ -44,30 +45,17 @@ def load_for_eval(checkpoint, *, data: str | None = None, data_root: str | None 
     name = data or cfg.get("data")
     if name is None:
         raise ValueError(f"data=None: checkpoint {checkpoint} does not name its data set; allowed: --data NAME_OR_PATH")
+    if resize is not None:
+        check_int("resize", resize, 1)
     ds = load_dataset(name, root=data_root or cfg.get("data_root"), seed=cfg.get("seed", 0),
-                      val_size=cfg.get("val_size"), resize=resize or cfg.get("resize"))
+                      val_size=cfg.get("val_size"), resize=resize if resize is not None else cfg.get("resize"))
+    # before any other complaint: data the model was not built for
+    check_input_fits(state["model_config"], ds.shape, ds.num_classes, what=f"data {name}")
     size = len(ds.arrays(split)[1])
     if n is not None and n > size:
         raise ValueError(f"n={n} is larger than the {split} split of {name} ({size} images); allowed: 1 to {size}")
     x, y = ds.tensors(split, dev, n=n, seed=seed)
-    _check_shape(model, x, name, checkpoint)
     return EvalInput(model, x, y, ds, str(name), cfg, str(checkpoint))
-
-
-def _check_shape(model, x, data, checkpoint) -> None:
-    """One line, before any attack runs, when the data does not fit the model."""
-    cfg = getattr(model, "rf_config", {})
-    if x.dim() == 4 and "in_channels" in cfg and x.shape[1] != cfg["in_channels"]:
-        raise ValueError(f"data {data} has {x.shape[1]} channel(s) but the model of {checkpoint} takes "
-                         f"{cfg['in_channels']}; allowed: data of the shape the model was trained on")
-    if len(x):
-        try:
-            with torch.no_grad():
-                model(x[:1])
-        except RuntimeError as e:
-            raise ValueError(f"data {data} of shape {tuple(x.shape[1:])} does not fit the model of {checkpoint} "
-                             f"({str(e).splitlines()[0][:120]}); allowed: data of the shape it was trained on") \
-                from None
 
 
 __all__ = ["EvalInput", "load_for_eval"]

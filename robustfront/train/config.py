@@ -8,13 +8,14 @@ comment after a field is its help text. The config saved with a run is the confi
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal, Optional
 
-import yaml
 
+from ..checkpoint import read_yaml
 from ..validation import check_bool, check_choice, check_int, check_number, invalid, parse_number
 
 
@@ -78,7 +79,7 @@ class TrainConfig:
     warmup: Num = "0.3"                  # onecycle, onecycle_epoch: fraction of the run spent warming up
     div_factor: Num = "25"               # onecycle_epoch: the warm-up starts at lr/div_factor
     final_div_factor: Num = "1e4"        # onecycle_epoch: the run ends at lr/div_factor/final_div_factor
-    max_nonfinite: int = 20              # stop when an epoch has more non-finite steps than this
+    max_nonfinite: int = 20              # stop when an epoch skips more non-finite steps than this (or half its steps)
     # -- threat model of the training attack
     norm: Norm = "Linf"                  # threat model of the training attack
     eps: Num = "8/255"                   # training budget
@@ -132,12 +133,14 @@ class TrainConfig:
         check_number("final_div_factor", self.final_div_factor, 0.0, strict=True)
         if self.nesterov and self.momentum == 0:
             raise invalid("nesterov", True, "momentum > 0, or nesterov=False", "invalid with momentum=0")
+        big = 2**31 - 1  # sizes past this overflow torch's int32 indexing long before they would be useful
         for name in ("epochs", "batch_size", "attack_steps", "eval_every", "eval_steps", "max_nonfinite"):
-            check_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), 1, big)
         for name, lo in (("train_n", 1), ("eval_n", 1), ("resize", 1), ("crop", 0), ("val_size", 0), ("cutout", 0),
-                         ("ema_start", 0), ("log_every", 0), ("seed", 0)):
+                         ("ema_start", 0), ("log_every", 0)):
             if getattr(self, name) is not None:
-                check_int(name, getattr(self, name), lo)
+                check_int(name, getattr(self, name), lo, big)
+        check_int("seed", self.seed, 0, 2**63 - 1)   # torch.manual_seed takes a signed 64-bit integer
         if self.val_size == 0 and self.select_on == "val":
             raise invalid("val_size", 0, "val_size >= 1, or select_on=last / test (no held-out split to choose "
                                          "best.pt on)")
@@ -178,28 +181,6 @@ class TrainConfig:
         """{key: (ours, theirs)} for every field that differs (by value: "8/255" equals 0.0313...)."""
         a, b = self.to_dict(), other.to_dict()
         return {k: (a[k], b[k]) for k in a if _value(a[k]) != _value(b[k])}
-
-
-def read_yaml(path) -> dict:
-    """A YAML mapping from a file; one-line errors for a missing file, a syntax error, or no mapping."""
-    try:
-        with open(path) as f:
-            d = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"config file {path} is a folder; allowed: a YAML file") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"config file {path} is not text; allowed: a YAML file") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"config file {path} is not valid YAML{where}: {problem}") from None
-    d = {} if d is None else d
-    if not isinstance(d, dict):
-        raise ValueError(f"config file {path} holds a {type(d).__name__}; allowed: a mapping of config keys to values")
-    return d
 
 
 def _plain(v):
@@ -253,13 +234,17 @@ def _coerce(name: str, v, hint):
     return v
 
 
-def field_help(name: str) -> str:
-    """The comment after a field's declaration (its --help text)."""
+@functools.lru_cache(maxsize=1)
+def _field_comments() -> dict[str, str]:
     import inspect
     import re
-    src = inspect.getsource(TrainConfig)
-    m = re.search(rf"^\s+{name}: [^\n]*?#\s*(.+)$", src, re.M)
-    return m.group(1).strip() if m else ""
+    src = inspect.getsource(TrainConfig)  # read once: the CLI asks for every field's help
+    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): [^\n]*?#\s*(.+)$", src, re.M)}
+
+
+def field_help(name: str) -> str:
+    """The comment after a field's declaration (its --help text)."""
+    return _field_comments().get(name, "")
 
 
 __all__ = ["Num", "RESUME_SAFE", "TrainConfig", "field_help", "read_yaml"]

@@ -8,6 +8,8 @@ skipped exactly: as if it never happened, and counted in `skipped`.
 
 Momentum buffers are created as zeros up front, so that they exist to be copied: with dampening 0
 the first SGD update from a zero buffer (0·μ + g) equals the lazily cloned one (g) bit for bit.
+The model's floating-point buffers (BatchNorm running statistics, updated by the train-mode forwards)
+are copied by `begin()` before the step's forwards and put back with the rest.
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import torch
 
 
 class UpdateGuard:
-    def __init__(self, params: list[torch.Tensor], opt: torch.optim.Optimizer):
+    def __init__(self, params: list[torch.Tensor], opt: torch.optim.Optimizer, buffers=()):
         self.params, self.opt = params, opt
+        self.buffers = [b for b in buffers if b.is_floating_point()]
+        self.buffer_backup = [b.detach().clone() for b in self.buffers]
         device = params[0].device if params else torch.device("cpu")
         self.skipped = torch.zeros((), dtype=torch.int64, device=device)
         self.rebind()
@@ -35,6 +39,12 @@ class UpdateGuard:
         self.backup = [t.detach().clone() for t in self.state]
 
     @torch.no_grad()
+    def begin(self) -> None:
+        """Before the step's forwards: keep the running statistics they are about to update."""
+        if self.buffers:
+            torch._foreach_copy_(self.buffer_backup, self.buffers)
+
+    @torch.no_grad()
     def step(self) -> None:
         grads = [p.grad for p in self.params if p.grad is not None]
         if not grads:
@@ -43,8 +53,9 @@ class UpdateGuard:
         ok = torch.isfinite(torch.stack(torch._foreach_norm(grads, float("inf")))).all()
         torch._foreach_copy_(self.backup, self.state)
         self.opt.step()
-        ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(self.state, float("inf")))).all()
-        for t, b in zip(self.state, self.backup):
+        after = self.state + self.buffers
+        ok = ok & torch.isfinite(torch.stack(torch._foreach_norm(after, float("inf")))).all()
+        for t, b in zip(after, self.backup + self.buffer_backup):
             t.copy_(torch.where(ok, t, b))
         self.skipped.add_((~ok).long())
 

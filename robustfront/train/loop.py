@@ -6,6 +6,7 @@ comments mark the reads, once per epoch.
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -39,7 +40,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         start, best = log.restore(trainer, device) if resume else (0, -1.0)
         if not resume:
             log.start()
-        metrics: dict = {}
+        metrics: dict = log.history[-1] if log.history else {}   # a finished run: its last epoch
+        if start >= cfg.epochs:
+            print(f"robustfront: {cfg.out} has finished all {cfg.epochs} epochs; nothing to train (raise --epochs "
+                  f"to continue it)", file=sys.stderr)
         for epoch in range(start, cfg.epochs):
             if stop_after is not None and epoch - start >= stop_after:
                 break
@@ -50,8 +54,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                 if cfg.log_every and (i + 1) % cfg.log_every == 0:
                     log.step(epoch, i + 1, losses, trainer.combiner)
             metrics = {"epoch": epoch + 1, **trainer.pop_epoch(), **log.diagnostics(trainer.combiner)}  # sync
-            if metrics["nonfinite_steps"] > cfg.max_nonfinite:
-                raise ValueError(f"training diverged: {metrics['nonfinite_steps']} of {len(trainer.loader)} steps of "
+            skipped = metrics["nonfinite_steps"]
+            if skipped > cfg.max_nonfinite or 2 * skipped >= len(trainer.loader):
+                raise ValueError(f"training diverged: {skipped} of {len(trainer.loader)} steps of "
                                  f"epoch {epoch + 1} had a non-finite gradient or update and were skipped; nothing "
                                  f"was saved for this epoch; allowed: a smaller lr (now {cfg.lr}), or a larger "
                                  f"max_nonfinite")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -39,17 +38,23 @@ class RunLog:
         self.steps: list[dict] = []
         self._lock = None
         self._writer = None
+        self._pending = None          # a resume's safe config changes, recorded with its first epoch
+        self._config_written = False
 
     # -- opening and closing -----------------------------------------------------------------
     def __enter__(self) -> "RunLog":
-        if self.out.exists() and not self.out.is_dir():
-            raise ValueError(f"out={str(self.out)!r} is a file; allowed: a folder (new or holding a run)")
+        ckpt.check_out_dir(self.out)
+        if self.cfg.tensorboard:
+            self._tensorboard_writer_class()  # fail before any work, not after the first epoch
+        self._lock = ckpt.RunLock(self.out).__enter__()
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"out={str(self.out)!r} cannot be created ({e.strerror}); allowed: a writable folder") \
-                from None
-        self._acquire_lock()
+            self._open()
+        except BaseException:
+            self.__exit__(None, None, None)  # a refused run leaves no lock behind
+            raise
+        return self
+
+    def _open(self) -> None:
         ckpt.clean_temp_files(self.ckdir)
         if self.resume and not self.last.is_file():
             raise ValueError(f"resume=True but {self.last} does not exist; start the run without --resume")
@@ -60,33 +65,13 @@ class RunLog:
             for p in (self.last, self.best, self.out / "metrics.jsonl", self.out / "steps.jsonl",
                       self.out / "config_history.jsonl"):
                 p.unlink(missing_ok=True)
-        return self
 
     def __exit__(self, *exc) -> None:
         if self._writer:
             self._writer.close()
         if self._lock is not None:
-            import fcntl
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+            self._lock.__exit__(*exc)
             self._lock = None
-
-    def _acquire_lock(self) -> None:
-        import fcntl
-        f = open(self.out / ".lock", "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            pid = f.read().strip() or "?"
-            f.close()
-            raise ValueError(f"out={str(self.out)!r} is being written by another process (PID {pid}); allowed: "
-                             f"wait for it to finish, or another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._lock = f
 
     def _progress_note(self) -> str:
         try:
@@ -126,12 +111,9 @@ class RunLog:
         else:  # a checkpoint written before histories were kept
             _truncate_jsonl(self.out / "metrics.jsonl", start)
         self._restore_steps(state, start)
-        safe = stored.changed(self.cfg)
-        if safe:
-            with open(self.out / "config_history.jsonl", "a") as f:
-                f.write(json.dumps({"resumed_at_epoch": start, "changed": {k: list(v) for k, v in safe.items()}})
-                        + "\n")
-        self._write_config(self.cfg)
+        safe = {k: list(v) for k, v in stored.changed(self.cfg).items() if k != "out"}
+        # recorded once the resumed run commits its first epoch: a resume that fails changes nothing
+        self._pending = {"resumed_at_epoch": start, "changed": safe} if safe else None
         return start, float(state["best_val_robust"])
 
     def _restore_steps(self, state: dict, start: int) -> None:
@@ -169,8 +151,15 @@ class RunLog:
         """Checkpoint(s) first (atomic, carrying the metrics history), then the metrics line."""
         bad = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
-            raise ValueError(f"epoch {metrics['epoch']}: weights {bad[0]} are not finite; nothing was saved "
+            raise ValueError(f"epoch {metrics['epoch']}: weights {bad[0]} are non-finite; nothing was saved "
                              f"(the last good checkpoint is {self.last}); allowed: a smaller lr")
+        if self._pending is not None:
+            with open(self.out / "config_history.jsonl", "a") as f:
+                f.write(json.dumps(self._pending) + "\n")
+            self._pending = None
+        if self.resume and not self._config_written:
+            self._write_config(self.cfg)
+        self._config_written = True
         self.history.append(metrics)
         state = {**state, "history": self.history, "steps": self.steps}
         if is_best:
@@ -190,15 +179,20 @@ class RunLog:
         if not self.cfg.tensorboard:
             return
         if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ValueError("tensorboard=True needs the tensorboard package; allowed: pip install tensorboard") \
-                    from None
-            self._writer = SummaryWriter(str(self.out / "tensorboard"))
+            self._writer = self._tensorboard_writer_class()(str(self.out / "tensorboard"))
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and math.isfinite(v):
                 self._writer.add_scalar(k, v, metrics["epoch"])
+
+
+    @staticmethod
+    def _tensorboard_writer_class():
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ValueError("tensorboard=True needs the tensorboard package; allowed: pip install tensorboard, "
+                             "or --no-tensorboard") from None
+        return SummaryWriter
 
 
 def _mean_dicts(dicts: list[dict]) -> dict:

@@ -39,7 +39,7 @@ class Trainer:
         self.device, self.bf16, self.channels_last = device, bf16, channels_last
         self.params = [p for g in opt.param_groups for p in g["params"]]
         self.term_grads = TermGrads(self.params, combiner.terms) if combiner.separate else None
-        self.guard = UpdateGuard(self.params, opt)
+        self.guard = UpdateGuard(self.params, opt, buffers=list(model.buffers()))
         self.epoch, self.lr = 0, schedule.lr()
         self._sums: dict[str, torch.Tensor] = {}
         self._seen = 0
@@ -57,6 +57,7 @@ class Trainer:
     def step(self, x, y):
         """objective under autocast -> gradients -> combine -> hooks -> guarded SGD step -> EMA."""
         self.lr = self.schedule.apply(self.opt)
+        self.guard.begin()
         with autocast(self.device, self.bf16):
             losses, stats = self.objective(self.net, self._format(x), y)
         self.opt.zero_grad(set_to_none=True)
