@@ -224,10 +224,14 @@ def test_spec_grammar_threat_steps_and_aliases():
     assert is_official("square") and is_official("apgd_t") and not is_official("pgd20")
 
 
-@pytest.mark.parametrize("name", ["fgsm", "mifgsm", "trades_kl"])
-def test_each_attack_declares_its_norms(name):
-    with pytest.raises(ValueError, match=r"norm='L2' is not supported; allowed: Linf"):
-        create_attack(name, ThreatModel(norm="L2"))
+@pytest.mark.parametrize("name,norms", [("fgsm", ("Linf",)), ("mifgsm", ("Linf",)), ("trades_kl", ("Linf", "L2"))])
+def test_each_attack_declares_its_norms(name, norms):
+    for norm in ("Linf", "L2", "L1"):
+        if norm in norms:
+            assert create_attack(name, ThreatModel(norm=norm)).norm == norm
+        else:
+            with pytest.raises(ValueError, match=f"norm='{norm}' is not supported; allowed: {', '.join(norms)}"):
+                create_attack(name, ThreatModel(norm=norm))
     assert create_attack("pgd", ThreatModel(norm="L1")).norm == "L1"
 
 

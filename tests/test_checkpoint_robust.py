@@ -369,8 +369,9 @@ def test_save_result_falls_back_and_says_where(tmp_path):
     with pytest.raises(ValueError) as e:
         ckpt.save_result(res, "/dev/null/r.json", tmp_path / "run")
     msg = str(e.value)
-    assert "\n" not in msg and "/dev/null/r.json" in msg and str(tmp_path / "run" / "r.json") in msg
-    assert json.loads((tmp_path / "run" / "r.json").read_text()) == res
+    saved = list((tmp_path / "run").glob("r-*.json"))   # a new name: an earlier result is never overwritten
+    assert "\n" not in msg and "/dev/null/r.json" in msg and len(saved) == 1 and str(saved[0]) in msg
+    assert json.loads(saved[0].read_text()) == res
 
 
 def test_model_options_of_the_wrong_type_are_one_line():
