@@ -175,7 +175,7 @@ def build_trainer(cfg: TrainConfig, ds, device: torch.device) -> Trainer:
                         epochs=cfg.epochs)
     warn_emulated_bf16(device, cfg.bf16)
     return Trainer(model, objective, combiner, opt, loader, schedule, device=device,
-                   net=maybe_compile(model, device) if cfg.compile else model,
+                   net=maybe_compile(model, device, cfg.compile_mode) if cfg.compile else model,
                    ema=EMA(model, float(cfg.ema), cfg.ema_start) if cfg.ema else None, bf16=cfg.bf16,
                    channels_last=cfg.channels_last)
 
