@@ -126,6 +126,9 @@ def test_eval_batch_size_probe_on_cuda():
     dev = torch.device("cuda")
     model = create_model("small_cnn", 10, in_channels=3, input_size=32, width=8).to(dev).eval()
     x = torch.rand(64, 3, 32, 32, device=dev)
+    xw = x[:32].clone().requires_grad_(True)     # warm-up: cuBLAS/cuDNN workspaces persist after a first call
+    torch.autograd.grad(model(xw).logsumexp(1).sum(), xw)
+    del xw
     before = torch.cuda.memory_allocated(dev)
     bs = auto_batch_size(model, x)
     assert bs % 32 == 0 and 32 <= bs <= 4096
