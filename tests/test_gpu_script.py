@@ -21,7 +21,7 @@ RUN = ROOT / "benchmarks" / "gpu" / "run.sh"
 
 
 def _run(*args, timeout=600):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}   # the interpreter running the tests
     return subprocess.run(["bash", str(RUN), *args], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=ROOT)
 

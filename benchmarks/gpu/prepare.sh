@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 ARCHIVE="${1:-/work/shared/datasets/cifar10-jpeg.tar.gz}"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python3 || command -v python)}"
 mkdir -p .data .whl/site
 cp -f "$ARCHIVE" .data/cifar10-jpeg.tar.gz
 tmp="$(mktemp -d)"

@@ -9,7 +9,14 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-PY="${PYTHON:-python}"
+# the interpreter: $PYTHON, else the first of python3, python that has torch
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+    for c in python3 python; do
+        if command -v "$c" >/dev/null && "$c" -c "import torch" 2>/dev/null; then PY="$c"; break; fi
+    done
+fi
+[ -n "$PY" ] || { echo "run.sh: no python with torch on PATH; allowed: set PYTHON=/path/to/python" >&2; exit 2; }
 has() { "$PY" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)" 2>/dev/null; }
 extra=""
 # unpacked wheels, .whl/site/<module>/ (prepare.sh): each used only when <module> is not installed
