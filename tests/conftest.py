@@ -5,6 +5,16 @@ import torch.nn.functional as F
 from robustfront.models import create_model
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` are skipped on machines without a CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _threads():
     # 2-core CI machines: one intra-op thread avoids oversubscription with the loader

@@ -1,10 +1,14 @@
-"""`robustfront bench`: a tiny run gives the report schema with positive numbers (not a timing test)."""
+"""`robustfront bench`: a tiny run gives the report schema with positive numbers (not a timing test);
+the FLOP count against hand counts and against the counter run over a real training step."""
 import json
 import statistics
 
+import pytest
 import torch
+from torch import nn
 
 from robustfront.bench import ReferenceImages, random_cifar, run_bench
+from robustfront.bench.flops import PASSES, matmul_peak, pass_flops, step_flops, step_structure
 from robustfront.cli import main
 
 
@@ -31,7 +35,18 @@ def test_tiny_bench_writes_the_json_schema(tmp_path, capsys):
         # paired: the ratio of the two configurations' step times within each round, then the median
         assert r["speedup"] == statistics.median(a / b for a, b in zip(ref, t))
     assert rep["results"][0]["step_time_vs_pgd_at"] == 1.0
-    assert "speedup" in capsys.readouterr().out
+    # FLOP/s and MFU: the counted passes × the method's structure, over the median step, against the peak
+    passes = s["flops"]["passes_per_batch"]
+    assert set(passes) == set(PASSES) and all(v > 0 for v in passes.values())
+    for r in rep["results"] + [rep["reference"]]:
+        method = "pgd_at" if r is rep["reference"] else r["method"]
+        assert r["flops_per_step"] == step_flops(passes, step_structure(method, 2))
+        assert r["achieved_flops_per_s"] == r["flops_per_step"] / r["step_time_s"]
+        assert r["peak_flops_per_s"] == s["peak_flops"][r["peak_kind"]]["flops_per_s"] > 0
+        assert 0 < r["mfu"] < 1.5 and r["mfu"] == r["achieved_flops_per_s"] / r["peak_flops_per_s"]
+    assert {r["peak_kind"] for r in rep["results"]} == {"fp32", "bf16"}   # fast = bf16 autocast
+    out = capsys.readouterr().out
+    assert "speedup" in out and "MFU" in out
 
 
 def test_unknown_method_is_a_one_line_error():
@@ -53,3 +68,49 @@ def test_peak_memory_of_one_configuration():
                 n_images=32, method="ca_at", variant="fp32", bf16=False, channels_last=False)
     m = peak_memory(spec)
     assert m["peak_mem_bytes"] >= m["base_mem_bytes"] > 0
+
+
+# -- FLOPs ----------------------------------------------------------------------------------------
+
+def test_flop_count_of_linear_layers_equals_the_hand_count():
+    b, i, h, o = 5, 7, 11, 3
+    model = nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, o))
+    x, y = torch.rand(b, i), torch.randint(0, o, (b,))
+    f = pass_flops(model, x, y)
+    assert f["forward"] == 2 * b * i * h + 2 * b * h * o                  # x·W1ᵀ, h·W2ᵀ
+    assert f["input_backward"] == 2 * b * h * o + 2 * b * i * h           # ∂h, then ∂x
+    assert f["full_backward"] == 2 * b * h * o * 2 + 2 * b * i * h        # ∂W2 and ∂h; ∂W1 (no ∂x)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_flop_count_of_a_convolution_equals_the_hand_count():
+    b, c_in, c_out, k, side = 2, 3, 4, 3, 6
+    model = nn.Sequential(nn.Conv2d(c_in, c_out, k, padding=1), nn.Flatten(), nn.Linear(c_out * side * side, 10))
+    x, y = torch.rand(b, c_in, side, side), torch.randint(0, 10, (b,))
+    conv = 2 * b * c_out * side * side * c_in * k * k
+    lin = 2 * b * c_out * side * side * 10
+    f = pass_flops(model, x, y)
+    assert f["forward"] == conv + lin
+    assert f["input_backward"] == conv + lin
+    assert f["full_backward"] == conv + 2 * lin      # ∂W of both; ∂ of the conv's output; no ∂x
+
+
+@pytest.mark.parametrize("method", ["pgd_at", "trades", "mart", "ca_at", "agr", "raat"])
+def test_step_structure_matches_the_counter_over_a_real_training_step(method):
+    from torch.utils.flop_counter import FlopCounterMode
+    from robustfront.train import TrainConfig, build_trainer
+    cfg = TrainConfig(model="small_cnn", model_args={"width": 4}, method=method, batch_size=8, attack_steps=3,
+                      device="cpu", crop=4, flip=True)
+    tr = build_trainer(cfg, random_cifar(32), torch.device("cpu"))
+    tr.on_epoch(200)
+    x, y = next(iter(tr.loader))
+    with FlopCounterMode(display=False) as counter:
+        tr.step(x, y)
+    passes = pass_flops(tr.model, x[0] if isinstance(x, tuple) else x, y)
+    assert counter.get_total_flops() == step_flops(passes, step_structure(method, 3))
+
+
+def test_unknown_method_has_no_structure_and_the_peak_is_measured():
+    assert step_structure("no_such_method", 10) is None and step_flops({}, None) is None
+    p = matmul_peak(torch.device("cpu"), "fp32", n_max=256, seconds=0.02)
+    assert p["flops_per_s"] > 0 and p["n"] == 256 and p["op"] in ("mm", "linear") and p["dtype"] == "fp32"

@@ -443,6 +443,7 @@ def test_combine_reads_nothing_on_the_host(monkeypatch):
     assert all(comb.pop_diagnostics() for comb in combs)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_combine_does_not_sync_on_cuda():
     g_c, g_a = _pair_lists(10)

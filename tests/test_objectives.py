@@ -521,6 +521,7 @@ def test_objectives_read_nothing_on_the_host(monkeypatch):
                 obj.after_backward(model)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_objectives_do_not_sync_on_cuda():
     torch.manual_seed(0)

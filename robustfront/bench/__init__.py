@@ -1,10 +1,22 @@
-"""`robustfront bench`: training-step throughput of robustfront against a reference-style PGD-AT loop.
+"""`robustfront bench`: training-step throughput (images/s, FLOP/s, MFU, memory) of robustfront against a
+reference-style PGD-AT loop, and the GPU run (`python -m robustfront.bench.gpu`, benchmarks/gpu/run.sh).
 
-runner.py times the configurations side by side; reference.py is the loop written the way published
-code does it, kept out of the library's own training step.
+runner.py builds and times the configurations side by side; report.py assembles the report;
+flops.py counts a step's FLOPs and measures the device's peak; reference.py is the loop written the
+way published code does it, kept out of the library's own training step. gpu.py (the GPU run's
+orchestrator) imports nothing heavy, so names here are loaded on first use.
 """
-from .reference import ReferenceImages, reference_steps
-from .runner import FULL, METHODS, QUICK, VARIANTS, format_table, paired_ratio, peak_memory, random_cifar, run_bench
+_NAMES = {"ReferenceImages": ".reference", "reference_steps": ".reference",
+          "FULL": ".runner", "METHODS": ".runner", "QUICK": ".runner", "VARIANTS": ".runner",
+          "peak_memory": ".runner", "random_cifar": ".runner",
+          "format_table": ".report", "paired_ratio": ".report", "run_bench": ".report",
+          "matmul_peak": ".flops", "pass_flops": ".flops", "step_flops": ".flops", "step_structure": ".flops"}
 
-__all__ = ["FULL", "METHODS", "QUICK", "ReferenceImages", "VARIANTS", "format_table", "paired_ratio", "peak_memory",
-           "random_cifar", "reference_steps", "run_bench"]
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'robustfront.bench' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(_NAMES[name], __name__), name)

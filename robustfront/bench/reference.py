@@ -45,7 +45,8 @@ def batches(loader):
 def reference_steps(spec, ds, device):
     """Reference-style PGD-AT; returns a function running one step (with a .item())."""
     from ..train import TrainConfig, build_model
-    cfg = TrainConfig(model=spec["model"], eps="8/255", attack_steps=spec["attack_steps"])
+    cfg = TrainConfig(model=spec["model"], model_args=dict(spec.get("model_args") or {}), eps="8/255",
+                      attack_steps=spec["attack_steps"])
     eps, alpha, k = float(cfg.eps), float(cfg.alpha), cfg.attack_steps
     model = build_model(cfg, ds, device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)

@@ -44,6 +44,7 @@ Schedule = Literal["multistep", "cosine", "onecycle", "onecycle_epoch", "constan
 Norm = Literal["Linf", "L2", "L1"]
 SelectOn = Literal["val", "test", "last"]
 BNMode = Literal["eval", "train"]
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 # keys a --resume may change: they alter what is logged or how long the run goes, not its trajectory so far
 RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out")
 
@@ -98,6 +99,7 @@ class TrainConfig:
     bf16: bool = False                   # bf16 autocast for forward passes (attacks keep delta in fp32)
     channels_last: bool = False          # NHWC weights and inputs
     compile: bool = False                # torch.compile the model (skipped where unsupported)
+    compile_mode: Optional[CompileMode] = None  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune (default: torch's)
     fused_sgd: bool = True               # fused SGD kernel where the device has one
     device: str = "auto"                 # auto, cpu, cuda, cuda:N, mps
     # -- checkpoint selection and logging

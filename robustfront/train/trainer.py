@@ -180,7 +180,8 @@ def build_trainer(cfg: TrainConfig, ds, device: torch.device) -> Trainer:
     if ema is not None:  # RAAT# decides with the averaged weights
         objective.bind(ema.model, cfg.ema_start)
     return Trainer(model, objective, combiner, opt, loader, schedule, device=device,
-                   net=maybe_compile(model, device) if cfg.compile else model, ema=ema, bf16=cfg.bf16,
+                   net=maybe_compile(model, device, cfg.compile_mode) if cfg.compile else model, ema=ema,
+                   bf16=cfg.bf16,
                    channels_last=cfg.channels_last)
 
 
