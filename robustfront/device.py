@@ -89,6 +89,14 @@ def precision_flags() -> dict:
     return flags
 
 
+def set_tf32(enabled: bool | None) -> None:
+    """Training's choice of TF32 on CUDA (None leaves torch's defaults: cuDNN convs on, matmuls off)."""
+    if enabled is not None:
+        torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+        torch.backends.cudnn.allow_tf32 = bool(enabled)
+        torch.set_float32_matmul_precision("high" if enabled else "highest")
+
+
 @contextmanager
 def exact_fp32():
     """TF32 off for matmuls and cuDNN convolutions inside the block (cuDNN enables it for convs by
@@ -107,4 +115,4 @@ def exact_fp32():
 
 
 __all__ = ["autocast", "cpu_bf16_native", "exact_fp32", "fused_sgd_supported", "maybe_compile", "precision_flags",
-           "resolve_device", "warn_emulated_bf16"]
+           "resolve_device", "set_tf32", "warn_emulated_bf16"]

@@ -100,6 +100,7 @@ class TrainConfig:
     channels_last: bool = False          # NHWC weights and inputs
     compile: bool = False                # torch.compile the model (skipped where unsupported)
     compile_mode: Optional[CompileMode] = None  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune (default: torch's)
+    tf32: Optional[bool] = None          # TF32 matmuls/convs in training on CUDA (default: torch's; evaluation is always exact fp32)
     fused_sgd: bool = True               # fused SGD kernel where the device has one
     device: str = "auto"                 # auto, cpu, cuda, cuda:N, mps
     # -- checkpoint selection and logging

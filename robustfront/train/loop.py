@@ -13,7 +13,7 @@ import torch
 
 from ..attacks import create_attack
 from ..data import load_dataset, subset_indices
-from ..device import resolve_device
+from ..device import precision_flags, resolve_device, set_tf32
 from ..eval.metrics import accuracy
 from ..models import eval_mode
 from .config import TrainConfig
@@ -30,6 +30,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     """
     with RunLog(cfg, resume=resume, force=force) as log:
         device = resolve_device(cfg.device)
+        set_tf32(cfg.tf32)
         torch.manual_seed(cfg.seed)
         ds = load_dataset(cfg.data, root=cfg.data_root, download=cfg.download, val_size=cfg.val_size,
                           resize=cfg.resize, seed=cfg.seed)
@@ -61,6 +62,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
                                  f"was saved for this epoch; allowed: a smaller lr (now {cfg.lr}), or a larger "
                                  f"max_nonfinite")
             metrics["epoch_time_s"] = time.perf_counter() - t0
+            metrics["precision"] = {"bf16": cfg.bf16, **precision_flags()}   # recorded, as evaluation does
             due = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
             if due:
                 metrics.update(check(trainer.scored))
