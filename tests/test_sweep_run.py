@@ -146,6 +146,15 @@ def test_local_pool_two_processes_a_failing_point_and_the_fronts(tmp_path):
     files = sweep_fronts(tmp_path / "out")
     front = read(next(f for f in files if f.suffix == ".json"))
     assert set(front["families"]) == {"ca_at", "vanilla"} and front["group"]["protocol"] == "attacks=pgd10;n=50;seed=0"
+    # `robustfront report SWEEP_DIR`: the points' rows (the failed one trained nothing: no row) and the fronts
+    from robustfront.cli import main
+    assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "rep")]) == 0
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "rep" / "results.csv")))
+    assert sorted(r["run"] for r in rows) == ["method=ca_at,gamma=0.9", "method=vanilla,lam=0.25"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "](fronts/front_" in md and (tmp_path / "rep" / "fronts" / "fronts.md").read_text() == \
+        (tmp_path / "out" / "fronts" / "fronts.md").read_text()
 
     # a re-run retries the failed point only (unless told not to)
     summary = run_sweep(s, tmp_path / "out", jobs=2, retry_failed=False, log=log.append)
