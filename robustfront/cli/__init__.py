@@ -69,6 +69,15 @@ def one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _quiet_rank() -> bool:
+    """Under torchrun a user error is printed once, by rank 0: errors while a run is set up are shared
+    between the ranks (rank 0 holds the failing rank's message, as a PeerError), and errors after it
+    (divergence) happen on every rank alike."""
+    from ..train.distributed import rank_from_env
+    rank, world = rank_from_env()
+    return world > 1 and rank != 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -83,6 +92,8 @@ def main(argv=None) -> int:
     except USER_ERRORS as e:
         if debug:
             raise
+        if _quiet_rank():
+            return 2
         print(f"robustfront: error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, read-only file system, ...

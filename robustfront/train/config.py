@@ -97,6 +97,8 @@ class TrainConfig:
     compile: bool = False                # torch.compile the model (skipped where unsupported)
     fused_sgd: bool = True               # fused SGD kernel where the device has one
     device: str = "auto"                 # auto, cpu, cuda, cuda:N, mps
+    # -- data parallel under torchrun (docs/distributed.md); batch_size is the global batch
+    sync_bn: bool = False                # BatchNorm statistics over the global batch (all ranks), not each rank's shard
     # -- checkpoint selection and logging
     seed: int = 0                        # seeds the split, the subset, the init and the batches
     eval_every: int = 1                  # epochs between held-out PGD evaluations

@@ -11,6 +11,10 @@ checkpoints/{last,best}.pt and optionally tensorboard/. `RunLog`:
   atomically first, then the metrics line is appended; a resume rebuilds metrics.jsonl from the
   checkpoint, so a kill between the two loses nothing and duplicates nothing;
 - never saves non-finite weights, and removes temporary files an interrupted save left behind.
+
+Data parallel (torchrun), `rank` > 0: the RunLog of a rank that does not write. It reads last.pt for
+a resume (the run folder must be visible to every rank: a shared file system across nodes) and
+writes nothing, takes no lock, shows no progress; rank 0 does all of that.
 """
 from __future__ import annotations
 
@@ -28,10 +32,11 @@ from .config import RESUME_SAFE, TrainConfig
 
 
 class RunLog:
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False, force: bool = False):
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, force: bool = False, rank: int = 0):
         if cfg.out is None:
             raise ValueError("out=None: name an output folder for the run (--out DIR)")
         self.cfg, self.resume, self.force = cfg, resume, force
+        self.writes = rank == 0
         self.out = Path(cfg.out)
         self.ckdir = self.out / "checkpoints"
         self.last, self.best = self.ckdir / "last.pt", self.ckdir / "best.pt"
@@ -42,6 +47,11 @@ class RunLog:
 
     # -- opening and closing -----------------------------------------------------------------
     def __enter__(self) -> "RunLog":
+        if not self.writes:
+            if self.resume and not self.last.is_file():
+                raise ValueError(f"resume=True but {self.last} is not visible on this rank; allowed: an --out "
+                                 f"folder every rank can read (a shared file system)")
+            return self
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"out={str(self.out)!r} is a file; allowed: a folder (new or holding a run)")
         try:
@@ -50,6 +60,14 @@ class RunLog:
             raise ValueError(f"out={str(self.out)!r} cannot be created ({e.strerror}); allowed: a writable folder") \
                 from None
         self._acquire_lock()
+        try:
+            self._check_folder()
+        except BaseException:
+            self.__exit__(None, None, None)   # a refused run does not keep the folder locked
+            raise
+        return self
+
+    def _check_folder(self) -> None:
         ckpt.clean_temp_files(self.ckdir)
         if self.resume and not self.last.is_file():
             raise ValueError(f"resume=True but {self.last} does not exist; start the run without --resume")
@@ -60,7 +78,6 @@ class RunLog:
             for p in (self.last, self.best, self.out / "metrics.jsonl", self.out / "steps.jsonl",
                       self.out / "config_history.jsonl"):
                 p.unlink(missing_ok=True)
-        return self
 
     def __exit__(self, *exc) -> None:
         if self._writer:
@@ -98,6 +115,8 @@ class RunLog:
 
     # -- starting or resuming ------------------------------------------------------------------
     def start(self) -> None:
+        if not self.writes:
+            return
         (self.out / "metrics.jsonl").write_text("")
         if self.cfg.log_every:
             (self.out / "steps.jsonl").write_text("")
@@ -121,6 +140,8 @@ class RunLog:
                              f"({str(e).splitlines()[0][:120]}); allowed: resume with the run's own config") from None
         start = int(state["epoch"])
         self.history = [m for m in state.get("history", []) if m["epoch"] <= start]
+        if not self.writes:
+            return start, float(state["best_val_robust"])
         if self.history or "history" in state:
             ckpt.write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history))
         else:  # a checkpoint written before histories were kept
@@ -148,7 +169,7 @@ class RunLog:
 
     # -- during the run ----------------------------------------------------------------------
     def progress(self, loader, epoch: int):
-        if not self.cfg.progress:
+        if not self.cfg.progress or not self.writes:
             return loader
         from tqdm import tqdm
         return tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True,
@@ -156,6 +177,9 @@ class RunLog:
 
     def step(self, epoch: int, step: int, losses: dict, combiner) -> None:
         """A step record (log_every > 0): the losses and the combiner's diagnostics. Host sync: opted in."""
+        if not self.writes:
+            combiner.pop_diagnostics()
+            return
         self.steps.append({"epoch": epoch + 1, "step": step, **{f"loss_{k}": v.item() for k, v in losses.items()},
                            **combiner.pop_diagnostics()})
 
@@ -167,6 +191,8 @@ class RunLog:
 
     def commit(self, state: dict, metrics: dict, is_best: bool) -> None:
         """Checkpoint(s) first (atomic, carrying the metrics history), then the metrics line."""
+        if not self.writes:
+            return
         bad = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(f"epoch {metrics['epoch']}: weights {bad[0]} are not finite; nothing was saved "
