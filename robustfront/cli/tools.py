@@ -66,7 +66,8 @@ def cmd_bench(args) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("quickstart", help="train and evaluate three methods on the bundled digits data (minutes)")
+    p = sub.add_parser("quickstart", help="train and evaluate standard, PGD-AT, the weighted average and CA-AT on the "
+                       "bundled digits data and draw their front (minutes)")
     p.add_argument("--out", default="runs/quickstart", help="folder for the runs and results.json "
                    "(default: runs/quickstart)")
     p.add_argument("--epochs", type=int, metavar="N", help="training epochs per method (default: 15)")

@@ -133,7 +133,9 @@ def cmd_train(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train a model with a named method (all flags: robustfront train --help)",
-                       description="Train a model. Every flag is a config key; --config FILE sets many at once.")
+                       description="Train a model. Every flag is a config key; --config FILE sets many at once. "
+                                   "Several GPUs or processes: torchrun --nproc_per_node=N -m robustfront train ... "
+                                   "(batch_size is the global batch; docs/distributed.md).")
     add_train_args(p)
     p.set_defaults(func=cmd_train)
 

@@ -26,10 +26,12 @@ def evaluate_point(run_dir: str | Path, eval_spec: dict, *, device: str = "auto"
     inp = load_for_eval(ck, split=eval_spec["split"], n=eval_spec.get("n"), seed=eval_spec["seed"], device=device)
     cfg = inp.config
     if not cfg:
-        raise ValueError(f"checkpoint {ck} holds no training config; allowed: a checkpoint written by robustfront train")
+        raise ValueError(f"checkpoint {ck} holds no training config; allowed: a checkpoint written by "
+                         f"robustfront train")
     eps_str = eval_spec.get("eps")
     eps_str = cfg.get("eps", "8/255") if eps_str is None else eps_str
-    eps = [parse_number(e, "eval.eps") for e in eps_str] if isinstance(eps_str, list) else parse_number(eps_str, "eval.eps")
+    eps = ([parse_number(e, "eval.eps") for e in eps_str] if isinstance(eps_str, list)
+           else parse_number(eps_str, "eval.eps"))
     norm = eval_spec.get("norm") or cfg.get("norm", "Linf")
     bs = eval_spec.get("batch_size") or auto_batch_size(inp.model, inp.x)
     t0 = time.perf_counter()

@@ -57,6 +57,9 @@ class Trainer:
         self.dist = dist
         if not dist.active:
             return
+        if self.loader.batch_size % dist.world:
+            raise ValueError(f"batch_size={self.loader.batch_size} is not a multiple of the {dist.world} ranks "
+                             f"(batch_size is the global batch, split evenly); allowed: a multiple of {dist.world}")
         if sync_bn:
             from .sync_bn import convert_sync_batchnorm
             convert_sync_batchnorm(self.model)
