@@ -195,7 +195,7 @@ def test_sigkilled_sweep_completes_on_rerun_with_identical_results(tmp_path, ref
     out = tmp_path / "out"
     first, slow = out / "points" / "method=ca_at,gamma=0.8", out / "points" / SLOW
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "robustfront.sweep", "--config", str(cfg), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "robustfront", "sweep", "--config", str(cfg), "--out", str(out),
                              "--jobs", "1", "--threads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait(lambda: (first / "eval.json").is_file() and len(_epochs(slow)) >= 1 or proc.poll() is not None, 300,
