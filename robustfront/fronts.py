@@ -52,7 +52,7 @@ def check_results(results) -> list[dict]:
 
 
 _PGD = re.compile(r"pgd([1-9][0-9]*)(?:x([1-9][0-9]*))?")
-AA_NAMES = {"autoattack": "AutoAttack", "autoattack-plus": "AutoAttack+"}
+AA_NAMES = {"autoattack": "AutoAttack", "autoattack_plus": "AutoAttack+"}
 
 
 def results_from_eval(ev: dict, cfg: dict, *, knob: str = "", knob_value=None, family: str | None = None,
@@ -66,8 +66,8 @@ def results_from_eval(ev: dict, cfg: dict, *, knob: str = "", knob_value=None, f
     model = cfg.get("model", "?") + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(args.items())) + ")" if args else "")
     out = []
     for e in ev.get("sweep", [ev]):
-        ra = e["robust_acc"]
-        aa = next((a for a in ("autoattack-plus", "autoattack") if a in ra), None)
+        ra = {a.replace("-", "_"): v for a, v in e["robust_acc"].items()}  # older files: "autoattack-plus"
+        aa = next((a for a in ("autoattack_plus", "autoattack") if a in ra), None)
         pgd = max(((int(m.group(1)), int(m.group(2) or 1), a) for a in ra if (m := _PGD.fullmatch(a))), default=None)
         name = AA_NAMES[aa] if aa else next(iter(ra)) if len(ra) == 1 else "worst case of " + "+".join(ra)
         out.append({"family": family or cfg.get("method"), "knob": knob, "knob_value": knob_value,

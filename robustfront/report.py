@@ -1,5 +1,9 @@
 """`robustfront report RUN_DIR... --out DIR`: Markdown and CSV tables and PNG plots from run folders.
 
+A sweep folder (it holds sweep.json) stands for its points' run folders, and adds its fronts
+(`robustfront.fronts`: per method family, mean ± std over seeds, Pareto points, hypervolume,
+dominance) under OUT/fronts.
+
 A run folder holds config.yaml and metrics.jsonl (from `robustfront train`) and any number of
 eval*.json files (from `robustfront eval --out RUN_DIR/eval.json`), read as `EvalResult`s. Each eval
 file gives one table row: the largest ε of a sweep (the whole sweep is drawn in robust_vs_eps.png),
@@ -188,12 +192,31 @@ def _save_with_note(fig, path: Path, note: str) -> Path:
     return _save(fig, path)
 
 
+def expand_sweeps(run_dirs: list[str]) -> tuple[list[Path], list[Path]]:
+    """(run folders, sweep folders): a folder holding sweep.json (`robustfront sweep --out`) stands for
+    the run folders of its points."""
+    from .sweep.results import point_dirs
+    runs, sweeps = [], []
+    for d in map(Path, run_dirs):
+        if (d / "sweep.json").is_file():
+            sweeps.append(d)
+            runs += point_dirs(d)
+        else:
+            runs.append(d)
+    return runs, sweeps
+
+
 def report(run_dirs: list[str], out: str) -> list[Path]:
-    """Write report.md, results.csv and PNG plots for the runs into `out`; returns the files written."""
+    """Write report.md, results.csv and PNG plots for the runs into `out`; returns the files written.
+    A sweep folder adds its points' rows and its fronts (OUT/fronts, or OUT/fronts_NAME for several)."""
     from .report_plots import plots
-    runs = [_read_run(Path(d)) for d in run_dirs]
+    from .sweep.results import sweep_fronts
+    dirs, sweeps = expand_sweeps(run_dirs)
+    runs = [_read_run(d) for d in dirs]
     out_p = Path(out)
     out_p.mkdir(parents=True, exist_ok=True)
+    fronts = [f for sd in sweeps
+              for f in sweep_fronts(sd, out_p / ("fronts" if len(sweeps) == 1 else f"fronts_{sd.name}"))]
     rows = table_rows(runs)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS)
@@ -217,8 +240,12 @@ def report(run_dirs: list[str], out: str) -> list[Path]:
                               f"{s['norm']} eps={fmt_eps(s['eps'])}, n={s['n']}, seed={s['seed']})", ""]
                 lines += [f"- {'PASS' if c['passed'] else 'WARN'} {c['name']}: {c['detail']}" for c in s["checks"]]
     lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in files]
+    pngs = [f for f in fronts if f.suffix == ".png"]
+    if pngs:  # fronts over seeds (mean ± std), tables in fronts*/fronts.md
+        lines += ["", "## Sweep fronts (mean ± std over seeds; details in fronts.md)", ""]
+        lines += [f"![{p.stem}]({p.relative_to(out_p)})" for p in pngs]
     write_text_atomic(out_p / "report.md", "\n".join(lines) + "\n")
-    return [out_p / "report.md", out_p / "results.csv", *files]
+    return [out_p / "report.md", out_p / "results.csv", *files, *fronts]
 
 
 __all__ = ["fmt_eps", "pareto_fronts", "percent_range", "report", "robustness_source", "table_rows"]

@@ -1,5 +1,6 @@
 """The command line end to end: train, eval, data info, quickstart, and its one-line errors."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -96,11 +97,18 @@ def test_quickstart_end_to_end_small(tmp_path):
     r = run_cli("quickstart", "--out", str(out), "--epochs", "1", "--n", "30")
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
-    assert [r["method"] for r in res] == ["standard", "pgd_at", "vanilla"]
+    assert [r["method"] for r in res] == ["standard", "pgd_at", "vanilla", "ca_at"]
     for row in res:
         assert set(row["robust_acc"]) == {"pgd20", "autoattack"}
         assert row["robust_acc"]["autoattack"] <= row["robust_acc"]["pgd20"] + 1e-9 <= row["clean_acc"] + 1e-9
-    assert "| pgd_at" in r.stdout
+    assert "| pgd_at" in r.stdout and "| ca_at" in r.stdout
+    png = Path(r.stdout.strip().splitlines()[-1].split("front:", 1)[1].strip())   # the front's path, printed last
+    assert png.is_file() and png.suffix == ".png" and png.parent == out / "fronts"
+    front = json.loads(png.with_suffix(".json").read_text())
+    fams = front["families"]
+    assert set(fams) == {"weighted average", "CA-AT"} and len(fams["weighted average"]["points"]) == 3
+    aa = {row["method"]: row["robust_acc"]["autoattack"] for row in res}
+    assert fams["CA-AT"]["points"][0]["robust"]["mean"] == aa["ca_at"]
 
 
 def test_eval_on_val_uses_the_training_split_whatever_the_eval_seed(run_dir, tmp_path):

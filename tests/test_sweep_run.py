@@ -126,7 +126,7 @@ def test_local_pool_two_processes_a_failing_point_and_the_fronts(tmp_path):
     assert summary["counts"] == {"done": 2, "running": 0, "failed": 1, "pending": 0, "total": 3}
     pts = tmp_path / "out" / "points"
     failed = read(pts / "method=pgd_at" / "status.json")
-    assert failed["status"] == "failed" and failed["error"].startswith("ValueError: unknown dataset")
+    assert failed["status"] == "failed" and "dataset path" in failed["error"] and "no_such_data" in failed["error"]
     row = next(p for p in summary["points"] if p["name"] == "method=pgd_at")
     assert row["status"] == "failed" and row["error"] == failed["error"]
     assert "Traceback" in (pts / "method=pgd_at" / "log.txt").read_text()
@@ -135,7 +135,7 @@ def test_local_pool_two_processes_a_failing_point_and_the_fronts(tmp_path):
     assert len({d["pid"] for d in done}) == 2 and {d["cuda_visible_devices"] for d in done} == {"7", "9"}
     spans = sorted((d["started"], d["finished"]) for d in done)
     assert spans[1][0] < spans[0][1]   # two workers ran at the same time
-    assert any("failed method=pgd_at: ValueError: unknown dataset" in m for m in log)
+    assert any("failed method=pgd_at: FileNotFoundError: dataset path" in m for m in log)
     assert any("ETA" in m and "2/3 done" in m for m in log)
 
     results = point_results(tmp_path / "out")
@@ -146,6 +146,15 @@ def test_local_pool_two_processes_a_failing_point_and_the_fronts(tmp_path):
     files = sweep_fronts(tmp_path / "out")
     front = read(next(f for f in files if f.suffix == ".json"))
     assert set(front["families"]) == {"ca_at", "vanilla"} and front["group"]["protocol"] == "attacks=pgd10;n=50;seed=0"
+    # `robustfront report SWEEP_DIR`: the points' rows (the failed one trained nothing: no row) and the fronts
+    from robustfront.cli import main
+    assert main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "rep")]) == 0
+    import csv
+    rows = list(csv.DictReader(open(tmp_path / "rep" / "results.csv")))
+    assert sorted(r["run"] for r in rows) == ["method=ca_at,gamma=0.9", "method=vanilla,lam=0.25"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "](fronts/front_" in md and (tmp_path / "rep" / "fronts" / "fronts.md").read_text() == \
+        (tmp_path / "out" / "fronts" / "fronts.md").read_text()
 
     # a re-run retries the failed point only (unless told not to)
     summary = run_sweep(s, tmp_path / "out", jobs=2, retry_failed=False, log=log.append)
@@ -186,7 +195,7 @@ def test_sigkilled_sweep_completes_on_rerun_with_identical_results(tmp_path, ref
     out = tmp_path / "out"
     first, slow = out / "points" / "method=ca_at,gamma=0.8", out / "points" / SLOW
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "robustfront.sweep", "--config", str(cfg), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "robustfront", "sweep", "--config", str(cfg), "--out", str(out),
                              "--jobs", "1", "--threads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait(lambda: (first / "eval.json").is_file() and len(_epochs(slow)) >= 1 or proc.poll() is not None, 300,

@@ -1,5 +1,6 @@
 """Sweep files: schema validation (one line naming the value), expansion into points, folder names, hashes."""
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -125,7 +126,7 @@ def test_schema_errors_are_one_line_and_name_the_problem():
     one_line_error({"base": BASE, "methods": {"vanilla": {"grid": {"opts.lam": [0.5, 2]}}}},
                    "point method=vanilla,lam=2:", "lam=2")
     one_line_error({"base": BASE, "methods": {"vanilla": {"grid": {"opts.gamma": [0.5]}}}},
-                   "option 'gamma'", "allowed: lam")
+                   "option 'gamma'", "allowed: clean_first, clean_weight, lam")
     one_line_error({"base": BASE, "grid": {"epochs": [1, 0]}}, "point epochs=0:", "epochs=0")
 
 
@@ -150,10 +151,23 @@ def test_hashes_ignore_execution_details_and_see_every_setting():
     assert diff == ["epochs: 1 -> 3", "opts.lam: 0.5 -> 0.25"]
 
 
-def test_a_metrics_line_cut_short_is_skipped_and_repaired(tmp_path):
-    from robustfront.sweep.point import epochs_done, read_jsonl, repair_jsonl
+def test_a_line_cut_short_is_skipped_and_a_resume_rebuilds_the_files(tmp_path):
+    """A crash mid-append leaves half a line; the sweep's reader skips it and train(resume=True) starts
+    from the checkpoint's history (metrics) and drops the cut-off step record, so nothing needs repair."""
+    from robustfront.sweep.point import epochs_done, read_jsonl
+    from robustfront.train import TrainConfig, train
     p = tmp_path / "metrics.jsonl"
     p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
     assert [r["epoch"] for r in read_jsonl(p)] == [1, 2] and epochs_done(tmp_path) == 2
-    repair_jsonl(p)
-    assert p.read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    run = tmp_path / "run"
+    cfg = TrainConfig(data="digits", model="mlp", epochs=2, batch_size=128, train_n=256, method="standard",
+                      log_every=1, progress=False, out=str(run))
+    train(cfg, stop_after=1)
+    for name in ("metrics.jsonl", "steps.jsonl"):
+        with open(run / name, "a") as f:
+            f.write('{"epoch": 2, "tra')
+    train(cfg, resume=True)
+    metrics = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(l) for l in (run / "steps.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert [s["epoch"] for s in steps] == [1, 1, 2, 2] and [s["step"] for s in steps] == [1, 2, 1, 2]

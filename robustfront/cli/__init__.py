@@ -1,4 +1,4 @@
-"""robustfront command line: quickstart | train | eval | analyze | report | bench | theorem1 | data info.
+"""robustfront command line: quickstart | train | sweep | eval | analyze | report | bench | theorem1 | data info.
 
 One error boundary for every command: a bad value, file or folder ends in one line on stderr naming
 it and what is allowed, exit code 2, never a traceback (`--debug` or ROBUSTFRONT_DEBUG=1 shows it).
@@ -11,7 +11,7 @@ import errno
 import os
 import sys
 
-from . import evaluate, tools, train
+from . import evaluate, sweep, tools, train
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
                UnicodeDecodeError)
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="robustfront", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks (also: ROBUSTFRONT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (tools, train, evaluate):
+    for module in (tools, train, sweep, evaluate):
         module.add_commands(sub)
     return parser
 
@@ -69,6 +69,15 @@ def one_line(e: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _quiet_rank() -> bool:
+    """Under torchrun a user error is printed once, by rank 0: errors while a run is set up are shared
+    between the ranks (rank 0 holds the failing rank's message, as a PeerError), and errors after it
+    (divergence) happen on every rank alike."""
+    from ..train.distributed import rank_from_env
+    rank, world = rank_from_env()
+    return world > 1 and rank != 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -86,6 +95,8 @@ def main(argv=None) -> int:
     except USER_ERRORS as e:
         if debug:
             raise
+        if _quiet_rank():
+            return 2
         print(f"robustfront: error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, read-only file system, ...

@@ -70,7 +70,8 @@ def cmd_bench(args) -> int:
 
 
 def add_commands(sub) -> None:
-    p = sub.add_parser("quickstart", help="train and evaluate three methods on the bundled digits data (minutes)")
+    p = sub.add_parser("quickstart", help="train and evaluate standard, PGD-AT, the weighted average and CA-AT on the "
+                       "bundled digits data and draw their front (minutes)")
     p.add_argument("--out", default="runs/quickstart", help="folder for the runs and results.json "
                    "(default: runs/quickstart)")
     p.add_argument("--epochs", type=int, metavar="N", help="training epochs per method (default: 15)")
@@ -78,8 +79,9 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     p.set_defaults(func=cmd_quickstart)
 
-    p = sub.add_parser("report", help="Markdown/CSV tables and PNG plots from run folders")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (config.yaml, metrics.jsonl, eval*.json)")
+    p = sub.add_parser("report", help="Markdown/CSV tables and PNG plots from run folders; fronts from sweep folders")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (config.yaml, metrics.jsonl, "
+                   "eval*.json), or sweep folders (sweep.json: their points' rows and the fronts)")
     p.add_argument("--out", required=True, help="folder for report.md, results.csv and the plots")
     p.set_defaults(func=cmd_report)
 

@@ -121,10 +121,13 @@ def config_from_args(args) -> TrainConfig:
 
 def cmd_train(args) -> int:
     from ..train import train
+    from ..train.distributed import rank_from_env
     cfg = config_from_args(args)
     if cfg.out is None:
         raise ValueError("--out is required: the folder for config.yaml, metrics.jsonl and checkpoints/")
     metrics = train(cfg, resume=args.resume, force=args.force)
+    if rank_from_env()[0] != 0:   # under torchrun, rank 0 speaks for the run
+        return 0
     if not metrics:
         print(f"robustfront: {cfg.out} already finished all {cfg.epochs} epochs; nothing to do (raise --epochs "
               f"to continue it)", file=__import__("sys").stderr)
@@ -134,7 +137,9 @@ def cmd_train(args) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser("train", help="train a model with a named method (all flags: robustfront train --help)",
-                       description="Train a model. Every flag is a config key; --config FILE sets many at once.")
+                       description="Train a model. Every flag is a config key; --config FILE sets many at once. "
+                                   "Several GPUs or processes: torchrun --nproc_per_node=N -m robustfront train ... "
+                                   "(batch_size is the global batch; docs/distributed.md).")
     add_train_args(p)
     p.set_defaults(func=cmd_train)
 

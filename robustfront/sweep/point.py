@@ -5,7 +5,8 @@ and `run_point`, the body every executor runs (train, resuming from last.pt, the
     POINT/config.yaml, metrics.jsonl, checkpoints/{last,best}.pt     written by robustfront.train.train
     POINT/eval.json      the evaluation, stamped with both hashes
     POINT/status.json    running | done | failed | interrupted, the error's last line, timings, attempts
-    POINT/.lock          held (flock) by the process working on the point, released when it dies
+    POINT/.point.lock    held (flock) by the process working on the point, released when it dies (.lock is
+                         the run's own, held by train while it writes)
 
 A folder whose config hash differs from the sweep's is never reused: `check_folder` refuses it with
 one line naming the differing keys, or moves it to OUT/_stale/ when asked.
@@ -21,13 +22,14 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..checkpoint import write_json_atomic, write_text_atomic
+from ..checkpoint import write_json_atomic
 from .names import short_hash
 
 # execution details that do not change what is computed (recorded in the run, left out of the hash)
 CONFIG_EXCLUDE = ("out", "device", "progress", "tensorboard")
 EVAL_EXCLUDE = ("batch_size",)
 STALE = "_stale"
+POINT_LOCK = ".point.lock"   # not the run folder's .lock, which RunLog takes inside the same process
 
 
 def config_hash(cfg: dict) -> str:
@@ -160,9 +162,9 @@ def held_lock(path: Path):
 
 def is_busy(folder: Path) -> bool:
     """Is a process (here or on another node sharing the folder) working on this point now?"""
-    if not (Path(folder) / ".lock").exists():
+    if not (Path(folder) / POINT_LOCK).exists():
         return False
-    with held_lock(Path(folder) / ".lock") as got:
+    with held_lock(Path(folder) / POINT_LOCK) as got:
         return not got
 
 
@@ -173,7 +175,8 @@ def error_line(e: BaseException) -> str:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """The records of a .jsonl file; a line cut short by a crash (power loss) is skipped."""
+    """The records of a .jsonl file; a line cut short by a crash (power loss) is skipped (a resume
+    rebuilds metrics.jsonl from the checkpoint's history, so nothing needs repairing here)."""
     out = []
     for ln in Path(path).read_text().splitlines() if Path(path).is_file() else []:
         try:
@@ -181,15 +184,6 @@ def read_jsonl(path: Path) -> list[dict]:
         except ValueError:
             continue
     return out
-
-
-def repair_jsonl(path: Path) -> None:
-    """Drop unreadable lines before a resume (the trainer re-reads the file and would stop at one)."""
-    path = Path(path)
-    if path.is_file():
-        good = read_jsonl(path)
-        if len(good) != sum(1 for ln in path.read_text().splitlines() if ln.strip()):
-            write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in good))
 
 
 def epochs_done(folder: Path) -> int:
@@ -215,7 +209,7 @@ def run_point(folder: str | Path, *, threads: int | None = None, device: str | N
     folder = Path(folder)
     if threads:
         torch.set_num_threads(threads)
-    with held_lock(folder / ".lock") as got:
+    with held_lock(folder / POINT_LOCK) as got:
         if not got:
             return "busy"
         rec = read_json(folder / "point.json")
@@ -235,9 +229,6 @@ def run_point(folder: str | Path, *, threads: int | None = None, device: str | N
         try:
             from ..train import TrainConfig, train
             cfg = dict(rec["config"], out=str(folder), progress=False, **({"device": device} if device else {}))
-            if resume:
-                for name in ("metrics.jsonl", "steps.jsonl"):
-                    repair_jsonl(folder / name)
             train(TrainConfig.from_dict(cfg), resume=resume)
             t1 = time.time()
             from .evaluate import evaluate_point

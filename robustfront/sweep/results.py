@@ -19,14 +19,26 @@ def _knob(varied: dict) -> tuple[str, float | None]:
     return label, value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def point_names(sweep_dir: str | Path) -> list[str]:
+    """The sweep's point names: those listed in sweep.json when it exists, else the folders under points/."""
+    root = Path(sweep_dir)
+    summary = read_json(root / "sweep.json")
+    if summary:
+        return [p["name"] for p in summary["points"]]
+    return sorted(d.name for d in (root / "points").iterdir() if d.is_dir()) if (root / "points").is_dir() else []
+
+
+def point_dirs(sweep_dir: str | Path) -> list[Path]:
+    """The run folders of the sweep's points that training has started (they hold config.yaml)."""
+    root = Path(sweep_dir)
+    return [root / "points" / n for n in point_names(root) if (root / "points" / n / "config.yaml").is_file()]
+
+
 def point_results(sweep_dir: str | Path) -> list[dict]:
     """Results of every finished point under SWEEP_DIR/points (those listed in sweep.json when it exists)."""
     root = Path(sweep_dir)
-    summary = read_json(root / "sweep.json")
-    names = [p["name"] for p in summary["points"]] if summary else sorted(
-        d.name for d in (root / "points").iterdir() if d.is_dir()) if (root / "points").is_dir() else []
     out = []
-    for name in names:
+    for name in point_names(root):
         folder = root / "points" / name
         rec = read_json(folder / "point.json")
         if rec is None or not is_done(folder, rec):
@@ -47,4 +59,4 @@ def sweep_fronts(sweep_dir: str | Path, out_dir: str | Path | None = None, *, re
     return write_fronts(results, Path(out_dir) if out_dir else Path(sweep_dir) / "fronts", ref=ref, k=k)
 
 
-__all__ = ["point_results", "sweep_fronts"]
+__all__ = ["point_dirs", "point_names", "point_results", "sweep_fronts"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from ..checkpoint import write_json_atomic, write_text_atomic
+from ..validation import check_int
 from . import executors
 from .names import short_hash
 from .point import (
@@ -175,6 +176,9 @@ def run_sweep(spec, out, *, jobs: int | None = None, executor: str = "local", gp
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     if executor not in executors.EXECUTORS:
         raise ValueError(f"executor={executor!r} is unknown; allowed: {', '.join(executors.EXECUTORS)}")
+    for name, v in (("jobs", jobs), ("threads", threads)):
+        if v is not None:
+            check_int(name, v, 1)
     sp = load_spec(spec)
     points = expand(sp)
     chosen = {p.name for p in points}

@@ -209,10 +209,8 @@ def parse_eval(block: Any) -> dict:
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
     if not isinstance(attacks, list) or not attacks or not all(isinstance(a, str) for a in attacks):
         raise invalid("eval.attacks", ev["attacks"], "a non-empty list of attack names such as [pgd20, autoattack]")
-    from ..eval import check_attack_name  # the evaluation suite's own name grammar
-    for a in attacks:
-        check_attack_name(a)
-    ev["attacks"] = attacks
+    from ..eval import check_attacks  # the suite's own vocabulary: canonical spellings, each attack once
+    ev["attacks"] = check_attacks(attacks)
     if ev["eps"] is not None:
         for e in ev["eps"] if isinstance(ev["eps"], list) else [ev["eps"]]:
             if parse_number(e, "eval.eps") < 0:
@@ -287,11 +285,9 @@ def expand(spec: Any) -> list[Point]:
     points = []
     for name, (varied, cfg) in zip(names, raw_points):
         try:
-            c = TrainConfig.from_dict(cfg)
-            if hasattr(c, "resolved"):   # today's validation entry; the rewrite validates at construction
-                c.resolved()
+            c = TrainConfig.from_dict(cfg)   # validated at construction
+            _check_method(c)
             cfg = c.to_dict()
-            _check_method(cfg)
         except (TypeError, ValueError) as e:
             raise ValueError(f"point {name}: {' '.join(str(e).split())}") from None
         cfg.pop("out", None)
@@ -299,15 +295,12 @@ def expand(spec: Any) -> list[Point]:
     return points
 
 
-def _check_method(cfg: dict) -> None:
-    """The method exists, its opts are its hyper-parameters and the combiner accepts their values (before
-    any point trains; the objective's values are checked when the point builds it)."""
-    from ..combiners import create_combiner
-    from ..train import METHODS
-    from ..train.methods import split_opts
-    method = METHODS.get(cfg["method"])
-    _, comb_args = split_opts(method, cfg.get("opts") or {})
-    create_combiner(method.combiner, **comb_args)
+def _check_method(cfg) -> None:
+    """The method exists and accepts its opts (objective, combiner, training attack), before any point
+    trains: the point's objective and combiner are built once, as training will build them."""
+    from ..train import build_method
+    from ..train.trainer import training_threat
+    build_method(cfg, training_threat(cfg, (0.0, 1.0)))
 
 
 __all__ = ["Point", "SweepSpec", "canonical", "expand", "load_spec", "parse_eval", "parse_spec", "short_hash"]

@@ -103,6 +103,8 @@ class TrainConfig:
     tf32: Optional[bool] = None          # TF32 matmuls/convs in training on CUDA (default: torch's; evaluation is always exact fp32)
     fused_sgd: bool = True               # fused SGD kernel where the device has one
     device: str = "auto"                 # auto, cpu, cuda, cuda:N, mps
+    # -- data parallel under torchrun (docs/distributed.md); batch_size is the global batch
+    sync_bn: bool = False                # BatchNorm statistics over the global batch (all ranks), not each rank's shard
     # -- checkpoint selection and logging
     seed: int = 0                        # seeds the split, the subset, the init and the batches
     eval_every: int = 1                  # epochs between held-out PGD evaluations

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 
 import torch
 
 from ..attacks import create_attack
 from ..data import load_dataset, subset_indices
-from ..device import precision_flags, resolve_device, set_tf32
+from ..device import precision_flags, set_tf32
 from ..eval.metrics import accuracy
 from ..models import eval_mode
+from . import distributed
 from .config import TrainConfig
 from .runlog import RunLog
 from .trainer import build_trainer, training_threat
@@ -27,22 +29,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     resume: continue from OUT/checkpoints/last.pt exactly where it stopped (the config must match).
     stop_after: leave after this many epochs in this call (the run stays resumable).
     force: overwrite a run already in OUT (without it, that is an error).
+    Under torchrun (WORLD_SIZE > 1) every rank runs this; they train one model data-parallel, rank 0
+    writes the run (train/distributed.py).
     """
-    with RunLog(cfg, resume=resume, force=force) as log:
-        device = resolve_device(cfg.device)
-        set_tf32(cfg.tf32)
-        torch.manual_seed(cfg.seed)
-        ds = load_dataset(cfg.data, root=cfg.data_root, download=cfg.download, val_size=cfg.val_size,
-                          resize=cfg.resize, seed=cfg.seed)
-        keep = subset_indices(len(ds.y_train), cfg.train_n, cfg.seed)
-        ds.x_train, ds.y_train = ds.x_train[keep], ds.y_train[keep]
-        trainer = build_trainer(cfg, ds, device)
-        check = HeldOut(cfg, ds, device)
-        start, best = log.restore(trainer, device) if resume else (0, -1.0)
+    with distributed.session(cfg.device) as (dist, device), ExitStack() as stack:
+        # a refusal on one rank (e.g. rank 0's RunLog) is raised on every rank, none waits in a collective
+        log, trainer, check = dist.agree(lambda: _setup(cfg, stack, dist, device, resume, force))
+        trainer.distribute(dist, seed=cfg.seed, sync_bn=cfg.sync_bn)   # collective: rank 0's weights to all
+        start, best = dist.agree(lambda: log.restore(trainer, device) if resume else (0, -1.0))
         if not resume:
             log.start()
         metrics: dict = log.history[-1] if log.history else {}   # a finished run: its last epoch
-        if start >= cfg.epochs:
+        if start >= cfg.epochs and dist.main:
             print(f"robustfront: {cfg.out} has finished all {cfg.epochs} epochs; nothing to train (raise --epochs "
                   f"to continue it)", file=sys.stderr)
         for epoch in range(start, cfg.epochs):
@@ -64,14 +62,30 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
             metrics["epoch_time_s"] = time.perf_counter() - t0
             metrics["precision"] = {"bf16": cfg.bf16, **precision_flags()}   # recorded, as evaluation does
             due = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
-            if due:
+            if due and check is not None:      # rank 0 only
                 metrics.update(check(trainer.scored))
             score = metrics.get("val_pgd_acc", metrics.get("val_clean_acc", 0.0))
             is_best = cfg.select_on == "last" or (due and score > best)
             best = score if is_best else best
-            log.commit({**trainer.state_dict(), "epoch": epoch + 1, "best_val_robust": best,
-                        "config": cfg.to_dict(), "metrics": metrics}, metrics, is_best)
+            state = trainer.state_dict()       # every rank (gathers the ranks' RNG states), after the check
+            log.commit({**state, "epoch": epoch + 1, "best_val_robust": best, "config": cfg.to_dict(),
+                        "metrics": metrics}, metrics, is_best)   # writes on rank 0 only
+        dist.barrier()                         # no rank returns before rank 0 has written the run
     return metrics
+
+
+def _setup(cfg: TrainConfig, stack: ExitStack, dist, device, resume: bool, force: bool):
+    """The run folder, data, Trainer and held-out check (rank 0's); no collective in here (see agree)."""
+    log = stack.enter_context(RunLog(cfg, resume=resume, force=force, rank=dist.rank))
+    set_tf32(cfg.tf32)
+    torch.manual_seed(cfg.seed)
+    ds = load_dataset(cfg.data, root=cfg.data_root, download=cfg.download, val_size=cfg.val_size,
+                      resize=cfg.resize, seed=cfg.seed)
+    keep = subset_indices(len(ds.y_train), cfg.train_n, cfg.seed)
+    ds.x_train, ds.y_train = ds.x_train[keep], ds.y_train[keep]
+    trainer = build_trainer(cfg, ds, device)
+    check = HeldOut(cfg, ds, device) if dist.main else None
+    return log, trainer, check
 
 
 class HeldOut:

@@ -11,6 +11,10 @@ checkpoints/{last,best}.pt and optionally tensorboard/. `RunLog`:
   atomically first, then the metrics line is appended; a resume rebuilds metrics.jsonl from the
   checkpoint, so a kill between the two loses nothing and duplicates nothing;
 - never saves non-finite weights, and removes temporary files an interrupted save left behind.
+
+Data parallel (torchrun), `rank` > 0: the RunLog of a rank that does not write. It reads last.pt for
+a resume (the run folder must be visible to every rank: a shared file system across nodes) and
+writes nothing, takes no lock, shows no progress; rank 0 does all of that.
 """
 from __future__ import annotations
 
@@ -27,10 +31,11 @@ from .config import RESUME_SAFE, TrainConfig
 
 
 class RunLog:
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False, force: bool = False):
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, force: bool = False, rank: int = 0):
         if cfg.out is None:
             raise ValueError("out=None: name an output folder for the run (--out DIR)")
         self.cfg, self.resume, self.force = cfg, resume, force
+        self.writes = rank == 0
         self.out = Path(cfg.out)
         self.ckdir = self.out / "checkpoints"
         self.last, self.best = self.ckdir / "last.pt", self.ckdir / "best.pt"
@@ -43,6 +48,11 @@ class RunLog:
 
     # -- opening and closing -----------------------------------------------------------------
     def __enter__(self) -> "RunLog":
+        if not self.writes:
+            if self.resume and not self.last.is_file():
+                raise ValueError(f"resume=True but {self.last} is not visible on this rank; allowed: an --out "
+                                 f"folder every rank can read (a shared file system)")
+            return self
         ckpt.check_out_dir(self.out)
         if self.cfg.tensorboard:
             self._tensorboard_writer_class()  # fail before any work, not after the first epoch
@@ -83,6 +93,8 @@ class RunLog:
 
     # -- starting or resuming ------------------------------------------------------------------
     def start(self) -> None:
+        if not self.writes:
+            return
         (self.out / "metrics.jsonl").write_text("")
         if self.cfg.log_every:
             (self.out / "steps.jsonl").write_text("")
@@ -106,6 +118,8 @@ class RunLog:
                              f"({str(e).splitlines()[0][:120]}); allowed: resume with the run's own config") from None
         start = int(state["epoch"])
         self.history = [m for m in state.get("history", []) if m["epoch"] <= start]
+        if not self.writes:
+            return start, float(state["best_val_robust"])
         if self.history or "history" in state:
             ckpt.write_text_atomic(self.out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in self.history))
         else:  # a checkpoint written before histories were kept
@@ -119,7 +133,7 @@ class RunLog:
     def _restore_steps(self, state: dict, start: int) -> None:
         path = self.out / "steps.jsonl"
         _truncate_jsonl(path, start)
-        have = {json.loads(l)["epoch"] for l in path.read_text().splitlines() if l.strip()} if path.is_file() else set()
+        have = {r["epoch"] for r in _read_jsonl(path)}
         missing = [r for r in state.get("steps", []) if r["epoch"] not in have]
         if missing:
             with open(path, "a") as f:
@@ -130,7 +144,7 @@ class RunLog:
 
     # -- during the run ----------------------------------------------------------------------
     def progress(self, loader, epoch: int):
-        if not self.cfg.progress:
+        if not self.cfg.progress or not self.writes:
             return loader
         from tqdm import tqdm
         return tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False, dynamic_ncols=True,
@@ -138,6 +152,9 @@ class RunLog:
 
     def step(self, epoch: int, step: int, losses: dict, combiner) -> None:
         """A step record (log_every > 0): the losses and the combiner's diagnostics. Host sync: opted in."""
+        if not self.writes:
+            combiner.pop_diagnostics()
+            return
         self.steps.append({"epoch": epoch + 1, "step": step, **{f"loss_{k}": v.item() for k, v in losses.items()},
                            **combiner.pop_diagnostics()})
 
@@ -149,6 +166,8 @@ class RunLog:
 
     def commit(self, state: dict, metrics: dict, is_best: bool) -> None:
         """Checkpoint(s) first (atomic, carrying the metrics history), then the metrics line."""
+        if not self.writes:
+            return
         bad = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:
             raise ValueError(f"epoch {metrics['epoch']}: weights {bad[0]} are non-finite; nothing was saved "
@@ -205,12 +224,21 @@ def _mean_dicts(dicts: list[dict]) -> dict:
     return out
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    """The records of a .jsonl file; a line a crash cut short (power loss mid-append) is dropped."""
+    out = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def _truncate_jsonl(path: Path, epochs: int) -> None:
-    """On resume, drop records written after the checkpoint we continue from."""
+    """On resume, drop records written after the checkpoint we continue from (and any cut-off line)."""
     if path.is_file():
-        lines = [l for l in path.read_text().splitlines() if l.strip()]
-        keep = [l for l in lines if json.loads(l)["epoch"] <= epochs]
-        ckpt.write_text_atomic(path, "".join(l + "\n" for l in keep))
+        ckpt.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in _read_jsonl(path) if r["epoch"] <= epochs))
 
 
 def _summary(m: dict) -> str:

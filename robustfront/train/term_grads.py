@@ -19,7 +19,9 @@ class TermGrads:
             raise ValueError("flat gradient buffers need dense parameters")
         sizes = [p.numel() for p in params]
         self.params, self.terms = params, terms
-        self.flat = {t: params[0].new_zeros(sum(sizes)) for t in terms}
+        # the terms' buffers are rows of one block, so data-parallel training averages them in ONE all-reduce
+        self.block = params[0].new_zeros(len(terms), sum(sizes))
+        self.flat = dict(zip(terms, self.block.unbind(0)))
         # each view takes its parameter's strides (e.g. channels_last), as autograd expects of .grad
         self.views = {t: [v.as_strided(p.size(), p.stride()) for v, p in zip(f.split(sizes), params)]
                       for t, f in self.flat.items()}
