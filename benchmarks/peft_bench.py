@@ -41,13 +41,14 @@ MODES = {"full": ("full", {}), "linear": ("linear", {}), "adapter": ("adapter", 
 
 
 def pgd(model, x, y, eps, steps):
-    """L-inf PGD, step eps/4, random start; gradients w.r.t. the input only."""
-    delta = torch.empty_like(x).uniform_(-eps, eps)
+    """L-inf PGD, step eps/4, random start; gradients w.r.t. the input only. δ is kept so that x + δ
+    stays in [0,1] (a δ pushed outside would get a zero gradient through a clamp and stick there)."""
+    delta = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1) - x
     for _ in range(steps):
         delta.requires_grad_(True)
-        g, = torch.autograd.grad(F.cross_entropy(model((x + delta).clamp(0, 1)), y), delta)
-        delta = (delta.detach() + eps / 4 * g.sign()).clamp(-eps, eps)
-    return (x + delta).clamp(0, 1).detach()
+        g, = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
+        delta = (x + (delta.detach() + eps / 4 * g.sign()).clamp(-eps, eps)).clamp(0, 1) - x
+    return (x + delta).detach()
 
 
 def build(key, args, device):

@@ -246,6 +246,9 @@ def test_cli_train_then_load_delta_and_export_round_trip(base_file, digits, tmp_
     assert torch.allclose(logits(load_model(merged), x), ref, atol=1e-5)
     plain = ckpt.load(export_file(out / "checkpoints" / "best.pt", tmp_path / "plain.pt", plain=True))
     assert not any("lora_" in k or k.startswith("normalize.") for k in plain)
+    from safetensors.torch import load_file
+    bare = load_file(export_file(out / "checkpoints" / "best.pt", tmp_path / "merged.safetensors"))
+    assert bare.keys() == plain.keys() and all(torch.equal(bare[k], plain[k]) for k in plain)
     fresh = create_model("vit_tiny_patch4_32", 10, in_channels=1, input_size=8, **ARCH)
     if mode == "lora":  # LoRA folds into W: the plain architecture, strictly
         fresh.load_state_dict({**plain, "normalize.mean": torch.tensor([0.5]), "normalize.std": torch.tensor([0.5])})
@@ -274,6 +277,58 @@ def test_resume_refuses_another_base_file_and_bad_files_are_one_line(base_file, 
                  "--epochs", "1", "--no-progress", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "HTML" in err and str(html) in err
+
+
+def fake_cub(root, n_classes=3, per_class=4):
+    """A CUB-200-2011 folder (images.txt, image_class_labels.txt, train_test_split.txt, classes.txt) of
+    JPEGs of several sizes: class c is a block of brightness 60 (c + 1) on a dark ground."""
+    from PIL import Image
+    rows, names = [], [f"{c + 1:03d}.Bird_{c}" for c in range(n_classes)]
+    rng = np.random.default_rng(0)
+    for i in range(n_classes * per_class):
+        c = i % n_classes
+        rel = f"{names[c]}/img{i}.jpg"
+        (root / "images" / names[c]).mkdir(parents=True, exist_ok=True)
+        img = rng.integers(0, 40, (90 + 7 * i, 120, 3), dtype=np.uint8)
+        img[20:70, 30:90] = 60 * (c + 1)
+        Image.fromarray(img).save(root / "images" / rel, quality=95)
+        rows.append((i + 1, rel, c + 1, int(i < n_classes * (per_class - 1))))
+    (root / "images.txt").write_text("".join(f"{i} {r}\n" for i, r, _, _ in rows))
+    (root / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, _, c, _ in rows))
+    (root / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, _, _, t in rows))
+    (root / "classes.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+    return root
+
+
+def test_the_issue_command_on_a_cub_folder_with_a_224_px_timm_file(tmp_path, monkeypatch):
+    """`robustfront train --model vit_*_patch16_224 --pretrained FILE --finetune adapter --method ca_at
+    --data CUB_200_2011 ...` with a small ViT: a safetensors file at 224 px (14x14 grid, 1000 classes),
+    the data decoded once at --resize 64 (the position embedding is resampled to 4x4), ImageNet
+    statistics, random-resized-crop + flip on the device."""
+    from safetensors.torch import save_file
+    monkeypatch.setenv("ROBUSTFRONT_CACHE", str(tmp_path / "cache"))
+    small = ["--model-arg", "embed_dim=24", "--model-arg", "depth=1", "--model-arg", "num_heads=3"]
+    torch.manual_seed(0)
+    timm_vit = create_model("vit_tiny_patch16_224", 1000, embed_dim=24, depth=1, num_heads=3)
+    weights = tmp_path / "ares_vit.safetensors"
+    save_file({k: v.contiguous() for k, v in timm_vit.state_dict().items() if not k.startswith("normalize.")},
+              weights)
+    cub = fake_cub(tmp_path / "CUB_200_2011")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "vit_tiny_patch16_224", *small, "--pretrained", str(weights),
+                 "--input-mean", "imagenet", "--input-std", "imagenet", "--finetune", "adapter",
+                 "--method", "ca_at", "--opt", "gamma=0.8", "--data", str(cub), "--resize", "64",
+                 "--rrc", "0.08,1", "--eps", "4/255", "--alpha", "1/255", "--attack-steps", "2", "--epochs", "1",
+                 "--batch-size", "4", "--lr", "0.01", "--val-size", "2", "--no-progress", "--out", str(out)]) == 0
+    report = json.loads((out / "pretrained.json").read_text())
+    assert report["format"] == "safetensors" and "resampled from a 14x14 to a 4x4 grid" in report["notes"][0]
+    assert report["head"].startswith("new")
+    assert report["normalize"].startswith("from arguments: mean=[0.485, 0.456, 0.406]")
+    model = load_model(out / "checkpoints" / "best.pt")
+    assert model.rf_config["input_size"] == 64 and model.head.out_features == 3
+    assert model.normalize.std_values == pytest.approx([0.229, 0.224, 0.225])
+    ev = load_for_eval(out / "checkpoints" / "best.pt", device="cpu")
+    assert ev.x.shape[1:] == (3, 64, 64) and len(ev.y) == 3
 
 
 # ---------------------------------------------------------------- the paper-style sweep

@@ -187,7 +187,8 @@ def _attacks_on(objective, view) -> None:
         if id(obj) in seen:
             continue
         seen.add(id(obj))
-        stack += [v for v in vars(obj).values() if isinstance(v, Objective)]
+        for v in vars(obj).values():  # wrapped objectives, alone or in lists
+            stack += [e for e in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(e, Objective)]
         attack = getattr(obj, "attack", None)
         if attack is not None:
             obj.attack = wrapped.setdefault(id(attack), on_view(attack, view))
