@@ -57,7 +57,7 @@ PRESETS = {
                 pretrain_lr=1e-3, lr=0.05, modes="full,linear,adapter,lora", methods="clean,vanilla:0.5,ca_at:0.8"),
     "cpu_small": dict(data="/work/shared/datasets/cifar10-jpeg.tar.gz", resize=None, pretrain_classes="0-4",
                       finetune_classes="5-9", dim=64, depth=4, heads=2, n_pretrain=5000, n_finetune=2000,
-                      n_test=500, n_aa=200, pretrain_epochs=10, finetune_epochs=4, batch=64, eps="8/255",
+                      n_test=500, n_aa=100, pretrain_epochs=10, finetune_epochs=4, batch=64, eps="8/255",
                       attack_steps=3, pretrain_lr=1e-3, lr=0.05, modes="full,linear,adapter,lora",
                       methods="clean,ca_at:0.8"),
 }

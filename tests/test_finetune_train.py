@@ -259,6 +259,19 @@ def test_cli_train_then_load_delta_and_export_round_trip(base_file, digits, tmp_
     assert torch.equal(logits(load_model(tmp_path / "d.pt"), x), ref)
 
 
+def test_pretrained_without_a_mode_is_full_fine_tuning_and_its_checkpoint_is_the_whole_model(base_file, digits):
+    tr = build_trainer(TrainConfig(**BASE, method="pgd_at", pretrained=str(base_file), ema=0.5), digits, CPU)
+    assert tr.model.rf_peft == {"mode": "full"} and len(tr.params) == len(list(tr.model.parameters()))
+    tr.on_epoch(0)
+    tr.step(*next(iter(tr.loader)))
+    state = tr.state_dict()
+    assert state["peft"] == {"mode": "full"} and state["base"]["sha256"] and "delta" not in state
+    x = torch.as_tensor(digits.x_test[:8]).float() / 255
+    assert torch.equal(logits(load_model(state), x), logits(tr.scored, x))      # the EMA weights, as scored
+    small = delta_checkpoint(state)  # full mode: the "delta" is every tensor
+    assert small["delta"].keys() == tr.model.state_dict().keys()
+
+
 def test_resume_refuses_another_base_file_and_bad_files_are_one_line(base_file, tmp_path, capsys):
     out, mine = tmp_path / "run", tmp_path / "mine.pth"
     mine.write_bytes(base_file.read_bytes())

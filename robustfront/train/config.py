@@ -68,9 +68,9 @@ class TrainConfig:
     # -- fine-tuning a pretrained model (docs/finetuning.md)
     pretrained: Optional[str] = None     # weights file to start from (.pt/.pth/.safetensors, e.g. timm's); new head
     input_mean: Optional[Stats] = None   # normaliser mean: imagenet, inception, cifar10, or numbers (default: the file's)
-    input_std: Optional[Stats] = None    # normaliser std, the same forms as input_mean
+    input_std: Optional[Stats] = None    # normaliser std, the same forms as input_mean (default: the file's)
     finetune: Optional[FineTune] = None  # what trains: full, linear (head), adapter, lora (default: full with pretrained)
-    adapter_reduction: int = 8           # adapter width = block width / this (CA-AT's setting: 8)
+    adapter_reduction: int = 8           # adapter width = block width / this (8 is CA-AT's setting)
     lora_rank: int = 8                   # LoRA rank r
     lora_alpha: Optional[Num] = None     # LoRA scale numerator: the update is (alpha/r)·B A (default: r)
     lora_targets: str = "qkv,proj"       # linears LoRA adapts: qkv, proj, fc1, fc2 or attn, mlp, all

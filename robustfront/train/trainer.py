@@ -201,10 +201,11 @@ class FineTuneTrainer(Trainer):
 
     def state_dict(self) -> dict:
         s = super().state_dict()
-        small = peft_state_dict(self.scored)
-        s.update(peft=small["peft"], base=small["base"])
-        if small["base"] and small["peft"]["mode"] != "full":
-            s["delta"] = small["delta"]
+        model = self.scored
+        base = getattr(model, "rf_pretrained", None)
+        s.update(peft=dict(model.rf_peft), base=dict(base) if base else None)
+        if base and model.rf_peft["mode"] != "full":  # full mode: the delta is the whole model, once is enough
+            s["delta"] = peft_state_dict(model)["delta"]
         return s
 
     def load_state_dict(self, s: dict) -> None:
