@@ -13,7 +13,7 @@
    parameters, median step time and peak memory growth; write JSON and a markdown table.
 
     python benchmarks/peft_demo.py --preset cpu        # CIFAR-10 JPEG copy, 32 px (hours on 2 CPU cores)
-    python benchmarks/peft_demo.py --preset cpu_small  # the same at reduced size (about an hour)
+    python benchmarks/peft_demo.py --preset cpu_small  # CIFAR-10 at 16 px, smaller: about 1.5 h at nice 15 on a busy CPU
     python benchmarks/peft_demo.py --preset tiny       # digits at 16 px: minutes (a toy)
     python benchmarks/peft_demo.py --preset tiny --pretrain-epochs 1 ...   # every preset value overridable
 
@@ -55,7 +55,7 @@ PRESETS = {
                 finetune_classes="5-9", dim=96, depth=4, heads=3, n_pretrain=10000, n_finetune=2500, n_test=1000,
                 n_aa=500, pretrain_epochs=10, finetune_epochs=5, batch=64, eps="8/255", attack_steps=5,
                 pretrain_lr=1e-3, lr=0.05, modes="full,linear,adapter,lora", methods="clean,vanilla:0.5,ca_at:0.8"),
-    "cpu_small": dict(data="/work/shared/datasets/cifar10-jpeg.tar.gz", resize=None, pretrain_classes="0-4",
+    "cpu_small": dict(data="/work/shared/datasets/cifar10-jpeg.tar.gz", resize=16, pretrain_classes="0-4",
                       finetune_classes="5-9", dim=64, depth=4, heads=2, n_pretrain=5000, n_finetune=2000,
                       n_test=500, n_aa=100, pretrain_epochs=10, finetune_epochs=4, batch=64, eps="8/255",
                       attack_steps=3, pretrain_lr=1e-3, lr=0.05, modes="full,linear,adapter,lora",
@@ -200,7 +200,7 @@ def run(cfg: dict, out: Path, device: str = "cpu", seed: int = 0) -> dict:
             print(json.dumps({k: row[k] for k in ("mode", "method", "trainable", "clean", "pgd20", "autoattack",
                                                   "step_time_s", "seconds")}), flush=True)
     result = {"config": cfg, "device": str(dev), "torch": torch.__version__, "seed": seed, "pretrain": pretrain_res,
-              "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "rows": rows}
+              "n_test_used": len(y_test), "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "rows": rows}
     write_json_atomic(out / "peft_demo.json", result)
     write_text_atomic(out / "peft_demo.md", table(result))
     return result
@@ -213,7 +213,7 @@ def table(result: dict) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
     lines = [f"Fine-tuning on classes {cfg['finetune_classes']} of {cfg['data']} from a PGD-AT ViT pretrained on "
              f"classes {cfg['pretrain_classes']} (dim {cfg['dim']}, depth {cfg['depth']}); L-inf eps {cfg['eps']}, "
-             f"{cfg['n_test']} test images (AutoAttack: first {cfg['n_aa']}), seed {result['seed']}, "
+             f"{result.get('n_test_used', cfg['n_test'])} test images (AutoAttack: first {cfg['n_aa']}), seed {result['seed']}, "
              f"{result['device']}, torch {result['torch']}. Fine-tuning through build_trainer / Trainer.step "
              f"(SGD, one-cycle lr {cfg['lr']}, PGD-{cfg['attack_steps']} training attack).", "",
              "| mode | method | trainable | clean % | PGD-20 % | AutoAttack % | step s | peak MB |",
