@@ -213,7 +213,8 @@ def table(result: dict) -> str:
         return "-" if v is None else f"{100 * v:.1f}"
     lines = [f"Fine-tuning on classes {cfg['finetune_classes']} of {cfg['data']} from a PGD-AT ViT pretrained on "
              f"classes {cfg['pretrain_classes']} (dim {cfg['dim']}, depth {cfg['depth']}); L-inf eps {cfg['eps']}, "
-             f"{result.get('n_test_used', cfg['n_test'])} test images (AutoAttack: first {cfg['n_aa']}), seed {result['seed']}, "
+             f"{result.get('n_test_used', cfg['n_test'])} test images (AutoAttack: first {cfg['n_aa']}), "
+             f"seed {result['seed']}, "
              f"{result['device']}, torch {result['torch']}. Fine-tuning through build_trainer / Trainer.step "
              f"(SGD, one-cycle lr {cfg['lr']}, PGD-{cfg['attack_steps']} training attack).", "",
              "| mode | method | trainable | clean % | PGD-20 % | AutoAttack % | step s | peak MB |",

@@ -278,6 +278,6 @@ def export_file(checkpoint: str | Path, out: str | Path, *, base: str | Path | N
     return ckpt.save_atomic(merged_checkpoint(model), out)
 
 
-__all__ = ["LORA_TARGETS", "MODES", "OnView", "attack_view", "delta_checkpoint", "export_file", "export_merged", "load_peft", "merged_checkpoint",
-           "on_view", "parameter_counts", "parse_targets", "peft_state_dict", "prepare_finetune",
-           "trainable_parameters"]
+__all__ = ["LORA_TARGETS", "MODES", "OnView", "attack_view", "delta_checkpoint", "export_file", "export_merged",
+           "load_peft", "merged_checkpoint", "on_view", "parameter_counts", "parse_targets", "peft_state_dict",
+           "prepare_finetune", "trainable_parameters"]

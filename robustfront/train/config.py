@@ -49,6 +49,8 @@ FineTune = Literal["full", "linear", "adapter", "lora"]
 class Stats(list):
     """Type of the normaliser fields: a named set ("imagenet"), one number, or one per channel (a list
     or "0.485,0.456,0.406"). Checked with models.parse_stats; the value keeps its spelling."""
+
+
 # keys a --resume may change: they alter what is logged or how long the run goes, not its trajectory so far
 RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out")
 

@@ -271,4 +271,5 @@ def _write_pretrained_report(cfg: TrainConfig, model) -> None:
     ckpt.write_json_atomic(Path(cfg.out) / "pretrained.json", report)
 
 
-__all__ = ["FineTuneTrainer", "Trainer", "build_model", "build_optimizer", "build_trainer", "channel_stats", "training_threat"]
+__all__ = ["FineTuneTrainer", "Trainer", "build_model", "build_optimizer", "build_trainer", "channel_stats",
+           "training_threat"]
