@@ -11,6 +11,7 @@ RSS growth over the first step on a CPU (includes the step's gradient and optimi
 allocation; torch.cuda.max_memory_allocated on a GPU).
 
     python benchmarks/peft_bench.py                       # -> benchmarks/results/peft_cpu.json
+    python benchmarks/peft_bench.py --trainer --method ca_at   # the trainer's own step (build_trainer + Trainer.step)
     python benchmarks/peft_bench.py --device cuda --depth 12 --batch 128 --out benchmarks/results/peft_gpu.json
 """
 from __future__ import annotations
@@ -40,13 +41,14 @@ MODES = {"full": ("full", {}), "linear": ("linear", {}), "adapter": ("adapter", 
 
 
 def pgd(model, x, y, eps, steps):
-    """L-inf PGD, step eps/4, random start; gradients w.r.t. the input only."""
-    delta = torch.empty_like(x).uniform_(-eps, eps)
+    """L-inf PGD, step eps/4, random start; gradients w.r.t. the input only. δ is kept so that x + δ
+    stays in [0,1] (a δ pushed outside would get a zero gradient through a clamp and stick there)."""
+    delta = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1) - x
     for _ in range(steps):
         delta.requires_grad_(True)
-        g, = torch.autograd.grad(F.cross_entropy(model((x + delta).clamp(0, 1)), y), delta)
-        delta = (delta.detach() + eps / 4 * g.sign()).clamp(-eps, eps)
-    return (x + delta).clamp(0, 1).detach()
+        g, = torch.autograd.grad(F.cross_entropy(model(x + delta), y), delta)
+        delta = (x + (delta.detach() + eps / 4 * g.sign()).clamp(-eps, eps)).clamp(0, 1) - x
+    return (x + delta).detach()
 
 
 def build(key, args, device):
@@ -60,7 +62,32 @@ def build(key, args, device):
     return model, view, opt
 
 
+def build_trainer_step(key, args, device):
+    """(model, trainer, None): the config's fine-tuning run as `robustfront train` builds it, on random
+    32-px images; its step is Trainer.step (guarded update, per-term gradients for CA-AT/AGR, LoRA
+    attacks on the merged view)."""
+    import numpy as np
+    from robustfront.data import Dataset
+    from robustfront.train import TrainConfig, build_trainer
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (args.batch, 3, 32, 32), dtype=np.uint8)
+    y = rng.integers(0, 10, args.batch).astype(np.int64)
+    ds = Dataset(x, y, x[:0], y[:0], x, y, [str(i) for i in range(10)], "random")
+    cfg = TrainConfig(model="vit_tiny_patch4_32", model_args={"depth": args.depth, "embed_dim": args.dim,
+                                                              "num_heads": args.heads},
+                      finetune=MODES[key][0], method=args.method, batch_size=args.batch, eps="8/255",
+                      attack_steps=args.attack_steps, lr=0.01, val_size=0, select_on="last", crop=0, flip=False,
+                      progress=False)
+    torch.manual_seed(0)
+    trainer = build_trainer(cfg, ds, device)
+    trainer.on_epoch(0)
+    return trainer.model, trainer, None
+
+
 def step(model, view, opt, x, y, args):
+    if opt is None:  # --trainer: view is the Trainer
+        view.step(x, y)
+        return
     x_adv = pgd(view, x, y, 8 / 255, args.attack_steps)
     loss = F.cross_entropy(model(x_adv), y)
     opt.zero_grad(set_to_none=True)
@@ -108,7 +135,7 @@ def memory_one(key, args):
     device = torch.device(args.device)
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
-    model, view, opt = build(key, args, device)
+    model, view, opt = (build_trainer_step if args.trainer else build)(key, args, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         start = torch.cuda.memory_allocated(device)
@@ -117,6 +144,8 @@ def memory_one(key, args):
     step(model, view, opt, x, y, args)
     sync(device)
     params = trainable_parameters(model)
+    if args.trainer:
+        opt, view = view.opt, attack_view(model)
     out = {"saved_activation_bytes": saved_bytes(model, x, y),
            "attack_saved_activation_bytes": saved_bytes(view, x, y, input_grad=True),
            "param_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
@@ -144,6 +173,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "peft_cpu.json"))
+    ap.add_argument("--trainer", action="store_true", help="time the trainer's step (build_trainer + Trainer.step)")
+    ap.add_argument("--method", default="pgd_at", help="with --trainer: the method (pgd_at, ca_at, ...)")
     ap.add_argument("--memory-one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -152,29 +183,36 @@ def main():
         return
     device = torch.device(args.device)
     keys = [k.strip() for k in args.modes.split(",")]
+    if args.trainer:  # the trainer always attacks LoRA through the merged view
+        keys = [k for k in keys if k != "lora_merged"]
     load_before = os.getloadavg()
-    built = {k: build(k, args, device) for k in keys}
+    built = {k: (build_trainer_step if args.trainer else build)(k, args, device) for k in keys}
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.rand(args.batch, 3, 32, 32, generator=g).to(device)
     y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
     for k in keys:  # warm-up
         step(*built[k], x, y, args)
     times = {k: [] for k in keys}
+    cpu_times = {k: [] for k in keys}  # CPU seconds the process itself used: less sensitive to a shared CPU
     for r in range(args.rounds):
         for k in keys[r % len(keys):] + keys[:r % len(keys)]:
             sync(device)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             step(*built[k], x, y, args)
             sync(device)
             times[k].append(time.perf_counter() - t)
+            cpu_times[k].append(time.process_time() - c)
     results = {}
     for k in keys:
         cmd = [sys.executable, __file__, "--memory-one", k, "--device", args.device, "--depth", str(args.depth),
                "--dim", str(args.dim), "--heads", str(args.heads), "--batch", str(args.batch),
-               "--attack-steps", str(args.attack_steps), "--threads", str(args.threads)]
+               "--attack-steps", str(args.attack_steps), "--threads", str(args.threads), "--method", args.method]
+        cmd += ["--trainer"] if args.trainer else []
         mem = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         results[k] = {**parameter_counts(built[k][0]), "step_time_s": statistics.median(times[k]),
-                      "step_times_s": [round(t, 4) for t in times[k]], **mem}
+                      "step_times_s": [round(t, 4) for t in times[k]],
+                      "step_cpu_time_s": statistics.median(cpu_times[k]),
+                      "step_cpu_times_s": [round(t, 4) for t in cpu_times[k]], **mem}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if device.type == "cpu" else torch.cuda.get_device_name(device)
     report = {
@@ -184,14 +222,18 @@ def main():
                  "machines" if device.type == "cpu" else ""),
         "settings": {"model": f"vit_tiny_patch4_32 depth={args.depth} dim={args.dim} heads={args.heads}, 32-px inputs "
                               "(8x8 grid + class token), 10 classes", "batch": args.batch,
-                     "step": f"PGD-{args.attack_steps} L-inf 8/255 on the input + one PGD-AT SGD update",
+                     "step": (f"Trainer.step of --method {args.method} (PGD-{args.attack_steps} L-inf 8/255 training "
+                              "attack, guarded SGD update of the trainable parameters)" if args.trainer else
+                              f"PGD-{args.attack_steps} L-inf 8/255 on the input + one PGD-AT SGD update"),
                      "adapter": "reduction 8 after each MLP", "lora": "rank 8, alpha 8, on attn.qkv and attn.proj",
                      "lora_merged": "LoRA with the attack passes on attack_view(model) (merged weights)",
-                     "timing": f"median of {args.rounds} rounds after one warm-up step, modes in rotated order"},
+                     "timing": f"median of {args.rounds} rounds after one warm-up step, modes in rotated order; "
+                               "wall-clock (step_time_s) and the process's CPU time (step_cpu_time_s)"},
         "results": results,
     }
     write_json_atomic(args.out, report)
-    print(json.dumps({k: {"step_s": round(v["step_time_s"], 3), "trainable": v["trainable"],
+    print(json.dumps({k: {"step_s": round(v["step_time_s"], 3), "step_cpu_s": round(v["step_cpu_time_s"], 3),
+                          "trainable": v["trainable"],
                           "saved_MB": round(v["saved_activation_bytes"] / 2**20, 1)} for k, v in results.items()}))
 
 

@@ -28,7 +28,7 @@ class EvalInput:
 
 
 def load_for_eval(checkpoint, *, data: str | None = None, data_root: str | None = None, resize: int | None = None,
-                  split: str = "test", n: int | None = None, seed: int = 0, device="auto") -> EvalInput:
+                  split: str = "test", n: int | None = None, seed: int = 0, device="auto", base=None) -> EvalInput:
     """The checkpoint's model (eval mode, on `device`) and the `split` images (a seeded `n`-subset).
 
     The data set defaults to the one the checkpoint was trained on, rebuilt with that run's data
@@ -40,7 +40,7 @@ def load_for_eval(checkpoint, *, data: str | None = None, data_root: str | None 
         check_int("n", n, 1)
     dev = resolve_device(device)
     state = ckpt.load(checkpoint, dev)
-    model = load_model(state, device=dev)
+    model = load_model(state, device=dev, base=base)  # base: a fine-tuning delta's moved base file
     cfg = state.get("config") or {}
     name = data or cfg.get("data")
     if name is None:

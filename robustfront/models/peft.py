@@ -135,12 +135,28 @@ def attack_view(model: nn.Module, merge: bool | None = None) -> nn.Module:
     return MergedView(model)
 
 
-def on_view(attack, view: nn.Module):
+class OnView:
+    """`attack` run on `view` whatever model the caller passes (an objective passes the trained
+    model or its compiled wrapper); every other attribute (eps, bounds, steps, ...) is the attack's."""
+
+    def __init__(self, attack, view: nn.Module):
+        self.attack, self.view = attack, view
+
+    def __call__(self, model, x, y, *args, **kw):
+        return self.attack(self.view, x, y, *args, **kw)
+
+    def __getattr__(self, name: str):
+        if name in ("attack", "view"):  # not set yet (copy/pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.attack, name)
+
+    def __repr__(self) -> str:
+        return f"OnView({self.attack!r})"
+
+
+def on_view(attack, view: nn.Module) -> OnView:
     """attack(model, x, y) -> x_adv run on `view` whatever model the objective passes (its wiring hook)."""
-    def run(model, x, y, *args, **kw):
-        return attack(view, x, y, *args, **kw)
-    run.view, run.attack = view, attack
-    return run
+    return OnView(attack, view)
 
 
 def _normalize_keys(model: nn.Module) -> set[str]:
@@ -171,15 +187,17 @@ def peft_state_dict(model: nn.Module) -> dict:
 def load_peft(checkpoint: dict | str | Path, *, base: str | Path | None = None, device="cpu",
               check_sha256: bool = True) -> nn.Module:
     """Rebuild a fine-tuned model: create it, load the base file (`base` overrides the recorded path;
-    its sha256 must match), apply the recorded mode, load the delta. Also reads a merged export with
-    adapters ({"model", "model_config", "peft"}). Returns the model on `device` in eval mode."""
+    its sha256 must match), apply the recorded mode, load the delta. A checkpoint holding the whole
+    model as well (a training checkpoint: {"model", "model_config", "peft", "base", "delta"}, or a
+    merged export with adapters) is rebuilt from "model", without the base file. Returns the model on
+    `device` in eval mode."""
     from .factory import create_model
     state = checkpoint if isinstance(checkpoint, dict) else ckpt.load(checkpoint, device)
     cfg = dict(state["model_config"])
     model = create_model(cfg.pop("name"), **cfg)
     opts = dict(state["peft"])
     info = state.get("base")
-    if "delta" not in state:  # merged export: full weights of the adapted architecture
+    if "model" in state:  # the whole model: full weights of the adapted architecture
         prepare_finetune(model, **opts)
         model.load_state_dict(state["model"])
         return model.to(device).eval()
@@ -199,6 +217,17 @@ def load_peft(checkpoint: dict | str | Path, *, base: str | Path | None = None, 
                          f"({', '.join(result.unexpected_keys[:4])}), {len(result.missing_keys)} missing key(s) "
                          f"without a base file ({', '.join(result.missing_keys[:4])})")
     return model.to(device).eval()
+
+
+def delta_checkpoint(state: dict) -> dict:
+    """The small artifact of a fine-tuning checkpoint: {"peft", "model_config", "base", "delta"}
+    (what `peft_state_dict` gives), taken from a training checkpoint without rebuilding the model."""
+    if "delta" in state and "peft" in state:
+        return {k: state[k] for k in ("peft", "model_config", "base", "delta")}
+    if "peft" in state:  # full mode or no base file: the delta is the whole model
+        return peft_state_dict(load_peft(state))
+    raise ValueError(f"checkpoint has no fine-tuning record ('peft'); found keys {sorted(map(str, state))}; "
+                     f"allowed: a checkpoint of a run with --finetune or --pretrained")
 
 
 def export_merged(model: nn.Module, *, with_normalize: bool = True) -> dict[str, torch.Tensor]:
@@ -230,11 +259,14 @@ def merged_checkpoint(model: nn.Module) -> dict:
 
 
 def export_file(checkpoint: str | Path, out: str | Path, *, base: str | Path | None = None,
-                plain: bool = False) -> Path:
+                plain: bool = False, delta: bool = False) -> Path:
     """`robustfront export --merge`: the checkpoint (a PEFT delta or a robustfront checkpoint) merged
-    and written atomically; .safetensors (or plain=True) writes bare tensors with timm's keys."""
+    and written atomically; .safetensors (or plain=True) writes bare tensors with timm's keys.
+    delta=True writes the small artifact instead (`delta_checkpoint`: trained tensors + base reference)."""
     from .factory import load_model
     state = ckpt.load(checkpoint)
+    if delta:
+        return ckpt.save_atomic(delta_checkpoint(state), Path(out))
     model = load_peft(state, base=base) if "peft" in state else load_model(state)
     out = Path(out)
     if out.suffix == ".safetensors" or plain:
@@ -246,6 +278,6 @@ def export_file(checkpoint: str | Path, out: str | Path, *, base: str | Path | N
     return ckpt.save_atomic(merged_checkpoint(model), out)
 
 
-__all__ = ["LORA_TARGETS", "MODES", "attack_view", "export_file", "export_merged", "load_peft", "merged_checkpoint",
-           "on_view", "parameter_counts", "parse_targets", "peft_state_dict", "prepare_finetune",
-           "trainable_parameters"]
+__all__ = ["LORA_TARGETS", "MODES", "OnView", "attack_view", "delta_checkpoint", "export_file", "export_merged",
+           "load_peft", "merged_checkpoint", "on_view", "parameter_counts", "parse_targets", "peft_state_dict",
+           "prepare_finetune", "trainable_parameters"]

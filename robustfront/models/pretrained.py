@@ -112,12 +112,12 @@ def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, inpu
         std = _fit_stats("input_std", input_std, norm.std_values)
         given = Normalize(mean, std, channels=None)  # checks std > 0
         state = {**state, keys[0]: given.mean, keys[1]: given.std}
-        normalize = "from arguments"
+        normalize, values = "from arguments", (mean, std)
     elif all(k in state for k in keys):
-        normalize = "from the file"
+        normalize, values = "from the file", None
     else:
         state = {**state, keys[0]: norm.mean, keys[1]: norm.std}
-        normalize = "model default"
+        normalize, values = "model default", (list(norm.mean_values), list(norm.std_values))
 
     head = find_head(model)
 
@@ -136,7 +136,8 @@ def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, inpu
     file_head = all(k in state and state[k].shape == own[k].shape for k in head_keys)
     merged = {k: (state[k] if k in state and (file_head or not is_head(k)) else v) for k, v in own.items()}
     model.load_state_dict(merged, strict=True)
-    norm.mean_values, norm.std_values = norm.mean.tolist(), norm.std.tolist()
+    # the values as given (not their float32 round trip), so rf_config and the report read 0.485
+    norm.mean_values, norm.std_values = values or (norm.mean.tolist(), norm.std.tolist())
     if isinstance(getattr(model, "rf_config", None), dict):
         model.rf_config.update(mean=list(norm.mean_values), std=list(norm.std_values))
 

@@ -45,6 +45,14 @@ Norm = Literal["Linf", "L2", "L1"]
 SelectOn = Literal["val", "test", "last"]
 BNMode = Literal["eval", "train"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+FineTune = Literal["full", "linear", "adapter", "lora"]
+
+
+class Stats(list):
+    """Type of the normaliser fields: a named set ("imagenet"), one number, or one per channel (a list
+    or "0.485,0.456,0.406"). Checked with models.parse_stats; the value keeps its spelling."""
+
+
 # keys a --resume may change: they alter what is logged or how long the run goes, not its trajectory so far
 RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out")
 
@@ -61,6 +69,15 @@ class TrainConfig:
     # -- model
     model: str = "small_cnn"             # architecture (inputs in [0,1], normalisation inside)
     model_args: dict = field(default_factory=dict)  # architecture options, e.g. width=16
+    # -- fine-tuning a pretrained model (docs/finetuning.md)
+    pretrained: Optional[str] = None     # weights file to start from (.pt/.pth/.safetensors, e.g. timm's); new head
+    input_mean: Optional[Stats] = None   # normaliser mean: imagenet, inception, cifar10, or numbers (default: the file's)
+    input_std: Optional[Stats] = None    # normaliser std, the same forms as input_mean (default: the file's)
+    finetune: Optional[FineTune] = None  # what trains: full, linear (head), adapter, lora (default: full with pretrained)
+    adapter_reduction: int = 8           # adapter width = block width / this (8 is CA-AT's setting)
+    lora_rank: int = 8                   # LoRA rank r
+    lora_alpha: Optional[Num] = None     # LoRA scale numerator: the update is (alpha/r)·B A (default: r)
+    lora_targets: str = "qkv,proj"       # linears LoRA adapts: qkv, proj, fc1, fc2 or attn, mlp, all
     # -- method = objective x combiner (+ wrappers), with defaults from a named preset
     method: str = "pgd_at"               # a named method, see docs/methods
     objective: Optional[str] = None      # override the preset's objective
@@ -92,6 +109,8 @@ class TrainConfig:
     crop: Optional[int] = None           # random-crop padding in pixels (default: 4 for images >= 32 px, else 0)
     flip: Optional[bool] = None          # random horizontal flip (default: on for images >= 32 px)
     cutout: int = 0                      # Cutout square side in pixels (0: off)
+    rrc: Optional[list] = None           # random-resized-crop area range, e.g. 0.08,1 (then crop defaults to 0)
+    rrc_ratio: list = field(default_factory=lambda: ["3/4", "4/3"])  # random-resized-crop aspect-ratio range
     # -- weight averaging (RAAT#): EMA of the weights from epoch ema_start (0-based); validated and saved
     ema: Optional[Num] = None            # EMA decay, e.g. 0.999 (default: off)
     ema_start: int = 0                   # first epoch (0-based) of the average
@@ -156,8 +175,29 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda", "mps") or
                 (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise invalid("device", self.device, "auto, cpu, cuda, cuda:N, mps", "unknown")
+        self._check_finetune()
         if self.out is not None and not self.out.strip():
             raise invalid("out", self.out, "a non-empty folder path")
+
+    def _check_finetune(self) -> None:
+        from ..models.peft import parse_targets
+        if self.pretrained is not None and not str(self.pretrained).strip():
+            raise invalid("pretrained", self.pretrained, "a weights file path, or none")
+        check_int("adapter_reduction", self.adapter_reduction, 1)
+        check_int("lora_rank", self.lora_rank, 1)
+        if self.lora_alpha is not None:
+            check_number("lora_alpha", self.lora_alpha, 0.0, strict=True)
+        parse_targets(self.lora_targets)
+        for key in ("mean", "std"):
+            if getattr(self, f"input_{key}") is not None and key in self.model_args:
+                raise invalid(f"input_{key}", getattr(self, f"input_{key}"), f"input_{key} or model_args {key}, "
+                              f"not both")
+        if self.rrc is not None:
+            self.rrc = _range("rrc", self.rrc, "two numbers 0 < lo <= hi <= 1, e.g. 0.08,1", hi=1.0)
+            if self.crop:
+                raise invalid("crop", self.crop, "crop=0 or unset with rrc (the random-resized-crop replaces "
+                                                 "the padded crop)")
+        self.rrc_ratio = _range("rrc_ratio", self.rrc_ratio, "two numbers 0 < lo <= hi, e.g. 3/4,4/3")
 
     # -- IO
     @classmethod
@@ -188,6 +228,17 @@ class TrainConfig:
         return {k: (a[k], b[k]) for k in a if _value(a[k]) != _value(b[k])}
 
 
+def _range(name: str, v, allowed: str, hi: float | None = None) -> list:
+    """[lo, hi] as two Num (spellings kept) with 0 < lo <= hi (<= `hi`), else one line."""
+    try:
+        lo_v, hi_v = (Num(e, name) for e in v)
+    except (TypeError, ValueError):
+        raise invalid(name, v, allowed) from None
+    if not (0 < lo_v <= hi_v) or (hi is not None and hi_v > hi):
+        raise invalid(name, v, allowed)
+    return [lo_v, hi_v]
+
+
 def _plain(v):
     if isinstance(v, Num):
         return v.plain()
@@ -213,6 +264,10 @@ def _coerce(name: str, v, hint):
             return None
         hint = next(a for a in args if a is not type(None))
         args = typing.get_args(hint)
+    if hint is Stats:
+        from ..models.normalize import parse_stats
+        parse_stats(v, name)  # one line naming the value when it is no statistic
+        return [float(e) for e in v] if isinstance(v, (list, tuple)) else v
     if hint is Num:
         try:
             return Num(v, name)
@@ -252,4 +307,4 @@ def field_help(name: str) -> str:
     return _field_comments().get(name, "")
 
 
-__all__ = ["Num", "RESUME_SAFE", "TrainConfig", "field_help", "read_yaml"]
+__all__ = ["Num", "RESUME_SAFE", "Stats", "TrainConfig", "field_help", "read_yaml"]
