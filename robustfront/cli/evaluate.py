@@ -130,8 +130,9 @@ def cmd_eval(args) -> int:
     target = writable_target(args.out)
     srcs = sources(args, merge=bool(args.merge))
     if args.merge:
-        _err(f"merging {len(args.merge)} state folder(s): {', '.join(args.merge)}")
-        return _finish(merge_evaluations(*args.merge), args, target, Path(args.merge[0]).resolve().parent)
+        merged = merge_evaluations(*args.merge)
+        _err(f"merged {len(args.merge)} state folder(s): {', '.join(args.merge)}")
+        return _finish(merged, args, target, Path(args.merge[0]).resolve().parent)
     attacks = check_attacks([a.strip() for a in args.attacks.split(",") if a.strip()])
     for name in ("batch_size", "n"):
         if getattr(args, name) is not None:

@@ -34,9 +34,13 @@ def _merged(args, state, out: Path) -> list[Path]:
     files = [export_file(args.checkpoint, out.with_suffix(s), base=args.base, plain=True)
              for s in ((out.suffix,) if out.suffix else (".pt", ".safetensors"))]
     cfg = dict(state.get("model_config") or {})
+    weights = state.get("delta") or state.get("model") or {}
+    # the stats the model was fine-tuned with (load_pretrained may have replaced the config's defaults)
+    mean, std = (weights[k].flatten().tolist() if k in weights else cfg.get(k.split(".")[1])
+                 for k in ("normalize.mean", "normalize.std"))
     info = {"format": "merged fine-tuned model: bare tensors with the architecture's own (timm) keys, inputs in "
                       "[0, 1], normalisation NOT inside: apply (x - mean) / std per channel first",
-            "architecture": cfg, "mean": cfg.get("mean"), "std": cfg.get("std"), "peft": dict(state["peft"]),
+            "architecture": cfg, "mean": mean, "std": std, "peft": dict(state["peft"]),
             "adapters_kept": state["peft"].get("mode") == "adapter", "files": [f.name for f in files]}
     return files + [write_json_atomic(out.with_suffix(".json"), info)]
 
