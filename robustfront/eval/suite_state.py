@@ -133,19 +133,15 @@ def _one_eps(meta: dict, k: int, chunks: dict, runs: dict, shard) -> dict:
 
     def cat(get):
         return np.concatenate([from_bits(get(chunks[c], c)) for c in done]) if done else np.zeros(0, bool)
-    correct = {"clean": cat(lambda r, c: r["clean"])}
-    for a in names:
-        if a not in casc:
-            correct[a] = cat(lambda r, c, a=a: r["masks"][a])
+    correct, steps = {"clean": cat(lambda r, c: r["clean"])}, {}  # steps: each cascade's masks after each attack
     log, warnings, skipped, flags, budgets, time_s = {}, [], {}, {}, {}, {}
     for a in names:
         if a in casc:
             cmeta, crecs = runs[a]
             res = summarize(cmeta, {c: crecs[c] for c in done})
             sub = Masks.from_json(res["masks"])
-            for s in cmeta["attacks"]:
-                correct[f"{a}/{ours(s)}"] = sub[f"{cmeta['name']}/{s}"]
             correct[a] = sub[cmeta["name"]]
+            steps.update({f"{a}/{ours(s)}": sub[f"{cmeta['name']}/{s}"] for s in cmeta["attacks"]})
             log[a] = {ours(s): v for s, v in res["after"].items()}
             warnings += [f"{a}: {w}" for w in res["warnings"]]
             if cmeta["skipped"]:
@@ -153,13 +149,14 @@ def _one_eps(meta: dict, k: int, chunks: dict, runs: dict, shard) -> dict:
             flags[a], budgets[a] = res["flags"], {ours(s): b for s, b in cmeta["budgets"].items()}
             time_s[a] = round(sum(res["time_s"].values()), 3)
         else:
+            correct[a] = cat(lambda r, c, a=a: r["masks"][a])
             info = [chunks[c]["info"].get(a, {}) for c in done]
             warnings += _dedupe(f"{a}: {w}" for i in info for w in i.get("warnings", []))
             why = {s: r for i in info for s, r in (i.get("skipped") or {}).items()}
             if why:
                 skipped[a] = why
             time_s[a] = round(sum(chunks[c]["time_s"].get(a, 0.0) for c in done), 3)
-    masks = Masks(ids[pos], {m: v for m, v in correct.items()})
+    masks = Masks(ids[pos], {**correct, **steps})
     acc = masks.accuracies()
     for a in names:
         if a in SINGLE_OFFICIAL and a not in casc:
