@@ -61,6 +61,12 @@ def check_attacks(attacks, bounds=UNIT_BOX) -> list[str]:
     return names
 
 
+def check_attack_name(name: str) -> str:
+    """One attack name of the vocabulary, in its canonical spelling; one error line listing the
+    vocabulary otherwise (what a sweep spec checks before anything runs)."""
+    return canonical(name)
+
+
 def _settings(atk) -> dict:
     """The hyper-parameters an attack ran with (its repr's fields), for the result's provenance."""
     keep = ("norm", "eps", "alpha", "steps", "restarts", "random_start", "loss", "kappa", "iterations", "samples",
@@ -231,4 +237,4 @@ class _Run:
         return [from_bits(r["masks"][name]) for r in recs.values()]
 
 
-__all__ = ["NORMS", "UNIT_BOX", "check_attacks", "evaluate"]
+__all__ = ["NORMS", "UNIT_BOX", "check_attack_name", "check_attacks", "evaluate"]
