@@ -167,7 +167,16 @@ def test_model_file_factory_equals_the_python_api_on_the_net_itself(tmp_path):
     assert res["model"] == f"{tmp_path / 'net.py'}:build"
 
 
+def test_analyze_takes_foreign_weights_too(files, tmp_path):
+    assert main(["analyze", "boundary", "--model", "resnet18", "--weights", str(files / "w.pt"), "--data", "cifar10",
+                 "--data-root", str(files / "c10"), "--n", "2", "--directions", "4", "--max-steps", "4",
+                 "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "boundary.json").read_text())
+    assert list(res["models"]) == ["w"] and len(res["models"]["w"]["min_distance"]) == 2
+
+
 def test_card_from_an_eval_with_official_autoattack(tmp_path, capsys):
+    """Also the README's one-command evaluation of a foreign CIFAR-10 checkpoint, as written there."""
     torch.manual_seed(9)
     net = randomize_bn(KuangliuNet(KBasic, [2, 2, 2, 2], width=4))
     root = write_cifar10(tmp_path / "c10", net, n=4, head=net.linear)
