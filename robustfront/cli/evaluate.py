@@ -245,8 +245,9 @@ def add_commands(sub) -> None:
     p.add_argument("--attacks", default="pgd20,autoattack", help=f"comma-separated: {names_help()} "
                    f"(default: pgd20,autoattack)")
     p.add_argument("--eps", help="budget, or a comma-separated sweep 2/255,4/255 (default: the checkpoint's "
-                   "training eps)")
-    p.add_argument("--norm", choices=("Linf", "L2", "L1"), help="threat model (default: the checkpoint's)")
+                   "training eps; 8/255 for --weights)")
+    p.add_argument("--norm", choices=("Linf", "L2", "L1"), help="threat model (default: the checkpoint's; Linf for "
+                   "--weights)")
     p.add_argument("--n", type=int, metavar="N", help="a seeded random subset of this many images (default: all)")
     p.add_argument("--batch-size", type=int, metavar="N", help="default: chosen for the device (CPU 500; CUDA: what "
                    "fits in half the free memory, up to 4096)")
