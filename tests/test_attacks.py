@@ -184,7 +184,7 @@ def test_unbounded_inputs_for_flat_data():
         assert lp_norm(x_adv - x, norm).max() <= 0.5 + 1e-5
 
 
-VOCABULARY = ["apgd_ce", "apgd_dlr", "apgd_t", "autoattack", "autoattack_plus", "cw", "cw0", "fab", "fab_t", "fgsm",
+VOCABULARY = ["apgd_ce", "apgd_dlr", "apgd_t", "autoattack", "autoattack_plus", "autoattack_rand", "cw", "cw0", "fab", "fab_t", "fgsm",
               "mifgsm", "pgd", "pgd_normal", "spsa", "square", "trades_kl"]
 
 
@@ -244,7 +244,8 @@ def test_every_registered_attack_keeps_the_threat_model(digits, name):
     official = is_official(name)
     n, eps = (8, 0.3) if official else (24, EPS["Linf"])
     x, y = x[:n], y[:n]
-    kw = {"samples": 16, "iterations": 5} if name == "spsa" else {}
+    # SPSA and the rand version (20 EOT samples per APGD step) at reduced budgets: the same code, cheaper
+    kw = {"spsa": {"samples": 16, "iterations": 5}, "autoattack_rand": {"n_iter": 5}}.get(name, {})
     atk = create_attack(name, ThreatModel(eps=eps, steps=None if official else 5), **kw)
     for p in model.parameters():
         p.grad = None

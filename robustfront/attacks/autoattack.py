@@ -7,7 +7,8 @@ official code's own warnings (randomised defence, probability outputs, zero grad
 stronger than the cascade). Names are robustfront's (`apgd_ce`, `fab_t`, ...); the runner's own
 spellings (`apgd-ce`, `fab-t`) are used only towards pyautoattack.
 
-`AutoAttack` is the registered attack (`autoattack`, `autoattack_plus`, `fab`, `fab_t`, `square`):
+`AutoAttack` is the registered attack (`autoattack`, `autoattack_plus`, `autoattack_rand`, `fab`, `fab_t`,
+`square`):
 called as `attack(model, x, y)` it returns the official adversarial examples; evaluation asks it
 for `robust_mask`, the official per-sample result with its log.
 """
@@ -19,12 +20,12 @@ import sys
 
 import torch
 
-from .base import Attack, check_choice
+from .base import Attack, check_choice, check_int
 
 # robustfront name -> the official runner's name
 OFFICIAL = {"apgd_ce": "apgd-ce", "apgd_dlr": "apgd-dlr", "apgd_t": "apgd-t", "fab": "fab", "fab_t": "fab-t",
             "square": "square"}
-VERSIONS = ("standard", "plus")
+VERSIONS = ("standard", "plus", "rand")
 # DLR divides by z_(1) - z_(3), targeted DLR by z_(1) - (z_(3) + z_(4))/2; FAB-T needs one target class
 MIN_CLASSES = {"apgd_ce": 2, "apgd_dlr": 3, "apgd_t": 4, "fab": 2, "fab_t": 2, "square": 2}
 _AFTER = re.compile(r"robust accuracy after ([A-Z-]+): ([0-9.]+)%")
@@ -67,7 +68,8 @@ def run_official(model, x, y, *, eps: float, norm: str = "Linf", version: str = 
                  n_target_classes: int | None = None, return_adv: bool = False, progress=None):
     """Run the official AutoAttack on (x, y); x must be in [0,1] (the official code clamps to it).
 
-    version: "standard" or "plus"; `attacks` picks single official attacks (with the budgets of
+    version: "standard", "plus" or "rand" (APGD-CE and APGD-DLR with 20 EOT samples, for randomised
+    models); `attacks` picks single official attacks (with the budgets of
     `version`) instead of the whole cascade; n_iter / n_target_classes override the APGD budgets.
     An attack asked for explicitly that cannot run on the model's K classes raises ValueError; the
     cascade drops such attacks (one line on stderr). ε = 0 is the identity (the official code divides
@@ -101,8 +103,11 @@ def run_official(model, x, y, *, eps: float, norm: str = "Linf", version: str = 
         print(f"autoattack: K={n_classes} classes, dropped " + ", ".join(f"{a} ({why})" for a, why in skipped.items()),
               file=sys.stderr, flush=True)
     aa.attacks_to_run = [OFFICIAL[a] for a in to_run]
-    if n_iter is not None:
-        aa.apgd.n_iter = aa.apgd_targeted.n_iter = int(n_iter)
+    if n_iter is not None:  # APGD derives its step-size checkpoints from n_iter at construction: keep them in step
+        for apgd in (aa.apgd, aa.apgd_targeted):
+            apgd.n_iter = apgd.n_iter_orig = int(n_iter)
+            apgd.n_iter_2, apgd.n_iter_min = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1)
+            apgd.size_decr = max(int(0.03 * n_iter), 1)
     # The official default targets 9 classes; fewer classes would make it index past the logits.
     targets = min(9, n_classes - 1)
     if n_target_classes is not None:
@@ -141,10 +146,11 @@ class AutoAttack(Attack):
 
     Arguments:
         eps (float), norm (str: Linf, L2, L1): the threat model.
-        version (str): "standard" (default) or "plus".
+        version (str): "standard" (default), "plus" or "rand" (for randomised models: EOT).
         attacks (list | None): single official attacks instead of the cascade.
         seed (int): the official runner's seed (default 0).
         batch_size (int): the runner's batch size (default 250).
+        n_iter (int | None): APGD iterations instead of the official 100 (quick looks and tests only).
         bounds: only (0, 1), the box the official code clips to.
 
     Examples::
@@ -152,7 +158,8 @@ class AutoAttack(Attack):
     """
 
     def __init__(self, eps: float = 8 / 255, norm: str = "Linf", version: str = "standard",
-                 attacks: list[str] | None = None, seed: int = 0, batch_size: int = 250, *, bounds=(0.0, 1.0)):
+                 attacks: list[str] | None = None, seed: int = 0, batch_size: int = 250, *, bounds=(0.0, 1.0),
+                 n_iter: int | None = None):
         if bounds is None or tuple(map(float, bounds)) != (0.0, 1.0):
             raise ValueError(f"bounds={bounds!r} is not allowed with the official AutoAttack code, which clamps "
                              f"to [0,1]; allowed: (0.0, 1.0)")
@@ -163,14 +170,15 @@ class AutoAttack(Attack):
             raise ValueError(f"unknown AutoAttack attack(s) {bad}; allowed: {', '.join(OFFICIAL)}")
         self.attacks = list(attacks) if attacks else None
         self.seed, self.batch_size = int(seed), int(batch_size)
+        self.n_iter = None if n_iter is None else check_int("n_iter", n_iter, 1)
 
     def perturb(self, model, x, y):
         return run_official(model, x, y, eps=self.eps, norm=self.norm, version=self.version, attacks=self.attacks,
-                            seed=self.seed, batch_size=self.batch_size, return_adv=True)[2]
+                            seed=self.seed, batch_size=self.batch_size, n_iter=self.n_iter, return_adv=True)[2]
 
     def robust_mask(self, model, x, y, *, batch_size: int = 500, seed: int = 0, progress=None):
         return run_official(model, x, y, eps=self.eps, norm=self.norm, version=self.version, attacks=self.attacks,
-                            seed=seed, batch_size=batch_size, progress=progress)
+                            seed=seed, batch_size=batch_size, n_iter=self.n_iter, progress=progress)
 
 
 __all__ = ["AutoAttack", "MIN_CLASSES", "OFFICIAL", "VERSIONS", "run_official", "too_few_classes"]

@@ -17,8 +17,10 @@ Spec grammar (one underscore spelling per name; hyphenated official names such a
                         APGD (the official implementation) with the threat's steps (default 100, as
                         AutoAttack); evaluation runs them through the official runner
     fab, fab_t, square  single official AutoAttack attacks at the standard version's budgets
-    autoattack, autoattack_plus
-                        the official AutoAttack cascade, version "standard" or "plus"
+    autoattack, autoattack_plus, autoattack_rand
+                        the official AutoAttack cascade, version "standard", "plus" or "rand" (APGD-CE
+                        and APGD-DLR averaging 20 gradient samples: for randomised defences); evaluation
+                        runs them through robustfront's self-driven cascade (eval/cascade.py)
 
 Budgets come from the threat model: ε and norm always; α and steps where the spec gives none
 (None in the threat model: each attack's own default). Extra keyword arguments go to the attack.
@@ -40,7 +42,7 @@ from .trades_kl import TradesKL
 _PGD = re.compile(r"pgd([1-9][0-9]*)(?:x([1-9][0-9]*))?")
 CW_STEPS, CW_KAPPA = 30, {"cw": 50.0, "cw0": 0.0}
 SPSA_SETTINGS = {"samples": 128, "lr": 0.01, "delta": 0.01}
-AUTOATTACK_NAMES = ("autoattack", "autoattack_plus")
+AUTOATTACK_NAMES = ("autoattack", "autoattack_plus", "autoattack_rand")
 
 
 def _steps(t: ThreatModel, default: int) -> int:
@@ -110,6 +112,7 @@ def _official(version: str, attacks: list[str] | None):
 
 ATTACKS.register("autoattack")(_official("standard", None))
 ATTACKS.register("autoattack_plus")(_official("plus", None))
+ATTACKS.register("autoattack_rand")(_official("rand", None))
 for _name in ("fab", "fab_t", "square"):
     ATTACKS.register(_name)(_official("standard", [_name]))
 

@@ -23,6 +23,11 @@ def cmd_quickstart(args) -> int:
 
 def cmd_report(args) -> int:
     from ..report import report
+    if args.card:  # a model card (cli/card.py), not the tables
+        from .card import cmd_card
+        return cmd_card(args)
+    if not args.run_dirs:
+        raise ValueError("report needs RUN_DIR...; allowed: run folders, or --card EVAL_OR_RUN for a model card")
     for f in report(args.run_dirs, args.out):
         print(f)
     return 0
@@ -79,10 +84,14 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     p.set_defaults(func=cmd_quickstart)
 
-    p = sub.add_parser("report", help="Markdown/CSV tables and PNG plots from run folders; fronts from sweep folders")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (config.yaml, metrics.jsonl, "
+    p = sub.add_parser("report", help="Markdown/CSV tables and PNG plots from run folders; fronts from sweep "
+                       "folders; --card: a RobustBench model card")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders (config.yaml, metrics.jsonl, "
                    "eval*.json), or sweep folders (sweep.json: their points' rows and the fronts)")
-    p.add_argument("--out", required=True, help="folder for report.md, results.csv and the plots")
+    p.add_argument("--out", required=True, help="folder for report.md, results.csv and the plots (--card: the "
+                   "model_info folder)")
+    from .card import add_card_flags
+    add_card_flags(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("theorem1", help="CA-AT Theorem 1: gradient conflict vs budget on synthetic data")

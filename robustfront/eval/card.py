@@ -57,13 +57,26 @@ def _autoattack(result: dict) -> tuple[float, float, dict]:
     if "autoattack" not in ra:
         raise invalid("eval_result", f"robust_acc keys {sorted(ra)}", "a result with the standard AutoAttack "
                       "('autoattack'), which is what RobustBench's autoattack_acc reports", "without AutoAttack")
-    if result.get("kind") == "autoattack-cascade":
-        if not result.get("official_budgets", False):
-            raise invalid("eval_result", "reduced AutoAttack budgets", "a run with the official budgets")
-        if not result.get("complete", False):
-            raise invalid("eval_result", f"{result.get('chunks_done')} of {result.get('chunks_total')} chunks",
-                          "a finished run (merge the shards first)", "incomplete")
+    cascade = result.get("kind") == "autoattack-cascade"  # the cascade's own result says both, always
+    if not result.get("official_budgets", not cascade):
+        raise invalid("eval_result", "reduced AutoAttack budgets", "a run with the official budgets")
+    if not result.get("complete", not cascade):
+        raise invalid("eval_result", f"{result.get('chunks_done')} of {result.get('chunks_total')} chunks",
+                      "a finished run (merge the shards first)", "incomplete")
     return float(result["clean_acc"]), float(ra["autoattack"]), result
+
+
+def dataset_of(result: dict) -> str:
+    """RobustBench's data set name from a result: its "dataset", or its "data" when that is one of
+    DATASETS; cifar10 when the result names none. A data set RobustBench does not list is an error."""
+    if result.get("dataset"):
+        return result["dataset"]
+    data = result.get("data")
+    if data is None:
+        return "cifar10"
+    if str(data).lower() in DATASETS:
+        return str(data).lower()
+    raise invalid("dataset", data, f"{', '.join(DATASETS)} (name it: dataset=...)", "not a RobustBench data set")
 
 
 def model_card(eval_result: dict, *, name: str, architecture: str, venue: str = "", link: str = "",
@@ -72,11 +85,11 @@ def model_card(eval_result: dict, *, name: str, architecture: str, venue: str = 
                unreliable: bool | None = None, external: float | None = None) -> dict:
     """The card's fields from an evaluation result ({"clean_acc", "robust_acc": {"autoattack"}, "eps",
     "norm", "n"...}). reported/external are fractions in [0, 1] (None: not given). dataset defaults to
-    the result's "dataset" (else "cifar10"). unreliable=None sets it when the evaluation flagged a
+    the result's "dataset" or "data" (`dataset_of`). unreliable=None sets it when the evaluation flagged a
     randomised model; an evaluation on fewer points than RobustBench's test set says so in the footnote."""
     clean, aa, res = _autoattack(eval_result)
     norm = check_choice("threat model", res.get("norm", "Linf"), THREAT_MODELS)
-    dataset = check_choice("dataset", dataset or res.get("dataset", "cifar10"), DATASETS)
+    dataset = check_choice("dataset", dataset or dataset_of(res), DATASETS)
     notes = [footnote] if footnote else []
     n = res.get("n_total", res.get("n"))
     if n is not None and n < TEST_POINTS[dataset]:
@@ -146,5 +159,5 @@ def write_card(card: dict, path) -> Path:
     return write_json_atomic(path, validate_card(card))
 
 
-__all__ = ["DATASETS", "OPTIONAL", "REQUIRED", "card_path", "format_acc", "format_eps", "model_card",
+__all__ = ["DATASETS", "OPTIONAL", "REQUIRED", "card_path", "dataset_of", "format_acc", "format_eps", "model_card",
            "validate_card", "write_card"]

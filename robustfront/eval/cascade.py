@@ -23,8 +23,9 @@ why the resumed result is identical. The whole run is exact fp32 (TF32 off, see 
 """
 from __future__ import annotations
 
+import sys
 import time
-from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from .cascade_state import RESULT, CascadeState, digest_model, digest_points, me
 from .guards import check_randomized, train_mode_modules
 from .masks import from_bits, to_bits, to_ranges
 from .progress import Progress, to_stderr
-from .shards import chunk_bounds, parse_shard, shard_chunks, shard_from_env
+from .shards import chunk_bounds, gloo_world, parse_shard, shard_chunks, shard_from_env
 
 DEFAULT_CHUNK = 1000
 GATHER_TIMEOUT_S = 24 * 3600  # a torchrun rank waits this long for the slowest one
@@ -149,18 +150,8 @@ class _Runner:
 
 def _gather(recs: dict, timeout_s: float) -> dict:
     """Every rank's chunk records on every rank, over a gloo group (CPU objects: no NCCL timeouts)."""
-    import torch.distributed as dist
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
-    group = None if created or dist.get_backend() == "gloo" else dist.new_group(backend="gloo",
-                                                                                 timeout=timedelta(seconds=timeout_s))
-    try:
-        parts = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, recs, group=group)
-    finally:
-        if created:
-            dist.destroy_process_group()
+    with gloo_world(timeout_s) as world:
+        parts = world.gather(recs)
     out = {}
     for p in parts:
         out.update(p)
@@ -186,6 +177,28 @@ def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: st
     budgets: {"n_iter", "n_queries"} reduced budgets (tests, quick looks): official_budgets=False.
     progress: True (stderr), False, or a callable taking each line.
     """
+    from_env = isinstance(shard, str) and shard == "env"
+    if from_env:
+        shard = shard_from_env()
+    meta, recs = cascade_records(model, x, y, eps=eps, norm=norm, version=version, seed=seed,
+                                 batch_size=batch_size, chunk_size=chunk_size, state=state, shard=shard, ids=ids,
+                                 budgets=budgets, progress=progress, echo_warnings=echo_warnings)
+    shard = None if shard is None else parse_shard(shard)
+    if from_env and shard is not None:
+        recs = _gather(recs, gather_timeout_s)
+    result = summarize(meta, recs, shard=None if from_env else shard)
+    if state is not None and result["complete"] and (not from_env or shard is None or shard[0] == 0):
+        write_json_atomic(Path(state) / RESULT, result)
+    return result
+
+
+def cascade_records(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: str = "Linf", version: str = "standard",
+                    seed: int = 0, batch_size: int | None = None, chunk_size: int | str = DEFAULT_CHUNK, state=None,
+                    shard=None, ids=None, budgets: dict | None = None, progress=True,
+                    echo_warnings: bool = True) -> tuple[dict, dict[int, dict]]:
+    """The work of `autoattack_cascade` (same arguments; shard None, "i/N" or (i, N)): runs this
+    shard's chunks (resuming from `state`) and returns (meta, {chunk: record}) of those chunks, for
+    callers that gather and summarise records themselves (robustfront.eval.suite)."""
     version = check_choice("version", version, official.VERSIONS)
     norm = check_choice("norm", norm, NORMS)
     eps = check_number("eps", eps, 0, strict=True)
@@ -195,48 +208,51 @@ def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: st
         raise invalid("points", f"x {tuple(x.shape)}, y {tuple(y.shape)}",
                       "at least one point, as many labels as inputs")
     ids = _ids(ids, n)
-    from_env = isinstance(shard, str) and shard == "env"
-    shard = shard_from_env() if from_env else (None if shard is None else parse_shard(shard))
+    shard = None if shard is None else parse_shard(shard)
     chunk_size = n if chunk_size in (0, "all") else check_int("chunk_size", chunk_size, 1)
     write = to_stderr if progress is True else (None if progress is False else progress)
     device = _device(model, x)
     store = CascadeState(state)
     old = store.existing_meta()
-    with exact_fp32():
-        with torch.no_grad():
-            n_classes = int(model(x[:1].to(device)).shape[1])
-        aa, attacks, skipped, log = official.build(model, eps=eps, norm=norm, version=version, seed=seed,
-                                                   device=device, n_classes=n_classes, budgets=budgets,
-                                                   echo=echo_warnings)
-        if batch_size is None:
-            from .metrics import auto_batch_size
-            batch_size = old["batch_size"] if old else auto_batch_size(model, x[:32].to(device))
-        import pyautoattack
-        meta = {"format": 1, "kind": "autoattack-cascade", "name": official.NAME[version], "version": version,
-                "attacks": attacks, "skipped": skipped, "eps": eps, "norm": norm, "seed": seed,
-                "batch_size": check_int("batch_size", batch_size, 1), "chunk_size": chunk_size, "n": n,
-                "ids": to_ranges(ids), "budgets": official.budgets_of(aa, attacks), "official_budgets": not budgets,
-                "n_classes": n_classes, "pyautoattack": pyautoattack.__version__,
-                "data_sha256": digest_points(x, y), "model_sha256": digest_model(model)}
-        store.open(meta)
-        bounds = chunk_bounds(n, chunk_size)
-        mine = shard_chunks(len(bounds), shard)
-        recs = {c: store.load_chunk(c) or new_chunk(c, *bounds[c]) for c in mine}
-        label = official.NAME[version] + (f"[{shard[0]}/{shard[1]}]" if shard else "")
-        run = _Runner(aa, attacks, x, y, device, meta["batch_size"], store, log, seed, write, label)
-        if mine:
-            run.checks(recs[mine[0]], version)
-        with torch.no_grad():  # as in the official runner; the attacks enable gradients themselves
-            for c in mine:
-                run.clean(recs[c])
-            for a in attacks:
-                run.attack(a, [recs[c] for c in mine], list(recs.values()))
-    if from_env and shard is not None:
-        recs = _gather(recs, gather_timeout_s)
-    result = summarize(meta, recs, shard=None if from_env else shard)
-    if store.folder is not None and result["complete"] and (not from_env or shard is None or shard[0] == 0):
-        write_json_atomic(store.folder / RESULT, result)
-    return result
+    params = list(model.parameters())
+    grads = [p.grad for p in params]  # FAB calls .backward(): the parameters' .grad is put back afterwards
+    try:
+        with exact_fp32():
+            with torch.no_grad():
+                n_classes = int(model(x[:1].to(device)).shape[1])
+            aa, attacks, skipped, log = official.build(model, eps=eps, norm=norm, version=version, seed=seed,
+                                                       device=device, n_classes=n_classes, budgets=budgets,
+                                                       echo=echo_warnings)
+            if skipped and echo_warnings:
+                print(f"autoattack: K={n_classes} classes, dropped " + ", ".join(
+                    f"{a.replace('-', '_')} ({why})" for a, why in skipped.items()), file=sys.stderr, flush=True)
+            if batch_size is None:
+                from .metrics import auto_batch_size
+                batch_size = old["batch_size"] if old else auto_batch_size(model, x[:32].to(device))
+            import pyautoattack
+            meta = {"format": 1, "kind": "autoattack-cascade", "name": official.NAME[version], "version": version,
+                    "attacks": attacks, "skipped": skipped, "eps": eps, "norm": norm, "seed": seed,
+                    "batch_size": check_int("batch_size", batch_size, 1), "chunk_size": chunk_size, "n": n,
+                    "ids": to_ranges(ids), "budgets": official.budgets_of(aa, attacks),
+                    "official_budgets": not budgets, "n_classes": n_classes, "pyautoattack": pyautoattack.__version__,
+                    "data_sha256": digest_points(x, y), "model_sha256": digest_model(model)}
+            store.open(meta)
+            bounds = chunk_bounds(n, chunk_size)
+            mine = shard_chunks(len(bounds), shard)
+            recs = {c: store.load_chunk(c) or new_chunk(c, *bounds[c]) for c in mine}
+            label = official.NAME[version] + (f"[{shard[0]}/{shard[1]}]" if shard else "")
+            run = _Runner(aa, attacks, x, y, device, meta["batch_size"], store, log, seed, write, label)
+            if 0 in mine:  # the checks run on the evaluation's first chunk, whichever shard holds it, so
+                run.checks(recs[0], version)  # that sharded and plain runs record the same warnings
+            with torch.no_grad():  # as in the official runner; the attacks enable gradients themselves
+                for c in mine:
+                    run.clean(recs[c])
+                for a in attacks:
+                    run.attack(a, [recs[c] for c in mine], list(recs.values()))
+    finally:
+        for p, g in zip(params, grads):
+            p.grad = g
+    return meta, recs
 
 
-__all__ = ["DEFAULT_CHUNK", "autoattack_cascade", "merge_states"]
+__all__ = ["DEFAULT_CHUNK", "autoattack_cascade", "cascade_records", "merge_states"]

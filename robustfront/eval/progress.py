@@ -55,7 +55,9 @@ class Progress:
             self.write(f"{self.label} {self.attack}: {text} ({_clock(now - self.start)} so far)")
 
     def done(self, note: str = "") -> None:
-        if self.write:
+        if self.write and self.total == 0:  # everything was read back from a state folder (or nothing survived)
+            self.write(f"{self.label} {self.attack}: nothing left to attack{'; ' + note if note else ''}")
+        elif self.write:
             took = self.clock() - self.start
             self.write(f"{self.label} {self.attack}: {self.count}/{self.total} images in {_clock(took)} "
                        f"({self.rate():.2f} img/s){'; ' + note if note else ''}")

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..attacks import ThreatModel, create_attack, run_official
 from ..attacks.autoattack import too_few_classes
+from ..device import exact_fp32, precision_flags
 from ..models.modes import eval_mode
 from .metrics import correct_mask
 from .suite import UNIT_BOX
@@ -214,7 +215,8 @@ def sanity_check(model, x, y, *, eps: float = 8 / 255, norm: str = "Linf", seed:
                          f"AutoAttack code clamps to [0,1]); for other inputs use evaluate() with own attacks")
     m = _Measure(model, x.float(), y.long(), eps, norm, seed, batch_size, log)
     checks = []
-    with eval_mode(model):
+    with eval_mode(model), exact_fp32():  # TF32 off, as in evaluate()
+        precision = precision_flags()
         m.gradients  # the cheapest numbers first: they explain the rest when bad
         for fn in (monotone_in_eps, more_steps_not_weaker, gradient_free_not_stronger, fgsm_pgd_autoattack_order,
                    apgd_agrees_with_pgd, input_gradients):
@@ -223,7 +225,8 @@ def sanity_check(model, x, y, *, eps: float = 8 / 255, norm: str = "Linf", seed:
             if log:
                 log(f"{'PASS' if ok else 'WARN'} {fn.__name__}: {detail}")
     return {"passed": all(c["passed"] for c in checks), "checks": checks, "acc": m.acc, "eps": eps, "norm": norm,
-            "n": m.n, "seed": seed, "autoattack_warnings": m.aa_warnings, "autoattack_skipped": m.skipped}
+            "n": m.n, "seed": seed, "autoattack_warnings": m.aa_warnings, "autoattack_skipped": m.skipped,
+            "precision": precision}
 
 
 def format_sanity(s: dict) -> list[str]:

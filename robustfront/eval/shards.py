@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
+from datetime import timedelta
 
 import numpy as np
 
@@ -79,4 +81,46 @@ def device_for_rank(environ=None) -> str:
     return f"cuda:{int(env.get('LOCAL_RANK', 0)) % max(1, torch.cuda.device_count())}"
 
 
-__all__ = ["chunk_bounds", "device_for_rank", "parse_shard", "shard_chunks", "shard_from_env", "shard_positions"]
+class World:
+    """The processes of a torchrun launch, talking over gloo (CPU-side Python objects: no NCCL
+    watchdog fires while the slowest rank finishes its chunks)."""
+
+    def __init__(self, group):
+        self.group = group
+
+    @property
+    def rank(self) -> int:
+        import torch.distributed as dist
+        return dist.get_rank()
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, in rank order, on every rank."""
+        import torch.distributed as dist
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, obj, group=self.group)
+        return parts
+
+    def min(self, value: int) -> int:
+        """The smallest `value` over the ranks (e.g. an automatic batch size, which must agree)."""
+        return min(self.gather(int(value)))
+
+
+@contextmanager
+def gloo_world(timeout_s: float):
+    """A `World` over the launch's processes: the existing process group when it is gloo (else a gloo
+    group beside it), or one created here from torchrun's environment and destroyed on exit."""
+    import torch.distributed as dist
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
+    group = None if created or dist.get_backend() == "gloo" else dist.new_group(backend="gloo",
+                                                                                 timeout=timedelta(seconds=timeout_s))
+    try:
+        yield World(group)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+__all__ = ["World", "chunk_bounds", "device_for_rank", "gloo_world", "parse_shard", "shard_chunks", "shard_from_env",
+           "shard_positions"]

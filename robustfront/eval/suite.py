@@ -8,21 +8,38 @@ iterations, the official runner's budgets for the AutoAttack names).
 
 Own attacks work in any input box (`bounds`, None = unbounded); the official code clamps to [0,1],
 so its names need bounds=(0, 1).
+
+The AutoAttack cascades (autoattack, autoattack_plus, autoattack_rand) run through robustfront's
+self-driven cascade (cascade.py); every other attack through its `robust_mask` (the official runner
+for fab, fab_t and square). The points are cut into chunks of `chunk_size` (default: 1000, or the
+batch size when larger), each attacked on its own with a seed of its own (chunk 0: `seed` itself),
+so a result never depends on how many shards ran the chunks or how often the run was interrupted;
+with all points in one chunk (n <= chunk_size, or chunk_size="all") the AutoAttack results equal
+the official `run_standard_evaluation`'s. Per-sample masks of every attack (keyed by the points'
+ids, e.g. their indices in the test split) give the worst case and merge across runs.
 """
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 
+import numpy as np
 import torch
 
-from ..attacks import AUTOATTACK_NAMES, ThreatModel, canonical, create_attack, is_official, names_help
+from ..attacks import ThreatModel, canonical, create_attack, is_official, names_help
 from ..device import exact_fp32, precision_flags
 from ..models.modes import eval_mode
-from ..validation import check_choice, check_int, check_number
-from .metrics import correct_mask, mean_nrr
+from ..validation import check_choice, check_int, check_number, invalid
+from .cascade import DEFAULT_CHUNK, GATHER_TIMEOUT_S, cascade_records
+from .cascade_state import digest_model, digest_points
+from .guards import check_randomized
+from .masks import from_bits, to_bits, to_ranges
+from .metrics import auto_batch_size, correct_mask
 from .progress import Progress
+from .shards import chunk_bounds, gloo_world, parse_shard, shard_chunks, shard_from_env
+from .suite_state import RESULT, VERSION, SuiteState, build_result, cascades, new_record, union
 
 NORMS = ("Linf", "L2", "L1")
 UNIT_BOX = (0.0, 1.0)
@@ -44,6 +61,12 @@ def check_attacks(attacks, bounds=UNIT_BOX) -> list[str]:
     return names
 
 
+def check_attack_name(name: str) -> str:
+    """One attack name of the vocabulary, in its canonical spelling; one error line listing the
+    vocabulary otherwise (what a sweep spec checks before anything runs)."""
+    return canonical(name)
+
+
 def _settings(atk) -> dict:
     """The hyper-parameters an attack ran with (its repr's fields), for the result's provenance."""
     keep = ("norm", "eps", "alpha", "steps", "restarts", "random_start", "loss", "kappa", "iterations", "samples",
@@ -51,70 +74,167 @@ def _settings(atk) -> dict:
     return {k: v for k, v in vars(atk).items() if k in keep}
 
 
+def _chunk_seed(seed: int, c: int) -> int:
+    """Chunk 0 keeps the run's seed (a one-chunk run draws what an unchunked run draws); the others
+    get their own, so that two chunks never share random starts."""
+    return seed if c == 0 else int(np.random.SeedSequence([seed, c]).generate_state(1)[0])
+
+
+def _ids(ids, n: int) -> np.ndarray:
+    if ids is None:
+        return np.arange(n)
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if ids.size != n or np.unique(ids).size != n or (np.diff(ids) <= 0).any():
+        raise invalid("ids", f"{ids.size} ids", f"{n} increasing ids, one per point")
+    return ids
+
+
 def evaluate(model, x, y, attacks=("pgd20",), *, eps: float | Sequence[float] = 8 / 255, norm: str = "Linf",
-             seed: int = 0, batch_size: int = 500, bounds=UNIT_BOX, log=None, data: str | None = None,
-             split: str | None = None, exact: bool = True) -> dict:
+             seed: int = 0, batch_size: int | None = None, bounds=UNIT_BOX, log=None, data: str | None = None,
+             split: str | None = None, exact: bool = True, ids=None, chunk_size: int | str | None = None,
+             state=None, shard=None, budgets: dict | None = None, provenance: dict | None = None,
+             gather_timeout_s: float = GATHER_TIMEOUT_S) -> dict:
     """Clean accuracy and robust accuracy per attack for any model mapping inputs in `bounds` to logits.
 
     bounds: the input box, (0, 1) by default; None for unbounded inputs (e.g. synthetic Gaussian data),
     where only robustfront's own attacks are allowed (ValueError for the official names).
     Runs in fp32 (exact=True: TF32 off on GPUs) with every module in eval mode (each module's own flag
-    is restored afterwards). Returns {clean_acc, robust_acc: {name: acc}, worst_case_acc (per-sample
-    worst case over the attacks), mean, nrr, ra_source, n, eps, norm, seed, bounds, time_s: {name: s},
-    autoattack_log: {name: {attack: acc}}, autoattack_warnings: ["name: message"], autoattack_skipped:
-    {name: {attack: why}}, attack_settings: {name: {...}}, and the provenance data, split, model,
-    batch_size, precision}. Mean = (SA + RA)/2 and NRR = 2·SA·RA/(SA + RA) use RA = AutoAttack's
-    accuracy when an AutoAttack cascade is in `attacks`, else the worst case; `ra_source` names which.
+    is restored afterwards). batch_size: None = a resumed state's, else `auto_batch_size` (CPU: 500).
+    Returns {clean_acc, robust_acc: {name: acc}, worst_case_acc (per-sample worst case over the
+    attacks), mean, nrr, ra_source, n, eps, norm, seed, bounds, time_s: {name: s}, autoattack_log:
+    {name: {attack: acc}}, autoattack_warnings: ["name: message"], autoattack_skipped: {name: {attack:
+    why}}, autoattack_flags, autoattack_budgets, official_budgets, attack_settings: {name: {...}},
+    warnings and flags {randomized} (robustfront's two-pass check), masks (per sample: clean, each
+    attack, each cascade step "autoattack/apgd_t"), complete, shard, and the provenance data, split,
+    model, batch_size, chunk_size, precision} plus `provenance`. Mean = (SA + RA)/2 and NRR =
+    2·SA·RA/(SA + RA) use RA = AutoAttack's accuracy when a cascade is in `attacks`, else the worst
+    case; `ra_source` names which. A list of ε (a sweep) returns {"eps": [...], "sweep": [one such
+    dict per ε], n, norm, seed, ...}.
 
-    A list of ε (a sweep) returns {"eps": [...], "sweep": [one such dict per ε], n, norm, seed, ...}.
-    `log(line)` receives progress lines (per ε and attack, with timings).
+    ids: the points' sample ids (increasing; default 0..n-1). state: a folder that makes the run
+    resumable (suite_state.py); shard: "i/N" or (i, N) runs only that shard's chunks (the result
+    covers those points; `merge_evaluations` joins the shards' folders), "env" takes torchrun's
+    RANK/WORLD_SIZE and gathers every rank's records so that each returns the whole result.
+    budgets: reduced AutoAttack budgets {"n_iter", "n_queries"} (then official_budgets=False).
+    `log(line)` receives progress lines (per ε and attack, with timings, images/s and ETA).
     """
     check_choice("norm", norm, NORMS)
-    check_int("batch_size", batch_size, 1)
     names = check_attacks(attacks, bounds)
-    meta = {"data": data, "split": split, "model": getattr(model, "rf_config", {}).get("name"),
-            "batch_size": batch_size, "precision": {"exact_fp32": exact, **precision_flags()}}
-    if isinstance(eps, Sequence) and not isinstance(eps, str):
-        values = [check_number("eps", e, 0.0) for e in eps]
-        if len(set(values)) != len(values):
-            raise ValueError(f"eps={list(eps)!r} repeats a value; allowed: distinct budgets")
-        sweep = [evaluate(model, x, y, names, eps=e, norm=norm, seed=seed, batch_size=batch_size, bounds=bounds,
-                          log=log, data=data, split=split, exact=exact) for e in values]
-        return {"eps": values, "sweep": sweep, "n": len(y), "norm": norm, "seed": seed, **meta}
-    eps = check_number("eps", eps, 0.0)
-    threat = ThreatModel(norm=norm, eps=eps, bounds=bounds)
-    built = {name: create_attack(name, threat) for name in names}
-    with eval_mode(model), (exact_fp32() if exact else nullcontext()):
+    sweep = isinstance(eps, Sequence) and not isinstance(eps, str)
+    values = [check_number("eps", e, 0.0) for e in (eps if sweep else [eps])]
+    if len(set(values)) != len(values):
+        raise ValueError(f"eps={list(eps)!r} repeats a value; allowed: distinct budgets")
+    n = int(len(y))
+    ids = _ids(ids, n)
+    from_env = isinstance(shard, str) and shard == "env"
+    shard = shard_from_env() if from_env else (None if shard is None else parse_shard(shard))
+    store = SuiteState(state)
+    old = store.existing_meta()
+    if batch_size is not None:
+        check_int("batch_size", batch_size, 1)
+    world = gloo_world(gather_timeout_s) if from_env and shard is not None else nullcontext()
+    with world as comm, eval_mode(model), (exact_fp32() if exact else nullcontext()):
         x, y = x.float(), y.long()
-        clean = correct_mask(model, x, y, None, batch_size)
-        worst = clean.clone()
-        res = {"clean_acc": clean.float().mean().item(), "robust_acc": {}, "n": len(y), "eps": eps, "norm": norm,
-               "seed": seed, "bounds": None if bounds is None else list(map(float, bounds)), "time_s": {},
-               "autoattack_log": {}, "autoattack_warnings": [], "autoattack_skipped": {},
-               "attack_settings": {n: _settings(a) for n, a in built.items()}, **meta}
-        if log:
-            log(f"eps={eps:.5g} clean: {100 * res['clean_acc']:.2f}%")
-        for name, atk in built.items():
+        bs = batch_size or (old["batch_size"] if old else auto_batch_size(model, x))
+        if comm is not None and batch_size is None:
+            bs = comm.min(bs)  # an automatic size may differ between GPUs; the chunks' batches must not
+        chunk = n if chunk_size == "all" else max(DEFAULT_CHUNK, bs) if chunk_size is None else \
+            check_int("chunk_size", chunk_size, 1)
+        meta = {"format": 1, "kind": "robustfront-eval-state", "attacks": names, "eps": values, "sweep": sweep,
+                "norm": norm, "seed": seed, "batch_size": bs, "chunk_size": chunk, "n": n, "ids": to_ranges(ids),
+                "bounds": None if bounds is None else list(map(float, bounds)), "budgets": budgets or None,
+                "exact_fp32": exact,
+                "attack_settings": [{a: _settings(create_attack(a, ThreatModel(norm=norm, eps=e, bounds=bounds)))
+                                     for a in names} for e in values],
+                "run": {"data": data, "split": split, "model": getattr(model, "rf_config", {}).get("name"),
+                        "batch_size": bs, "batch_size_auto": batch_size is None, "chunk_size": chunk},
+                "provenance": dict(provenance or {})}
+        meta = json.loads(json.dumps(meta))  # as a resumed run reads it back (tuples become lists)
+        if store.folder is not None:
+            meta["data_sha256"], meta["model_sha256"] = digest_points(x, y), digest_model(model)
+        meta = store.open(meta)
+        run = _Run(model, x, y, ids, meta, store, shard, log, budgets)
+        per_eps = [run.one_eps(k) for k in range(len(values))]
+        writer = comm is None or comm.rank == 0
+        if comm is not None:
+            per_eps = union(comm.gather(per_eps))
+    result = build_result(meta, per_eps, shard=None if from_env else shard)
+    if store.folder is not None and result["complete"] and writer:
+        from ..checkpoint import write_json_atomic
+        write_json_atomic(store.folder / RESULT, result)
+    return result
+
+
+class _Run:
+    """One process's share of an evaluation: its chunks, every ε, every attack, records saved as it goes."""
+
+    def __init__(self, model, x, y, ids, meta, store, shard, log, budgets):
+        self.model, self.x, self.y, self.ids, self.meta, self.store = model, x, y, ids, meta, store
+        self.shard, self.log, self.budgets, self.bs = shard, log, budgets, meta["batch_size"]
+        self.bounds = chunk_bounds(meta["n"], meta["chunk_size"])
+        self.mine = shard_chunks(len(self.bounds), shard)
+
+    def _say(self, line: str) -> None:
+        if self.log:
+            self.log(line)
+
+    def _clean(self, k: int, rec: dict) -> None:
+        if rec["clean"] is not None:
+            return
+        s, e = rec["start"], rec["stop"]
+        torch.manual_seed(_chunk_seed(self.meta["seed"], rec["chunk"]))
+        rec["clean"] = to_bits(correct_mask(self.model, self.x[s:e], self.y[s:e], None, self.bs).cpu().numpy())
+        rec["precision"] = precision_flags()
+        if rec["chunk"] == 0:  # on the evaluation's first chunk, whichever shard holds it (see cascade.py)
+            rand = check_randomized(self.model, self.x[s:min(e, s + min(self.bs, 64))])
+            rec["checks"] = [f"robustfront: {rand['message']}"] if rand["randomized"] else []
+            for w in rec["checks"]:
+                self._say(f"warning: {w}")
+        self.store.save_chunk(k, rec)
+
+    def one_eps(self, k: int) -> dict:
+        meta, eps = self.meta, self.meta["eps"][k]
+        recs = {c: self.store.load_chunk(k, c) or new_record(c, *self.bounds[c]) for c in self.mine}
+        runs, casc = {}, cascades(meta, k)
+        for c in self.mine:
+            self._clean(k, recs[c])
+        mine_n = sum(r["stop"] - r["start"] for r in recs.values())
+        clean = sum(int(from_bits(r["clean"]).sum()) for r in recs.values())
+        self._say(f"eps={eps:.5g} clean: {100 * clean / max(mine_n, 1):.2f}%")
+        for name in meta["attacks"]:
             t0 = time.perf_counter()
-            torch.manual_seed(seed)
-            bar = Progress(name, len(y), label=f"  eps={eps:.4g}", every=5.0, write=log)
-            ok, info = atk.robust_mask(model, x, y, batch_size=batch_size, seed=seed, progress=bar)
-            worst &= ok
-            res["robust_acc"][name] = ok.float().mean().item()
-            res["time_s"][name] = time.perf_counter() - t0
-            if info.get("after"):
-                res["autoattack_log"][name] = info["after"]
-            res["autoattack_warnings"] += [f"{name}: {w}" for w in info.get("warnings", [])]
-            if info.get("skipped"):
-                res["autoattack_skipped"][name] = info["skipped"]
-            if log:
-                log(f"eps={eps:.5g} {name}: {100 * res['robust_acc'][name]:.2f}% ({res['time_s'][name]:.1f}s)")
-        res["worst_case_acc"] = worst.float().mean().item()
-        cascades = [a for a in AUTOATTACK_NAMES if a in res["robust_acc"]]
-        res["ra_source"] = cascades[-1] if cascades else "worst_case"
-        ra = res["robust_acc"][cascades[-1]] if cascades else res["worst_case_acc"]
-        res["mean"], res["nrr"] = mean_nrr(res["clean_acc"], ra)
-        return res
+            if name in casc:
+                runs[name] = cascade_records(
+                    self.model, self.x, self.y, eps=eps, norm=meta["norm"], version=VERSION[name], seed=meta["seed"],
+                    batch_size=self.bs, chunk_size=meta["chunk_size"], state=self.store.cascade_dir(k, name),
+                    shard=self.shard, ids=self.ids, budgets=self.budgets, progress=self.log or False,
+                    echo_warnings=True)
+                cm = runs[name][0]
+                final = [from_bits(r["masks"][cm["attacks"][-1]] if cm["attacks"] else r["clean"])
+                         for r in runs[name][1].values()]
+            else:
+                final = self._attack(k, name, eps, recs)
+            robust = sum(int(f.sum()) for f in final)
+            self._say(f"eps={eps:.5g} {name}: {100 * robust / max(mine_n, 1):.2f}% ({time.perf_counter() - t0:.1f}s)")
+        return {"chunks": recs, "cascades": runs}
+
+    def _attack(self, k: int, name: str, eps: float, recs: dict) -> list:
+        meta = self.meta
+        atk = create_attack(name, ThreatModel(norm=meta["norm"], eps=eps, bounds=meta["bounds"]))
+        todo = [r for r in recs.values() if name not in r["masks"]]
+        bar = Progress(name, sum(r["stop"] - r["start"] for r in todo), label=f"  eps={eps:.4g}", every=5.0,
+                       write=self.log)
+        for rec in todo:
+            s, e = rec["start"], rec["stop"]
+            t0 = time.perf_counter()
+            torch.manual_seed(_chunk_seed(meta["seed"], rec["chunk"]))
+            ok, info = atk.robust_mask(self.model, self.x[s:e], self.y[s:e], batch_size=self.bs, seed=meta["seed"],
+                                       progress=bar)
+            rec["masks"][name] = to_bits(ok.cpu().numpy())
+            rec["info"][name] = {"warnings": list(info.get("warnings", [])), "skipped": dict(info.get("skipped", {}))}
+            rec["time_s"][name] = time.perf_counter() - t0
+            self.store.save_chunk(k, rec)
+        return [from_bits(r["masks"][name]) for r in recs.values()]
 
 
-__all__ = ["NORMS", "UNIT_BOX", "check_attacks", "evaluate"]
+__all__ = ["NORMS", "UNIT_BOX", "check_attack_name", "check_attacks", "evaluate"]

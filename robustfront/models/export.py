@@ -1,6 +1,7 @@
 """A model as plain files that code which has never seen robustfront can load.
 
     paths = export_plain(model, "release/ca_at_wrn28")   # release/ca_at_wrn28.{pt,safetensors,json}
+    export_plain(model, "release/ca_at_wrn28", formats=("safetensors",))   # .safetensors and .json only
 
 Both weight files hold the same flat state dict {name: tensor}: the `.pt` through torch.save (read it
 with torch.load(..., weights_only=True)), the `.safetensors` through safetensors. The input
@@ -39,12 +40,14 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def export_plain(model: nn.Module, path) -> dict[str, Path]:
-    """Write `<path>.pt`, `<path>.safetensors` and `<path>.json` (a suffix on `path` is dropped);
-    returns {"pt", "safetensors", "json"} -> path. Every file is written atomically."""
-    from safetensors.torch import save as st_bytes
-
+def export_plain(model: nn.Module, path, formats=("pt", "safetensors")) -> dict[str, Path]:
+    """Write `<path>.pt` and/or `<path>.safetensors` (`formats`), and `<path>.json` (a suffix on
+    `path` is dropped); returns {"pt", "safetensors", "json"} -> path for the files written, each
+    atomically."""
     base = _base(path)
+    bad = [f for f in formats if f not in ("pt", "safetensors")]
+    if bad or not formats:
+        raise ValueError(f"formats={list(formats)!r} is invalid; allowed: pt, safetensors or both")
     state = plain_state_dict(model)
     norm = getattr(model, "normalize", None)
     info = {"format": "plain state dict, inputs in [0, 1], normalisation inside as normalize.mean/std",
@@ -52,12 +55,16 @@ def export_plain(model: nn.Module, path) -> dict[str, Path]:
             "mean": state["normalize.mean"].tolist() if "normalize.mean" in state else None,
             "std": state["normalize.std"].tolist() if "normalize.std" in state else None,
             "num_keys": len(state),
-            "normalize": type(norm).__name__ if norm is not None else None}
-    meta = {"format": "pt", "robustfront": json.dumps(info["architecture"])}
-    blob = st_bytes(state, metadata=meta)
-    out = {"pt": ckpt.save_atomic(state, base.with_suffix(".pt")),
-           "safetensors": ckpt.write_bytes_atomic(base.with_suffix(".safetensors"), blob),
-           "json": ckpt.write_json_atomic(base.with_suffix(".json"), info)}
+            "normalize": type(norm).__name__ if norm is not None else None,
+            "files": [base.with_suffix("." + f).name for f in formats]}
+    out = {}
+    if "pt" in formats:
+        out["pt"] = ckpt.save_atomic(state, base.with_suffix(".pt"))
+    if "safetensors" in formats:
+        from safetensors.torch import save as st_bytes
+        blob = st_bytes(state, metadata={"format": "pt", "robustfront": json.dumps(info["architecture"])})
+        out["safetensors"] = ckpt.write_bytes_atomic(base.with_suffix(".safetensors"), blob)
+    out["json"] = ckpt.write_json_atomic(base.with_suffix(".json"), info)
     return out
 
 

@@ -1,0 +1,107 @@
+"""`robustfront export`: a model as plain files that code which has never seen robustfront loads.
+
+    robustfront export runs/ca_at/checkpoints/best.pt --out release/ca_at.safetensors
+    robustfront export delta.pt --merge [--base vit_b.pth] --out release/vit_lora.safetensors
+    robustfront export TRADES_wrn34.pt --model wrn34_10 --out release/trades_wrn34.pt
+
+The suffix of --out picks the format (.pt/.pth: torch.save of a flat {name: tensor}; .safetensors;
+none: both); a .json beside it records the architecture and the normalisation. Layouts: see
+models/export.py (robustfront and foreign models: normalisation inside as normalize.mean/std) and
+models/peft.py export_file (fine-tuned models, --merge: LoRA folded into the weights, timm's keys,
+normalisation NOT inside: the .json gives its mean/std).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..validation import invalid
+
+SUFFIXES = {".pt": ("pt",), ".pth": ("pt",), ".safetensors": ("safetensors",), "": ("pt", "safetensors")}
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _merged(args, state, out: Path) -> list[Path]:
+    """A fine-tuning checkpoint merged (models.peft.export_file) to bare tensors, with a .json of its stats."""
+    from ..checkpoint import write_json_atomic
+    from ..models.peft import export_file
+    if not args.merge:
+        raise ValueError(f"{args.checkpoint} is a fine-tuning checkpoint (mode {state['peft'].get('mode')}): a delta "
+                         f"over base weights; allowed: --merge (writes the merged model) [--base FILE]")
+    files = [export_file(args.checkpoint, out.with_suffix(s), base=args.base, plain=True)
+             for s in ((out.suffix,) if out.suffix else (".pt", ".safetensors"))]
+    cfg = dict(state.get("model_config") or {})
+    weights = state.get("delta") or state.get("model") or {}
+    # the stats the model was fine-tuned with (load_pretrained may have replaced the config's defaults)
+    mean, std = (weights[k].flatten().tolist() if k in weights else cfg.get(k.split(".")[1])
+                 for k in ("normalize.mean", "normalize.std"))
+    info = {"format": "merged fine-tuned model: bare tensors with the architecture's own (timm) keys, inputs in "
+                      "[0, 1], normalisation NOT inside: apply (x - mean) / std per channel first",
+            "architecture": cfg, "mean": mean, "std": std, "peft": dict(state["peft"]),
+            "adapters_kept": state["peft"].get("mode") == "adapter", "files": [f.name for f in files]}
+    return files + [write_json_atomic(out.with_suffix(".json"), info)]
+
+
+def cmd_export(args) -> int:
+    from .. import checkpoint as ckpt
+    from ..models import load_model
+    from ..models.export import export_plain
+    out = Path(args.out)
+    if out.suffix not in SUFFIXES:
+        raise invalid("out", args.out, "FILE.pt, FILE.pth, FILE.safetensors, or FILE without a suffix (both)",
+                      f"not a weights file name ({out.suffix})")
+    if out.is_dir():
+        raise invalid("out", args.out, "a file path", "a folder")
+    foreign = args.model is not None or args.model_file is not None
+    if foreign:
+        from ..models.foreign import describe, load_foreign
+        from ..models.normalize import parse_stats
+        if args.merge or args.base:
+            raise ValueError("--merge/--base are for robustfront fine-tuning checkpoints; allowed: without them for "
+                             "--model/--model-file weights")
+        model, report = load_foreign(args.model, args.checkpoint, model_file=args.model_file,
+                                     num_classes=args.num_classes,
+                                     input_mean=parse_stats(args.input_mean, "input_mean"),
+                                     input_std=parse_stats(args.input_std, "input_std"))
+        _say(f"loaded {describe(report)}")
+        files = list(export_plain(model, out, formats=SUFFIXES[out.suffix]).values())
+    else:
+        state = ckpt.load(args.checkpoint)
+        if "peft" in state:
+            files = _merged(args, state, out)
+        else:
+            if args.base:
+                raise ValueError("--base is the base weights of a fine-tuning checkpoint; "
+                                 f"{args.checkpoint} holds the whole model (allowed: without --base)")
+            if args.merge:
+                _say(f"{args.checkpoint} is not a fine-tuning delta: nothing to merge, exported as it is")
+            files = list(export_plain(load_model(state), out, formats=SUFFIXES[out.suffix]).values())
+    for f in files:
+        print(f)
+    return 0
+
+
+def add_commands(sub) -> None:
+    from ..models import list_models
+    p = sub.add_parser("export", help="write a model as a plain state dict (.pt / .safetensors + .json) that code "
+                       "without robustfront loads", description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a robustfront checkpoint (training run, fine-tuning "
+                   "delta) or, with --model/--model-file, weights trained elsewhere")
+    p.add_argument("--out", required=True, help="FILE.pt, FILE.safetensors (the format), or FILE (both); FILE.json "
+                   "is written beside it")
+    p.add_argument("--merge", action="store_true", help="fine-tuning checkpoint: fold LoRA into the weights and "
+                   "write the whole model (adapter mode keeps its adapter modules)")
+    p.add_argument("--base", metavar="FILE", help="base weights of a fine-tuning delta (default: the path it "
+                   "recorded; its sha256 must match)")
+    p.add_argument("--model", metavar="NAME", help=f"architecture of foreign weights: {', '.join(list_models())}")
+    p.add_argument("--model-file", metavar="FILE.py:FACTORY", help="architecture of foreign weights: your factory")
+    p.add_argument("--input-mean", metavar="M", help="foreign weights: per-channel mean (default: none)")
+    p.add_argument("--input-std", metavar="S", help="foreign weights: per-channel std (default: none)")
+    p.add_argument("--num-classes", type=int, metavar="K", help="foreign weights: classes (checked)")
+    p.set_defaults(func=cmd_export)
+
+
+__all__ = ["add_commands", "cmd_export"]
