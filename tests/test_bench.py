@@ -105,9 +105,28 @@ def test_step_structure_matches_the_counter_over_a_real_training_step(method):
     tr.on_epoch(200)
     x, y = next(iter(tr.loader))
     with FlopCounterMode(display=False) as counter:
-        tr.step(x, y)
+        _, _, stats = tr.step(x, y)
     passes = pass_flops(tr.model, x[0] if isinstance(x, tuple) else x, y)
-    assert counter.get_total_flops() == step_flops(passes, step_structure(method, 3))
+    expected = step_flops(passes, step_structure(method, 3))
+    if method == "raat":  # the default DICAR forward (+ backward) runs on the selected images only
+        chosen = int(stats["dicar_selected"])
+        left_out = 1 - (chosen if chosen >= 2 else 0) / len(y)   # fewer than 2: no DICAR forward at all
+        expected -= round(left_out * (passes["forward"] + passes["full_backward"]))
+    assert counter.get_total_flops() == expected
+
+
+def test_raat_structure_is_exact_with_dicar_on_every_image():
+    from torch.utils.flop_counter import FlopCounterMode
+    from robustfront.train import TrainConfig, build_trainer
+    cfg = TrainConfig(model="small_cnn", model_args={"width": 4}, method="raat", batch_size=8, attack_steps=3,
+                      device="cpu", crop=4, flip=True, opts={"dicar_inputs": "all"})
+    tr = build_trainer(cfg, random_cifar(32), torch.device("cpu"))
+    tr.on_epoch(200)
+    x, y = next(iter(tr.loader))
+    with FlopCounterMode(display=False) as counter:
+        tr.step(x, y)
+    passes = pass_flops(tr.model, x[0], y)
+    assert counter.get_total_flops() == step_flops(passes, step_structure("raat", 3))
 
 
 def test_unknown_method_has_no_structure_and_the_peak_is_measured():

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from robustfront.checkpoint import TMP_SUFFIX
 
 from cli_harness import run_main
 
@@ -152,6 +153,14 @@ def _accuracies(res: dict) -> dict:
     return {"clean": res["clean_acc"], **res["robust_acc"], "n": res["n"]}
 
 
+def _left_over(out: Path) -> list[str]:
+    """What an eval leaves beside --out besides the result: only its resumable state folder
+    (OUT.state/, per-sample masks written atomically), never a temporary file, there or inside it."""
+    state = out.parent / (out.stem + ".state")
+    extra = [p.name for p in out.parent.iterdir() if p.name not in (out.name, state.name)]
+    return extra + [str(p) for p in state.rglob("*") if p.name.endswith(TMP_SUFFIX)] if state.exists() else extra
+
+
 def test_kill_a_long_eval_then_rerun(tmp_path, env, reference, monkeypatch):
     """A killed eval leaves no --out file (or a complete one) and no temp file; the re-run writes the
     result an uninterrupted evaluation gives."""
@@ -166,10 +175,10 @@ def test_kill_a_long_eval_then_rerun(tmp_path, env, reference, monkeypatch):
     if out.exists():
         json.loads(out.read_text())  # complete, never half-written
     if out.parent.exists():
-        assert not [p.name for p in out.parent.iterdir() if p.name != out.name], "temp files left beside --out"
+        assert not _left_over(out), "temp files left beside --out"
     finish(["eval", "--checkpoint", str(ck), *EVAL, "--out", str(out)], env, tmp_path / "b.log")
     rerun = json.loads(out.read_text())
-    assert not [p.name for p in out.parent.iterdir() if p.name != out.name], "temp files left beside --out"
+    assert not _left_over(out), "temp files left beside --out"
     direct = tmp_path / "direct.json"
     monkeypatch.setenv("ROBUSTFRONT_CACHE", env["ROBUSTFRONT_CACHE"])
     res = run_main(["eval", "--checkpoint", str(ck), *EVAL, "--out", str(direct)], timeout=300)
