@@ -338,3 +338,35 @@ def test_peft_library_lora_trains_through_trainable_parameters():
         p.grad = u
     opt.step()
     assert all(torch.equal(p, frozen[n]) for n, p in pm.named_parameters() if n in frozen)
+
+
+def test_peft_library_lora_model_trains_through_the_trainer():
+    """A model wrapped by the `peft` library (LoraConfig on the same module names) is an ordinary module
+    for robustfront's Trainer: CA-AT's step updates the LoRA and head parameters only."""
+    peft = pytest.importorskip("peft")
+    import numpy as np
+
+    from robustfront.data import DeviceLoader
+    from robustfront.train import TrainConfig
+    from robustfront.train.methods import build_method
+    from robustfront.train.schedule import Schedule
+    from robustfront.train.trainer import Trainer, build_optimizer, training_threat
+    pm = peft.get_peft_model(vit(), peft.LoraConfig(r=4, lora_alpha=4, target_modules=r".*attn\.(qkv|proj)",
+                                                    modules_to_save=["head"]))
+    cfg = TrainConfig(method="ca_at", opts={"gamma": 0.9}, eps="8/255", alpha="2/255", attack_steps=2, lr=0.5,
+                      batch_size=8)
+    objective, combiner = build_method(cfg, training_threat(cfg, (0.0, 1.0)))
+    params = trainable_parameters(pm)
+    x, y = batch(16)
+    loader = DeviceLoader((x * 255).round().to(torch.uint8).numpy(), y.numpy().astype(np.int64), 8, crop=0,
+                          flip=False)
+    tr = Trainer(pm, objective, combiner, build_optimizer(cfg, params, torch.device("cpu")), loader,
+                 Schedule("constant", 0.5, 2, 2))
+    assert sum(p.numel() for p in tr.params) == sum(p.numel() for p in params)
+    before = {n: p.detach().clone() for n, p in pm.named_parameters()}
+    tr.on_epoch(0)
+    for xb, yb in tr.loader:
+        tr.step(xb, yb)
+    moved = {n for n, p in pm.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all("lora_" in n or "head" in n for n in moved), sorted(moved)[:5]
+    assert any("lora_B" in n for n in moved)
