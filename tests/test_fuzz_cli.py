@@ -35,6 +35,7 @@ from PIL import Image
 
 from cli_harness import Fuzz, error_line, finite_tree, json_out, run_main
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore")
 
 BIG = "9" * 30
@@ -155,6 +156,7 @@ class Command:
     combos: tuple = ()        # (flag, value, flag, value) that only mean something together
     timeout: float = 10.0
     n_max: int = 3
+    positional: bool = False  # argv[1] is a required positional: stray words go at the end, not before it
 
 
 def values(spec, flag, w):
@@ -218,7 +220,9 @@ def mutate(data, w, spec: Command):
             tokens.append(flag)
         else:
             junk = pick(data, ["extra", "1", "-", "digits"])
-            argv.insert(pick(data, [1, len(argv)]), junk)  # never between a flag and its value
+            # never between a flag and its value; before a required positional, argparse rightly names the
+            # positional that is left over (`export extra CK`: "unrecognized arguments: CK")
+            argv.insert(pick(data, [len(argv)] if spec.positional else [1, len(argv)]), junk)
             tokens.append(junk)
     return argv, [t for t in tokens if t is not None]
 
@@ -472,6 +476,46 @@ QUICKSTART = Command("quickstart", lambda w: ["quickstart", "--out", fresh(w, "q
                      lambda res, argv, w: "a bad value was accepted", keep=tuple(QS_BAD), timeout=2.0, n_max=2)
 
 
+def valid_export(res, argv, w):
+    out = Path(arg(argv, "--out"))
+    files = [out] if out.suffix else [out.with_suffix(".pt"), out.with_suffix(".safetensors")]
+    missing = [str(f) for f in files if not f.is_file()]
+    return f"exit 0 but {missing} not written" if missing else None
+
+
+def export_flags():
+    return {"--out": lambda w: ["", w["file"], "/dev/null/x.pt", fresh(w, "export") + ".txt", fresh(w, "export"),
+                                fresh(w, "export") + ".pt"],
+            "--merge": [None], "--base": lambda w: ["/nonexistent.pt", w["file"], str(w["ck"])],
+            "--model": ["resnet18", "no_such_model", ""], "--model-file": ["x.py:f", "", "nofactory"],
+            "--input-mean": ["abc", "0.5", ""], "--input-std": ["0", "-1", "abc"], "--num-classes": INTS_FEW}
+
+
+EXPORT = Command("export", lambda w: ["export", str(w["ck"]), "--out", fresh(w, "export") + ".safetensors"],
+                 export_flags, valid_export, n_max=2, positional=True)
+
+
+def valid_sweep(res, argv, w):
+    summary = json_out(res)
+    if not isinstance(summary, dict) or "total" not in summary:
+        return f"stdout is not the sweep's counts: {res.out[:120]!r}"
+    return None if (Path(arg(argv, "--out")) / "sweep.json").is_file() else "no sweep.json written"
+
+
+def sweep_flags():
+    return {"--config": lambda w: w["configs"] + ["/nonexistent.yaml", ""], "--jobs": INTS_FEW + ["2"],
+            "--threads": INTS_FEW, "--executor": ["pbs", "inline", "", "slurm"], "--gpus": ["", "abc", "0,0", "-1"],
+            "--only": ["nomatch", "*", ""], "--slurm": ["abc", "=1", "timeout_min=5", "timeout_min"],
+            "--out": lambda w: ["", w["file"], "/dev/null/x", fresh(w, "sweep")], "--move-stale": [None],
+            "--no-retry-failed": [None], "--fronts": [None]}
+
+
+# --dry-run kept: a valid sweep validates every point and writes sweep.json, nothing trains
+SWEEP = Command("sweep", lambda w: ["sweep", "--config", str(ROOT / "configs" / "sweeps" / "tiny_digits.yaml"),
+                                    "--out", fresh(w, "sweep"), "--dry-run"],
+                sweep_flags, valid_sweep, keep=("--dry-run",), n_max=2)
+
+
 def _apply_positionals(argv, spec):
     """`_set` appended `RUN_DIR v` / `KIND v`: move them into place."""
     for flag in ("RUN_DIR", "KIND"):
@@ -486,9 +530,10 @@ def _apply_positionals(argv, spec):
     return argv
 
 
-COMMANDS = {c.name: c for c in (TRAIN, EVAL, DATA_INFO, REPORT, ANALYZE, QUICKSTART)}
+COMMANDS = {c.name: c for c in (TRAIN, EVAL, DATA_INFO, REPORT, ANALYZE, QUICKSTART, EXPORT, SWEEP)}
 # (example counts: every single flag/value for the sweep; random 1-3 mutations for the fuzz)
-FUZZ_N = {"train": 100, "eval": 70, "data info": 30, "report": 12, "analyze": 20, "quickstart": 10}
+FUZZ_N = {"train": 100, "eval": 70, "data info": 30, "report": 12, "analyze": 20, "quickstart": 10, "export": 30,
+          "sweep": 30}
 
 # what fails on the CLI before the issue-13 rewrite, per test (found by these tests; kept in step with the report)
 _TRAIN = ("tracebacks: --eps/--lr/--momentum/--ema ... 1e999 or 1e400 (OverflowError in train.config.parse_number), "

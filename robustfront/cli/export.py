@@ -49,12 +49,10 @@ def cmd_export(args) -> int:
     from .. import checkpoint as ckpt
     from ..models import load_model
     from ..models.export import export_plain
-    out = Path(args.out)
+    out = ckpt.check_out_file(args.out, "--out")   # '', a folder, under a file or a device: before any work
     if out.suffix not in SUFFIXES:
         raise invalid("out", args.out, "FILE.pt, FILE.pth, FILE.safetensors, or FILE without a suffix (both)",
                       f"not a weights file name ({out.suffix})")
-    if out.is_dir():
-        raise invalid("out", args.out, "a file path", "a folder")
     foreign = args.model is not None or args.model_file is not None
     if foreign:
         from ..models.foreign import describe, load_foreign

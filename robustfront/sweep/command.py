@@ -60,8 +60,14 @@ def run_args(args) -> int:
     elif not args.fronts:
         raise ValueError("--config is required to run a sweep; allowed: --config FILE, or --fronts alone to draw "
                          "the fronts of OUT")
-    if args.fronts:
-        for f in sweep_fronts(args.out):
+    if args.fronts and args.config and args.dry_run:
+        print("robustfront: --fronts: nothing drawn, --dry-run trains and evaluates nothing", file=sys.stderr)
+    elif args.fronts:
+        try:
+            files = sweep_fronts(args.out)
+        except ValueError as e:
+            raise ValueError(f"--fronts: {e}") from None
+        for f in files:
             print(f)
     return 0
 

@@ -235,12 +235,13 @@ def load_spec(spec: Any) -> SweepSpec:
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         if not path.is_file():
-            raise FileNotFoundError(f"sweep file {path} does not exist")
+            raise FileNotFoundError(f"sweep file {path} does not exist" + (" (a folder)" if path.is_dir() else ""))
+        from ..checkpoint import read_yaml
+        raw = read_yaml(path)  # one line for syntax errors, binary files, tags
         try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"sweep file {path} is not valid YAML ({' '.join(str(e).split())[:200]})") from None
-        return parse_spec(raw, name=path.stem)
+            return parse_spec(raw, name=path.stem)
+        except ValueError as e:  # name the file: a run config given as a sweep file is a common slip
+            raise ValueError(f"sweep file {path}: {e}") from None
     return parse_spec(spec)
 
 
