@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..validation import check_choice, check_int, invalid, parse_number
 from .names import canonical, labels, point_name, short_hash, unique
