@@ -98,14 +98,17 @@ def set_tf32(enabled: bool | None) -> None:
 
 
 @contextmanager
-def exact_fp32():
-    """TF32 off for matmuls and cuDNN convolutions inside the block (cuDNN enables it for convs by
-    default), so that evaluation is exact fp32; the previous flags come back afterwards."""
+def tf32_flags(on: bool | None):
+    """TF32 for CUDA matmuls and cuDNN convolutions on (True) or off (False) inside the block; None
+    changes nothing. The previous flags come back afterwards."""
+    if on is None:
+        yield
+        return
     old = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,
            torch.backends.cudnn.allow_tf32)
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("high" if on else "highest")
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
     try:
         yield
     finally:
@@ -114,5 +117,11 @@ def exact_fp32():
         torch.backends.cudnn.allow_tf32 = old[2]
 
 
-__all__ = ["autocast", "cpu_bf16_native", "exact_fp32", "fused_sgd_supported", "maybe_compile", "precision_flags",
+def exact_fp32():
+    """TF32 off for matmuls and cuDNN convolutions inside the block (cuDNN enables it for convs by
+    default), so that evaluation is exact fp32; the previous flags come back afterwards."""
+    return tf32_flags(False)
+
+
+__all__ = ["autocast", "cpu_bf16_native", "exact_fp32", "fused_sgd_supported", "tf32_flags", "maybe_compile", "precision_flags",
            "resolve_device", "set_tf32", "warn_emulated_bf16"]

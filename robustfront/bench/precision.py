@@ -2,29 +2,9 @@
 torch's defaults (the reference loop: on CUDA cuDNN then runs convolutions in TF32)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import torch
 
-
-@contextmanager
-def tf32_flags(on: bool | None):
-    """TF32 for CUDA matmuls and cuDNN convolutions on (True) or off (False) inside the block; None
-    changes nothing. The previous flags come back afterwards."""
-    if on is None:
-        yield
-        return
-    old = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,
-           torch.backends.cudnn.allow_tf32)
-    torch.set_float32_matmul_precision("high" if on else "highest")
-    torch.backends.cuda.matmul.allow_tf32 = on
-    torch.backends.cudnn.allow_tf32 = on
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(old[0])
-        torch.backends.cuda.matmul.allow_tf32 = old[1]
-        torch.backends.cudnn.allow_tf32 = old[2]
+from ..device import tf32_flags  # noqa: F401  (re-exported: the bench configurations use it)
 
 
 def flags_now() -> dict:

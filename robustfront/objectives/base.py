@@ -33,6 +33,8 @@ class Objective:
     slots: dict[str, tuple[str, ...]] | None = None
     #: augmented views of each image the loader yields (2: x is a tuple (x1, x2), e.g. Cons-AT, RAAT)
     views: int = 1
+    #: run the clean forward before the attack (`clean_and_adv`; objectives that offer it take the option)
+    clean_first: bool = False
     #: the training attack a method gets when nothing else is said (see robustfront.attacks)
     default_attack: str = "pgd"
     #: options of that attack (e.g. TRADES/MART's unclamped start)
@@ -103,6 +105,15 @@ class Objective:
                 raise ValueError(f"{type(self).__name__} needs a training attack; got attack=None")
             return self.attack(model, x, y)
         return self.cached(name, run)
+
+    def clean_and_adv(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits of x and of its attacked x' (float32), with the clean forward before the attack when
+        `self.clean_first` (the CA-AT reference's order: BatchNorm statistics see x first)."""
+        logits = model(x).float() if self.clean_first else None
+        x_adv = self.attacked(model, x, y)
+        if logits is None:
+            logits = model(x).float()
+        return logits, model(x_adv).float()
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()

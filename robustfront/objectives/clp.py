@@ -58,11 +58,7 @@ class CLP(Objective):
         return torch.linalg.vector_norm(diff, dim=1).mean()  # gradient 0 (not NaN) where x' = x
 
     def compute(self, model, x, y):
-        logits = model(x).float() if self.clean_first else None
-        x_adv = self.attacked(model, x, y)
-        if logits is None:
-            logits = model(x).float()
-        logits_adv = model(x_adv).float()
+        logits, logits_adv = self.clean_and_adv(model, x, y)
         adv = self.weight * self.penalty(logits, logits_adv)
         if self.adv_ce:
             adv = F.cross_entropy(logits_adv, y) + adv

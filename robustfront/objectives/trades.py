@@ -58,11 +58,7 @@ class TRADES(Objective):
         self.clean_first = check_bool("clean_first", clean_first)
 
     def compute(self, model, x, y):
-        logits = model(x).float() if self.clean_first else None
-        x_adv = self.attacked(model, x, y)
-        if logits is None:
-            logits = model(x).float()
-        logits_adv = model(x_adv).float()
+        logits, logits_adv = self.clean_and_adv(model, x, y)
         losses = {"clean": F.cross_entropy(logits, y), "kl": self.beta * kl_from_logits(logits, logits_adv).mean()}
         return losses, {"clean_correct": correct(logits, y), "adv_correct": correct(logits_adv, y)}
 

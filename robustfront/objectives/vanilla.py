@@ -26,10 +26,6 @@ class Vanilla(Objective):
         self.clean_first = check_bool("clean_first", clean_first)
 
     def compute(self, model, x, y):
-        logits_clean = model(x) if self.clean_first else None
-        x_adv = self.attacked(model, x, y)
-        if logits_clean is None:
-            logits_clean = model(x)
-        logits_adv = model(x_adv)
-        losses = {"clean": F.cross_entropy(logits_clean.float(), y), "adv": F.cross_entropy(logits_adv.float(), y)}
+        logits_clean, logits_adv = self.clean_and_adv(model, x, y)
+        losses = {"clean": F.cross_entropy(logits_clean, y), "adv": F.cross_entropy(logits_adv, y)}
         return losses, {"clean_correct": correct(logits_clean, y), "adv_correct": correct(logits_adv, y)}
