@@ -112,8 +112,10 @@ def add_commands(sub) -> None:
     p.add_argument("--attack-steps", type=int, default=10, metavar="N", help="PGD steps (default: 10)")
     p.add_argument("--methods", default="pgd_at,trades,mart,ca_at,agr,raat", help="comma-separated method names "
                    "(default: pgd_at,trades,mart,ca_at,agr,raat)")
-    p.add_argument("--variants", help="fp32, cl (channels_last), fast (bf16 + channels_last); default fp32,fast, "
-                   "or fp32,cl on a CPU without native bf16 (emulated bf16 is slower than fp32)")
+    p.add_argument("--variants", help="comma-separated: fp32 (TF32 off), tf32, cl (channels_last), bf16, fast "
+                   "(bf16 + channels_last), compiled (fast + torch.compile); the reference loop keeps torch's "
+                   "defaults; default fp32,fast, or fp32,cl on a CPU without native bf16 (emulated bf16 is slower "
+                   "than fp32)")
     p.add_argument("--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile our model (not the reference's)")
     p.add_argument("--ref-workers", type=int, metavar="N", help="reference DataLoader workers (default: 0 on CPU, "
