@@ -75,7 +75,7 @@ def test_device_loader_batches_do_not_sync_on_cuda():
 @pytest.mark.cuda
 def test_fused_sgd_on_cuda_gives_the_plain_update():
     from robustfront.device import fused_sgd_supported
-    from robustfront.train.trainer import build_optimizer
+    from robustfront.train.build import build_optimizer
     dev = torch.device("cuda")
     assert fused_sgd_supported(dev)
     torch.manual_seed(0)

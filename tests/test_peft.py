@@ -350,7 +350,8 @@ def test_peft_library_lora_model_trains_through_the_trainer():
     from robustfront.train import TrainConfig
     from robustfront.train.methods import build_method
     from robustfront.train.schedule import Schedule
-    from robustfront.train.trainer import Trainer, build_optimizer, training_threat
+    from robustfront.train.build import build_optimizer, training_threat
+    from robustfront.train.trainer import Trainer
     pm = peft.get_peft_model(vit(), peft.LoraConfig(r=4, lora_alpha=4, target_modules=r".*attn\.(qkv|proj)",
                                                     modules_to_save=["head"]))
     cfg = TrainConfig(method="ca_at", opts={"gamma": 0.9}, eps="8/255", alpha="2/255", attack_steps=2, lr=0.5,

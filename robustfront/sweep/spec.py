@@ -299,7 +299,7 @@ def _check_method(cfg) -> None:
     """The method exists and accepts its opts (objective, combiner, training attack), before any point
     trains: the point's objective and combiner are built once, as training will build them."""
     from ..train import build_method
-    from ..train.trainer import training_threat
+    from ..train.build import training_threat
     build_method(cfg, training_threat(cfg, (0.0, 1.0)))
 
 

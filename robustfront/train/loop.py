@@ -20,7 +20,7 @@ from ..models import eval_mode
 from . import distributed
 from .config import TrainConfig
 from .runlog import RunLog
-from .trainer import build_trainer, training_threat
+from .build import build_trainer, training_threat
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None, force: bool = False) -> dict:
