@@ -49,6 +49,25 @@ class Result:
         return [l for l in self.err.splitlines() if l.strip()]
 
 
+@contextlib.contextmanager
+def isolated_root(tmp_path_factory, name: str):
+    """A module's scratch folder for in-process CLI runs: its own data cache, a working directory
+    inside it (so `--out ''` and relative defaults never land in the repository), one torch thread.
+    Yields the folder; the environment and the working directory come back afterwards."""
+    import pytest
+    import torch
+    root = tmp_path_factory.mktemp(name)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ROBUSTFRONT_CACHE", str(root / "cache"))
+    (root / "cwd").mkdir()
+    mp.chdir(root / "cwd")
+    torch.set_num_threads(1)
+    try:
+        yield root
+    finally:
+        mp.undo()
+
+
 def run_main(argv, timeout: float = 30.0) -> Result:
     from robustfront.cli import main
 

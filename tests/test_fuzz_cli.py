@@ -33,7 +33,7 @@ import torch
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 from PIL import Image
 
-from cli_harness import Fuzz, error_line, finite_tree, json_out, run_main
+from cli_harness import isolated_root, Fuzz, error_line, finite_tree, json_out, run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -61,74 +61,68 @@ def _png(path: Path, value: int, size=8):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clifuzz")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ROBUSTFRONT_CACHE", str(root / "cache"))
-    (root / "cwd").mkdir()
-    mp.chdir(root / "cwd")           # --out '' and relative defaults land here, not in the repository
-    torch.set_num_threads(1)
-    w = {"root": root, "n": count()}
-    run = root / "run"
-    res = run_main(["train", *BASE_TRAIN, "--out", str(run)], timeout=120)
-    assert res.rc == 0, res.err + res.tb
-    w["run"], w["ck"] = run, run / "checkpoints" / "best.pt"
-    bad = root / "bad"
-    bad.mkdir()
-    raw = w["ck"].read_bytes()
-    (bad / "random.pt").write_bytes(np.random.default_rng(0).bytes(300))
-    (bad / "empty.pt").write_bytes(b"")
-    (bad / "trunc.pt").write_bytes(raw[: len(raw) // 2])
-    torch.save([1, 2], bad / "list.pt")
-    torch.save({"model": {}}, bad / "nomodel.pt")
-    w["marker"] = root / "PAYLOAD-RAN"
-    with open(bad / "payload.pt", "wb") as f:
-        pickle.dump({"model": _Payload(w["marker"])}, f, protocol=2)
-    (bad / "text.txt").write_text("hello\n")
-    (bad / "emptydir").mkdir()
-    for s in ("train", "test"):
-        for i, c in enumerate(("a", "b")):
-            for j in range(2):
-                _png(root / "tree" / s / c / f"{j}.png", 60 * (i + 1))
-    shutil.copytree(root / "tree", root / "truncpng")
-    p = root / "truncpng" / "train" / "a" / "0.png"
-    p.write_bytes(p.read_bytes()[:30])
-    shutil.copytree(root / "tree", root / "textjpg")
-    (root / "textjpg" / "test" / "b" / "1.jpg").write_text("not a jpeg")
-    with tarfile.open(bad / "good.tar.gz", "w:gz") as t:
-        t.add(root / "tree", arcname="mini")
-    data = (bad / "good.tar.gz").read_bytes()
-    (bad / "trunc.tar.gz").write_bytes(data[: len(data) // 2])
-    (bad / "fake.zip").write_text("not a zip")
-    with tarfile.open(bad / "abslink.tar", "w") as t:
-        t.add(root / "tree", arcname="mini")
-        m = tarfile.TarInfo("mini/train/a/link.png")
-        m.type, m.linkname = tarfile.SYMTYPE, "/etc/passwd"
-        t.addfile(m)
-    cifar = root / "cifar" / "cifar-10-batches-py"
-    cifar.mkdir(parents=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
-        (cifar / name).write_bytes(b"\x80\x02}q\x00(X\x04\x00")  # a truncated pickle
-    w["data"] = ["digits", "gaussian", "gaussian:dim=3", "gaussian:dim=abc", "gaussian:n_train=0", "cifar10",
-                 "/nonexistent/set", "", str(root / "tree"), str(bad / "trunc.tar.gz"), str(bad / "fake.zip"),
-                 str(bad / "abslink.tar"), str(root / "truncpng"), str(root / "textjpg"), str(root / "cifar"),
-                 str(bad / "text.txt"), str(bad / "emptydir"), "digits ", str(bad / "good.tar.gz")]
-    w["checkpoints"] = [str(w["ck"]), str(run / "checkpoints" / "last.pt")] + [
-        str(bad / n) for n in ("random.pt", "empty.pt", "trunc.pt", "list.pt", "nomodel.pt", "payload.pt",
-                               "text.txt", "emptydir")] + ["/nonexistent.pt", ""]
-    (root / "good.yaml").write_text("data: digits\nmodel: mlp\nmodel_args: {hidden: [8]}\nepochs: 1\ntrain_n: 32\n"
-                                    "attack_steps: 1\neval_steps: 1\neval_n: 16\nprogress: false\n")
-    (root / "syntax.yaml").write_text("epochs: [1, 2\nlr: 0.1\n")
-    (root / "list.yaml").write_text("- epochs\n- 1\n")
-    (root / "payload.yaml").write_text(f"!!python/object/apply:os.system ['touch {w['marker']}']\n")
-    w["configs"] = [str(root / n) for n in ("good.yaml", "syntax.yaml", "list.yaml", "payload.yaml")] + [
-        "/nonexistent.yaml", str(bad / "emptydir"), str(bad / "text.txt")]
-    w["file"] = str(bad / "text.txt")
-    broken = root / "broken-run"
-    shutil.copytree(run, broken)
-    (broken / "metrics.jsonl").write_text('{"epoch": 1, "val_pgd_acc": 0.1}\n{"epoch": 2, "val_pg')
-    w["broken_run"] = str(broken)
-    yield w
-    mp.undo()
+    with isolated_root(tmp_path_factory, "clifuzz") as root:   # own cache and cwd, one thread
+        w = {"root": root, "n": count()}
+        run = root / "run"
+        res = run_main(["train", *BASE_TRAIN, "--out", str(run)], timeout=120)
+        assert res.rc == 0, res.err + res.tb
+        w["run"], w["ck"] = run, run / "checkpoints" / "best.pt"
+        bad = root / "bad"
+        bad.mkdir()
+        raw = w["ck"].read_bytes()
+        (bad / "random.pt").write_bytes(np.random.default_rng(0).bytes(300))
+        (bad / "empty.pt").write_bytes(b"")
+        (bad / "trunc.pt").write_bytes(raw[: len(raw) // 2])
+        torch.save([1, 2], bad / "list.pt")
+        torch.save({"model": {}}, bad / "nomodel.pt")
+        w["marker"] = root / "PAYLOAD-RAN"
+        with open(bad / "payload.pt", "wb") as f:
+            pickle.dump({"model": _Payload(w["marker"])}, f, protocol=2)
+        (bad / "text.txt").write_text("hello\n")
+        (bad / "emptydir").mkdir()
+        for s in ("train", "test"):
+            for i, c in enumerate(("a", "b")):
+                for j in range(2):
+                    _png(root / "tree" / s / c / f"{j}.png", 60 * (i + 1))
+        shutil.copytree(root / "tree", root / "truncpng")
+        p = root / "truncpng" / "train" / "a" / "0.png"
+        p.write_bytes(p.read_bytes()[:30])
+        shutil.copytree(root / "tree", root / "textjpg")
+        (root / "textjpg" / "test" / "b" / "1.jpg").write_text("not a jpeg")
+        with tarfile.open(bad / "good.tar.gz", "w:gz") as t:
+            t.add(root / "tree", arcname="mini")
+        data = (bad / "good.tar.gz").read_bytes()
+        (bad / "trunc.tar.gz").write_bytes(data[: len(data) // 2])
+        (bad / "fake.zip").write_text("not a zip")
+        with tarfile.open(bad / "abslink.tar", "w") as t:
+            t.add(root / "tree", arcname="mini")
+            m = tarfile.TarInfo("mini/train/a/link.png")
+            m.type, m.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            t.addfile(m)
+        cifar = root / "cifar" / "cifar-10-batches-py"
+        cifar.mkdir(parents=True)
+        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+            (cifar / name).write_bytes(b"\x80\x02}q\x00(X\x04\x00")  # a truncated pickle
+        w["data"] = ["digits", "gaussian", "gaussian:dim=3", "gaussian:dim=abc", "gaussian:n_train=0", "cifar10",
+                     "/nonexistent/set", "", str(root / "tree"), str(bad / "trunc.tar.gz"), str(bad / "fake.zip"),
+                     str(bad / "abslink.tar"), str(root / "truncpng"), str(root / "textjpg"), str(root / "cifar"),
+                     str(bad / "text.txt"), str(bad / "emptydir"), "digits ", str(bad / "good.tar.gz")]
+        w["checkpoints"] = [str(w["ck"]), str(run / "checkpoints" / "last.pt")] + [
+            str(bad / n) for n in ("random.pt", "empty.pt", "trunc.pt", "list.pt", "nomodel.pt", "payload.pt",
+                                   "text.txt", "emptydir")] + ["/nonexistent.pt", ""]
+        (root / "good.yaml").write_text("data: digits\nmodel: mlp\nmodel_args: {hidden: [8]}\nepochs: 1\ntrain_n: 32\n"
+                                        "attack_steps: 1\neval_steps: 1\neval_n: 16\nprogress: false\n")
+        (root / "syntax.yaml").write_text("epochs: [1, 2\nlr: 0.1\n")
+        (root / "list.yaml").write_text("- epochs\n- 1\n")
+        (root / "payload.yaml").write_text(f"!!python/object/apply:os.system ['touch {w['marker']}']\n")
+        w["configs"] = [str(root / n) for n in ("good.yaml", "syntax.yaml", "list.yaml", "payload.yaml")] + [
+            "/nonexistent.yaml", str(bad / "emptydir"), str(bad / "text.txt")]
+        w["file"] = str(bad / "text.txt")
+        broken = root / "broken-run"
+        shutil.copytree(run, broken)
+        (broken / "metrics.jsonl").write_text('{"epoch": 1, "val_pgd_acc": 0.1}\n{"epoch": 2, "val_pg')
+        w["broken_run"] = str(broken)
+        yield w
     assert not w["marker"].exists(), "a pickle / YAML payload ran code"
 
 

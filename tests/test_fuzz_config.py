@@ -17,7 +17,7 @@ import torch
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 
-from cli_harness import Fuzz, error_line, finite_tree, json_out, run_main
+from cli_harness import isolated_root, Fuzz, error_line, finite_tree, json_out, run_main
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -34,16 +34,10 @@ SIZED = {"resize", "crop", "cutout"}                   # a valid middle value al
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("yamlfuzz")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ROBUSTFRONT_CACHE", str(root / "cache"))
-    (root / "cwd").mkdir()
-    mp.chdir(root / "cwd")
-    torch.set_num_threads(1)
-    warm = run_main(["train", *CHEAP_FLAGS, "--out", str(root / "warm")], timeout=120)  # imports, first-call costs
-    assert warm.rc == 0, warm.err + warm.tb
-    yield {"root": root, "n": count(), "marker": root / "PAYLOAD-RAN"}
-    mp.undo()
+    with isolated_root(tmp_path_factory, "yamlfuzz") as root:   # own cache and cwd, one thread
+        warm = run_main(["train", *CHEAP_FLAGS, "--out", str(root / "warm")], timeout=120)  # imports, first-call costs
+        assert warm.rc == 0, warm.err + warm.tb
+        yield {"root": root, "n": count(), "marker": root / "PAYLOAD-RAN"}
     assert not (root / "PAYLOAD-RAN").exists(), "a YAML tag ran code"
 
 

@@ -35,7 +35,7 @@ import torch
 import yaml
 from PIL import Image
 
-from cli_harness import error_line, json_out, run_main
+from cli_harness import isolated_root, error_line, json_out, run_main
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -84,28 +84,22 @@ class _Payload:
 
 @pytest.fixture(scope="module")
 def w(tmp_path_factory):
-    root = tmp_path_factory.mktemp("issue13")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ROBUSTFRONT_CACHE", str(root / "cache"))
-    (root / "cwd").mkdir()
-    mp.chdir(root / "cwd")
-    torch.set_num_threads(1)
-    run = root / "template-run"
-    res = run_main(["train", *TINY, "--out", str(run)], timeout=300)
-    assert res.rc == 0, res.err + res.tb
-    bad = root / "bad"
-    bad.mkdir()
-    raw = (run / "checkpoints" / "best.pt").read_bytes()
-    (bad / "random.pt").write_bytes(np.random.default_rng(0).bytes(400))
-    (bad / "empty.pt").write_bytes(b"")
-    (bad / "truncated.pt").write_bytes(raw[: len(raw) // 2])
-    torch.save([1, 2, 3], bad / "list.pt")
-    with open(bad / "payload.pt", "wb") as f:
-        pickle.dump({"model": _Payload(root / "PAYLOAD-RAN")}, f, protocol=2)
-    n = count()
-    yield {"root": root, "run": run, "ck": run / "checkpoints" / "best.pt", "bad": bad, "marker": root / "PAYLOAD-RAN",
-           "new": lambda name="x": root / "new" / f"{name}{next(n)}"}
-    mp.undo()
+    with isolated_root(tmp_path_factory, "issue13") as root:   # own cache and cwd, one thread
+        run = root / "template-run"
+        res = run_main(["train", *TINY, "--out", str(run)], timeout=300)
+        assert res.rc == 0, res.err + res.tb
+        bad = root / "bad"
+        bad.mkdir()
+        raw = (run / "checkpoints" / "best.pt").read_bytes()
+        (bad / "random.pt").write_bytes(np.random.default_rng(0).bytes(400))
+        (bad / "empty.pt").write_bytes(b"")
+        (bad / "truncated.pt").write_bytes(raw[: len(raw) // 2])
+        torch.save([1, 2, 3], bad / "list.pt")
+        with open(bad / "payload.pt", "wb") as f:
+            pickle.dump({"model": _Payload(root / "PAYLOAD-RAN")}, f, protocol=2)
+        n = count()
+        yield {"root": root, "run": run, "ck": run / "checkpoints" / "best.pt", "bad": bad, "marker": root / "PAYLOAD-RAN",
+               "new": lambda name="x": root / "new" / f"{name}{next(n)}"}
 
 
 def copy_run(w) -> Path:
