@@ -48,12 +48,13 @@ def digest_model(model) -> str:
     return digest_tensors(sorted(model.state_dict().items()))
 
 
-def _read_json(path: Path, what: str):
+def read_state_json(path: Path, what: str = "cascade state", writer: str = "robustfront's cascade") -> dict:
+    """One JSON file of an evaluation state folder; a broken one is one line saying how to start over."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"{what} {path} cannot be read ({(str(e).splitlines() or [''])[0][:120]}); "
-                         f"allowed: a file written by robustfront's cascade (delete it to start over)") from None
+                         f"allowed: a file written by {writer} (delete it to start over)") from None
 
 
 class CascadeState:
@@ -67,7 +68,7 @@ class CascadeState:
     def existing_meta(self) -> dict | None:
         if self.folder is None or not (self.folder / META).is_file():
             return None
-        return _read_json(self.folder / META, "cascade state")
+        return read_state_json(self.folder / META, "cascade state")
 
     def open(self, meta: dict) -> dict:
         """Write meta (a new folder) or check it against the folder's (a resumed run)."""
@@ -91,7 +92,7 @@ class CascadeState:
         if self.folder is None:
             return self._memory.get(c)
         p = self.chunk_path(c)
-        return _read_json(p, "cascade chunk") if p.is_file() else None
+        return read_state_json(p, "cascade chunk") if p.is_file() else None
 
     def save_chunk(self, record: dict) -> None:
         if self.folder is None:
@@ -104,7 +105,7 @@ class CascadeState:
             return dict(self._memory)
         out = {}
         for p in sorted(self.folder.glob("chunk-*.json")):
-            rec = _read_json(p, "cascade chunk")
+            rec = read_state_json(p, "cascade chunk")
             out[int(rec["chunk"])] = rec
         return out
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..attacks import AUTOATTACK_NAMES
 from ..checkpoint import write_json_atomic
-from .cascade_state import CascadeState, finished as cascade_finished, summarize
+from .cascade_state import CascadeState, finished as cascade_finished, read_state_json, summarize
 from .masks import Masks, from_bits, from_ranges
 from .metrics import mean_nrr
 
@@ -47,12 +47,8 @@ def cascades(meta: dict, k: int) -> list[str]:
     return [a for a in meta["attacks"] if a in AUTOATTACK_NAMES and meta["eps"][k] > 0]
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"evaluation state {path} cannot be read ({(str(e).splitlines() or [''])[0][:120]}); "
-                         f"allowed: a file written by robustfront eval (delete the folder to start over)") from None
+def _read_json(path: Path) -> dict:
+    return read_state_json(path, "evaluation state", "robustfront eval")
 
 
 class SuiteState:
