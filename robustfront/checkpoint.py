@@ -282,6 +282,18 @@ def save_result(obj, path, fallback_dir) -> Path:
                               f"{fallback} instead"))
 
 
+def read_jsonl(path) -> list[dict]:
+    """The records of a .jsonl file (none if it is missing); a line a crash cut short (power loss
+    mid-append) is dropped: a resume rebuilds metrics.jsonl from the checkpoint's history."""
+    out = []
+    for line in Path(path).read_text().splitlines() if Path(path).is_file() else []:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def read_yaml(path) -> dict:
     """A YAML mapping from a (config) file; one-line errors for a missing file, a syntax error, or no mapping."""
     try:
@@ -317,5 +329,5 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-__all__ = ["RunLock", "read_yaml", "check_out_dir", "check_out_file", "clean_temp_files", "load", "rng_state", "save_atomic",
+__all__ = ["RunLock", "read_jsonl", "read_yaml", "check_out_dir", "check_out_file", "clean_temp_files", "load", "rng_state", "save_atomic",
            "save_result", "set_rng_state", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]

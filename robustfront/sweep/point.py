@@ -22,7 +22,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..checkpoint import write_json_atomic
+from ..checkpoint import read_jsonl, write_json_atomic
 from .names import short_hash
 
 # execution details that do not change what is computed (recorded in the run, left out of the hash)
@@ -172,18 +172,6 @@ def error_line(e: BaseException) -> str:
     """The exception's last line, 'Type: message', for status files and the progress view."""
     lines = [ln.strip() for ln in traceback.format_exception_only(type(e), e)[-1].splitlines() if ln.strip()]
     return lines[-1] if lines else type(e).__name__
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a .jsonl file; a line cut short by a crash (power loss) is skipped (a resume
-    rebuilds metrics.jsonl from the checkpoint's history, so nothing needs repairing here)."""
-    out = []
-    for ln in Path(path).read_text().splitlines() if Path(path).is_file() else []:
-        try:
-            out.append(json.loads(ln))
-        except ValueError:
-            continue
-    return out
 
 
 def epochs_done(folder: Path) -> int:

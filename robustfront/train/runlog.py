@@ -133,7 +133,7 @@ class RunLog:
     def _restore_steps(self, state: dict, start: int) -> None:
         path = self.out / "steps.jsonl"
         _truncate_jsonl(path, start)
-        have = {r["epoch"] for r in _read_jsonl(path)}
+        have = {r["epoch"] for r in ckpt.read_jsonl(path)}
         missing = [r for r in state.get("steps", []) if r["epoch"] not in have]
         if missing:
             with open(path, "a") as f:
@@ -224,21 +224,10 @@ def _mean_dicts(dicts: list[dict]) -> dict:
     return out
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    """The records of a .jsonl file; a line a crash cut short (power loss mid-append) is dropped."""
-    out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def _truncate_jsonl(path: Path, epochs: int) -> None:
     """On resume, drop records written after the checkpoint we continue from (and any cut-off line)."""
     if path.is_file():
-        ckpt.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in _read_jsonl(path) if r["epoch"] <= epochs))
+        ckpt.write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in ckpt.read_jsonl(path) if r["epoch"] <= epochs))
 
 
 def _summary(m: dict) -> str:
