@@ -64,6 +64,12 @@ def test_grid_is_a_product_and_zip_goes_together():
     assert len({p.name for p in points}) == len(points)
 
 
+def test_zip_lists_may_repeat_a_value_when_the_tuples_differ():
+    points = expand({"base": BASE, "zip": {"lr": [0.1, 0.1, 0.2], "momentum": [0.8, 0.9, 0.9]}})
+    assert [(p.config["lr"], p.config["momentum"]) for p in points] == [(0.1, 0.8), (0.1, 0.9), (0.2, 0.9)]
+    assert len({p.name for p in points}) == 3
+
+
 def test_zip_groups_multiply_and_method_blocks_have_their_own_grids():
     raw = {"base": BASE, "zip": [{"lr": [0.1, 0.2], "momentum": [0.8, 0.9]}, {"batch_size": [16, 32, 64]}],
            "methods": {"vanilla": {"grid": {"opts.lam": [0, 1]}}, "ca_at": {"set": {"epochs": 2}}, "pgd_at": None}}
@@ -103,6 +109,7 @@ def test_schema_errors_are_one_line_and_name_the_problem():
     one_line_error({"base": BASE, "grid": {"opts.a.b": [1]}}, "opts.a.b", "one level")
     one_line_error({"base": BASE, "zip": {"lr": [0.1, 0.2], "momentum": [0.9]}}, "zip lengths=", "is unequal", "'lr': 2",
                    "'momentum': 1")
+    one_line_error({"base": BASE, "zip": {"lr": [0.1, 0.1], "momentum": [0.9, 0.9]}}, "zip=", "repeating a tuple")
     one_line_error({"base": BASE, "seeds": 2, "grid": {"seed": [0, 1]}}, "key='seed'", "varied twice (seeds and grid)")
     one_line_error({"base": BASE, "grid": {"opts": [{"lam": 0.5}]}, "zip": {"opts.lam": [0.1]}},
                    "key='opts.lam'", "varied twice (grid and zip)")

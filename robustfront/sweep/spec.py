@@ -78,11 +78,13 @@ def _check_key(key: Any, where: str, fields: dict) -> str:
     return key
 
 
-def _values(key: str, values: Any, where: str) -> list:
+def _values(key: str, values: Any, where: str, distinct: bool = True) -> list:
     if not isinstance(values, list):
         raise invalid(f"{where}.{key}", values, "a non-empty list of values", "not a list")
     if not values:
         raise invalid(f"{where}.{key}", values, "a non-empty list of values", "empty")
+    if not distinct:
+        return values
     seen = set()
     for v in values:
         c = canonical(v)
@@ -103,12 +105,16 @@ def _axes(block: Any, where: str, fields: dict, zipped: bool) -> list:
         label = f"{where}[{i}]" if len(groups) > 1 else where
         if not isinstance(g, dict) or not g:
             raise invalid(label, g, "a non-empty mapping of KEY: [values]", "not a mapping" if g else "empty")
-        axes = {_check_key(k, label, fields): _values(k, v, label) for k, v in g.items()}
+        # a zip list may repeat a value: its points are the tuples, and those must be distinct
+        axes = {_check_key(k, label, fields): _values(k, v, label, distinct=not zipped) for k, v in g.items()}
         if zipped:
             lengths = {k: len(v) for k, v in axes.items()}
             if len(set(lengths.values())) > 1:
                 raise invalid(f"{label} lengths", lengths, "lists of one length (zip varies them together)",
                               "unequal")
+            rows = [tuple(canonical(v[i]) for v in axes.values()) for i in range(len(next(iter(axes.values()))))]
+            if len(set(rows)) < len(rows):
+                raise invalid(label, g, "distinct tuples (each would be the same point twice)", "repeating a tuple")
         out.append((label, axes, zipped))
     return out
 
