@@ -251,11 +251,12 @@ def figure(summary: dict, path: Path) -> None:
                                                                 "raat_pp")]
     fig, ax = plt.subplots(figsize=(8, 5.5))
     colors = iter(["tab:blue", "tab:red", "tab:green"])
+    offsets = iter([(5, -11), (5, 5), (-14, 6)])  # one side per family, so that labels of near points do not meet
     for name, cs in fam.items():
         cs = [c for c in cs if c in summary and summary[c]["aa"]]
         if not cs:
             continue
-        col = next(colors)
+        col, off = next(colors), next(offsets)
         pts = sorted((summary[c]["clean"], summary[c]["aa"], c) for c in cs)
         ax.plot([100 * p[0][0] for p in pts], [100 * p[1][0] for p in pts], "-", color=col, alpha=.5)
         ax.errorbar([100 * p[0][0] for p in pts], [100 * p[1][0] for p in pts],
@@ -263,7 +264,7 @@ def figure(summary: dict, path: Path) -> None:
                     capsize=2, label=name)
         for (cm, am, c) in pts:
             knob = c.split("=")[-1].rstrip(")") if "=" in c else c.replace("standard", "λ=0").replace("pgd_at", "λ=1")
-            ax.annotate(knob, (100 * cm[0], 100 * am[0]), textcoords="offset points", xytext=(4, 4), fontsize=7,
+            ax.annotate(knob, (100 * cm[0], 100 * am[0]), textcoords="offset points", xytext=off, fontsize=7,
                         color=col)
     markers = iter("s^vDPX")
     for c in singles:
