@@ -192,6 +192,37 @@ def test_eval_result_reads_every_shape_and_round_trips():
         evaluate(model, x, y, ["pgd5", "pgd5"], eps=0.1)
 
 
+def test_every_eval_flag_is_generated_from_evalconfig():
+    from robustfront.attacks.threat import NORMS
+    from robustfront.cli import build_parser
+    from robustfront.eval import EvalConfig
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    by = {a.dest: a for a in sub.choices["eval"]._actions if a.option_strings and a.dest != "help"}
+    assert set(EvalConfig.fields()) - {"exact"} <= set(by)   # the CLI always evaluates in exact fp32
+    assert by["norm"].choices == NORMS and by["split"].choices == ("test", "val")
+    assert all(by[f].help and len(by[f].help) > 10 for f in EvalConfig.fields() if f != "exact")
+    assert "apgd_ce" in by["attacks"].help and "(default: pgd20,autoattack)" in by["attacks"].help
+
+
+def test_eval_run_is_what_the_cli_and_the_api_compute(tmp_path, capsys):
+    from robustfront.eval import EvalConfig, EvalResult, evaluate, load_for_eval, run
+    train(TrainConfig(**{**TINY, "epochs": 1}, out=str(tmp_path / "r")))
+    ck = str(tmp_path / "r" / "checkpoints" / "best.pt")
+    cfg = EvalConfig(attacks="fgsm,pgd3", n=40, seed=1, no_state=True, device="cpu")
+    res = run(cfg, [ck])
+    assert isinstance(res, EvalResult) and res.norm == "Linf" and res.n == 40
+    assert [p.eps for p in res.points] == [32 / 255] and res.raw["eps_str"] == "32/255"   # the run's own threat
+    assert main(["eval", "--checkpoint", ck, "--attacks", "fgsm,pgd3", "--n", "40", "--seed", "1", "--no-state",
+                 "--device", "cpu"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["robust_acc"] == res.raw["robust_acc"] and cli["clean_acc"] == res.raw["clean_acc"]
+    inp = load_for_eval(ck, n=40, seed=1, device="cpu")
+    api = evaluate(inp.model, inp.x, inp.y, cfg.with_training_defaults(inp.config))
+    assert isinstance(api, EvalResult) and api.largest == res.largest
+    assert cfg.with_training_defaults({"eps": "4/255", "norm": "L2"}).eps_str == ["4/255"]
+    assert EvalConfig(eps="1/255").with_training_defaults({"eps": "4/255"}).eps_str == ["1/255"]
+
+
 # -- the ground floor and the layering -------------------------------------------------------
 
 def test_bad_checkpoint_files_are_one_line_errors(tmp_path):

@@ -12,9 +12,8 @@ from torch import nn
 
 from .base import Attack, check_choice, check_int, check_number
 from .pgd import margin
-from .threat import DEFAULT_EPS
+from .threat import DEFAULT_EPS, NORMS as APGD_NORMS
 
-APGD_NORMS = ("Linf", "L2", "L1")
 APGD_LOSSES = ("ce", "dlr")
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..attacks.threat import NORMS
 from ..checkpoint import write_json_atomic
 from ..device import exact_fp32, precision_flags
 from ..validation import check_choice, check_int, check_number, invalid
@@ -42,7 +43,6 @@ from .shards import chunk_bounds, gloo_world, parse_shard, shard_chunks, shard_f
 
 DEFAULT_CHUNK = 1000
 GATHER_TIMEOUT_S = 24 * 3600  # a torchrun rank waits this long for the slowest one
-NORMS = ("Linf", "L2", "L1")
 
 
 def _device(model, x) -> torch.device:

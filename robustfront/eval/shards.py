@@ -51,6 +51,19 @@ def shard_from_env(environ=None) -> tuple[int, int] | None:
     return None if world <= 1 else parse_shard((rank, world))
 
 
+def world_size() -> int:
+    """torchrun's WORLD_SIZE (1 outside a multi-process launch)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise invalid("WORLD_SIZE", os.environ["WORLD_SIZE"], "an integer (set by torchrun)") from None
+
+
+def rank() -> int:
+    """torchrun's RANK (0 outside a multi-process launch)."""
+    return int(os.environ.get("RANK", "0")) if world_size() > 1 else 0
+
+
 def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
     """[(start, stop), ...] covering range(n) in pieces of chunk_size (the last may be shorter)."""
     check_int("chunk_size", chunk_size, 1)
@@ -122,5 +135,5 @@ def gloo_world(timeout_s: float):
             dist.destroy_process_group()
 
 
-__all__ = ["World", "chunk_bounds", "device_for_rank", "gloo_world", "parse_shard", "shard_chunks", "shard_from_env",
-           "shard_positions"]
+__all__ = ["World", "chunk_bounds", "device_for_rank", "gloo_world", "parse_shard", "rank", "shard_chunks",
+           "shard_from_env", "shard_positions", "world_size"]
