@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..attacks import official
 from ..attacks.threat import NORMS
 from ..checkpoint import write_json_atomic
 from ..device import exact_fp32, precision_flags
 from ..validation import check_choice, check_int, check_number, invalid
-from . import official
 from .cascade_state import RESULT, CascadeState, digest_model, digest_points, merge_states, new_chunk, summarize
 from .guards import check_randomized, train_mode_modules
 from .masks import from_bits, to_bits, to_ranges

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..checkpoint import write_json_atomic
 from .masks import Masks, from_bits, from_ranges
-from .official import flags_from, square_check
+from ..attacks.official import flags_from, square_check
 
 FORMAT = 1
 META, RESULT = "meta.json", "result.json"

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 from ..attacks import canonical, is_official, names_help
+from ..attacks.official import UNIT_BOX, unit_box
 from ..attacks.spec import AUTOATTACK_NAMES
 from ..attacks.threat import Norm
 from ..fields import Checked, Num, coerce_fields, field_comments
 from ..validation import check_int, invalid, shown
 
-UNIT_BOX = (0.0, 1.0)
 Split = Literal["test", "val"]
 
 
@@ -34,7 +34,7 @@ def check_attacks(attacks, bounds=UNIT_BOX) -> list[str]:
     if dup:
         raise ValueError(f"attacks={list(attacks)!r} names {', '.join(dup)} twice; allowed: each attack once")
     for a in names:
-        if is_official(a) and (bounds is None or tuple(map(float, bounds)) != UNIT_BOX):
+        if is_official(a) and not unit_box(bounds):
             raise ValueError(f"attack '{a}' is the official AutoAttack code, which clamps to [0,1]; bounds={bounds!r} "
                              f"is not allowed with it (allowed: (0.0, 1.0))")
     return names
