@@ -270,3 +270,38 @@ def test_the_loop_sniffs_nothing_and_no_module_is_long():
     assert "hasattr" not in loop and "getattr" not in loop and "_orig_mod" not in loop
     long = {str(f.relative_to(PKG)): n for f in PKG.rglob("*.py") if (n := len(f.read_text().splitlines())) > 340}
     assert not long, long
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """{module: robustfront modules it imports}, lazy imports included; packages' __init__ left out."""
+    mods = {".".join(f.relative_to(PKG.parent).with_suffix("").parts): f for f in PKG.rglob("*.py")
+            if f.name != "__init__.py"}
+    return {m: {i for i in _imports(f) if i in mods and i != m} for m, f in mods.items()}
+
+
+def test_no_two_modules_import_each_other():
+    moving = {("robustfront.report", "robustfront.report_plots")}   # being moved into robustfront/fronts/
+    graph = _module_graph()
+    circles = {tuple(sorted((a, b))) for a, deps in graph.items() for b in deps if a in graph[b]}
+    assert circles <= moving, circles - moving
+
+
+def test_declared_once_norms_and_the_official_package():
+    norms = [f for f in PKG.rglob("*.py") if '"Linf", "L2", "L1"' in f.read_text()]
+    assert [f.relative_to(PKG).as_posix() for f in norms] == ["attacks/threat.py"]
+    users = {f.relative_to(PKG).as_posix() for f in PKG.rglob("*.py") if not f.is_relative_to(PKG / "bench")
+             and any(m.startswith("pyautoattack") for m in _imports(f))}
+    assert users == {"attacks/official.py"}, users   # the one adapter for the official AutoAttack code
+
+
+def test_evaluation_has_one_driver_and_one_request():
+    """`robustfront eval` and the sweep evaluate through eval.run; only eval/ builds results itself."""
+    callers = {f.relative_to(PKG).as_posix() for f in PKG.rglob("*.py")
+               if "robustfront.eval.run" in _imports(f) or "robustfront.eval.run.run" in _imports(f)}
+    assert {"cli/evaluate.py", "sweep/evaluate.py"} <= callers, callers
+    direct = {f.relative_to(PKG).as_posix() for f in PKG.rglob("*.py") if not f.is_relative_to(PKG / "eval")
+              and not f.is_relative_to(PKG / "bench")
+              and {"robustfront.eval.evaluate", "robustfront.eval.suite.evaluate"} & _imports(f)}
+    assert not direct, direct
+    guards = (PKG / "eval" / "guards.py").read_text()
+    assert "def check_eps_values" not in guards and "def check_n(" not in guards   # the request's rules: EvalConfig

@@ -58,6 +58,17 @@ def check_unit_box(bounds, what: str = "the official AutoAttack code") -> None:
                          f"[0,1]); allowed: (0.0, 1.0)")
 
 
+def square_object(model, **kw):
+    """An official Square attack object on `model` (a reduced-budget smoke test of its own)."""
+    from pyautoattack.square import SquareAttack
+    return SquareAttack(model, **kw)
+
+
+def package_version() -> str:
+    import pyautoattack
+    return pyautoattack.__version__
+
+
 def apgd_object(predict, *, targeted: bool, loss: str, **kw):
     """An official APGD attack object (APGDAttack, or APGDAttack_targeted for APGD-T) on `predict`."""
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
@@ -212,5 +223,5 @@ def flags_from(warnings: list[str]) -> dict[str, bool]:
 
 
 __all__ = ["Collector", "FLAGS", "MIN_CLASSES", "NAME", "OFFICIAL", "OURS", "UNIT_BOX", "VERSIONS", "apply_budgets",
-           "apgd_object", "budgets_of", "build", "check_unit_box", "flags_from", "ours", "perturb", "run_checks", "set_iters",
+           "apgd_object", "budgets_of", "package_version", "square_object", "build", "check_unit_box", "flags_from", "ours", "perturb", "run_checks", "set_iters",
            "square_check", "too_few_classes", "unit_box"]

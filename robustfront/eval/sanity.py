@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import ThreatModel, create_attack, run_official
+from ..attacks import official
 from ..attacks.official import check_unit_box, too_few_classes
 from ..device import exact_fp32, precision_flags
 from ..models.modes import eval_mode
@@ -68,8 +69,7 @@ def monotone_violations(grid, accs, noise: float) -> list[float]:
 
 def _square(model, x, y, eps, norm, seed, batch_size, n_queries: int = SQUARE_QUERIES) -> float:
     """Accuracy under the official Square attack (L∞, L2 or L1) with a reduced query budget (a smoke test)."""
-    from pyautoattack.square import SquareAttack
-    sq = SquareAttack(model, norm=norm, n_queries=n_queries, eps=float(eps), seed=seed, device=x.device)
+    sq = official.square_object(model, norm=norm, n_queries=n_queries, eps=float(eps), seed=seed, device=x.device)
     torch.manual_seed(seed)
     with torch.no_grad():
         ok = [model(sq.perturb(x[i:i + batch_size], y[i:i + batch_size])).argmax(1) == y[i:i + batch_size]

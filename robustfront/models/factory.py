@@ -108,22 +108,18 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.names(pattern)
 
 
-def load_model(checkpoint: str | Any, device: str | torch.device = "cpu", *, base=None) -> nn.Module:
-    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": rf_config},
-    or from a fine-tuning checkpoint (a training run's, or `models.peft.peft_state_dict`'s trainable
-    delta + base file reference; `base` names the base weights file where it has moved).
+def load_plain(checkpoint: str | Any, device: str | torch.device = "cpu", *, where: str | None = None) -> nn.Module:
+    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": rf_config}
+    (fine-tuning checkpoints: `models.loading.load_model`, which reads both kinds).
 
     Files are read with weights_only=True (no arbitrary code). Returns the model on `device` in eval mode.
     Every way a checkpoint can fail to make the model (keys missing, a config that builds nothing,
-    weights of other shapes) is one ValueError line naming the checkpoint.
+    weights of other shapes) is one ValueError line naming the checkpoint (`where`).
     """
     from .weights import format_report, match_report
 
-    where = "checkpoint" if isinstance(checkpoint, dict) else one_line(f"checkpoint {checkpoint}")
+    where = where or ("checkpoint" if isinstance(checkpoint, dict) else one_line(f"checkpoint {checkpoint}"))
     ckpt = checkpoint if isinstance(checkpoint, dict) else _checkpoint.load(checkpoint, device)
-    if "peft" in ckpt:  # adapters / LoRA / a frozen backbone: the structure is rebuilt before loading
-        from .peft import load_peft
-        return load_peft(ckpt, base=base, device=device)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
     if missing:
         raise ValueError(one_line(f"{where} lacks {missing}; found keys {shown(sorted(map(str, ckpt)))}; allowed: "

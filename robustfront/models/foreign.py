@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from ..validation import invalid, parse_number
-from .factory import MODELS, create_model, load_model
+from .factory import MODELS, create_model
+from .loading import load_model
 from .normalize import Normalize
 from .weights import (fill_bn_counters, format_report, match_report, read_file, read_state_dict, split_normalization,
                       unwrap)
