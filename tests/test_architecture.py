@@ -305,3 +305,18 @@ def test_evaluation_has_one_driver_and_one_request():
     assert not direct, direct
     guards = (PKG / "eval" / "guards.py").read_text()
     assert "def check_eps_values" not in guards and "def check_n(" not in guards   # the request's rules: EvalConfig
+
+
+def test_attacks_change_their_threat_by_declaration():
+    from robustfront.attacks import ThreatModel, create_attack
+    from robustfront.models.peft import on_view
+    pgd = create_attack("pgd5", ThreatModel(eps=8 / 255))
+    small = pgd.with_threat(eps=pgd.eps / 2, alpha=pgd.alpha / 2)
+    assert (small.eps, small.alpha, small.steps) == (4 / 255, 1 / 255, 5) and (pgd.eps, pgd.alpha) == (8 / 255, 2 / 255)
+    apgd = create_attack("apgd_ce", ThreatModel(eps=8 / 255))
+    assert apgd.alpha is None and apgd.with_threat(eps=0.01, alpha=0.5).eps == 0.01   # no step size to scale
+    view = torch.nn.Identity()
+    wrapped = on_view(pgd, view).with_threat(eps=1 / 255)
+    assert wrapped.view is view and wrapped.eps == 1 / 255 and pgd.eps == 8 / 255   # still on the view
+    raat = (PKG / "objectives" / "raat.py").read_text()
+    assert "hasattr" not in raat and "copy.copy" not in raat

@@ -151,6 +151,10 @@ class OnView:
             raise AttributeError(name)
         return getattr(self.attack, name)
 
+    def with_threat(self, **threat) -> "OnView":
+        """The attack with another budget (Attack.with_threat), still run on the view."""
+        return OnView(self.attack.with_threat(**threat), self.view)
+
     def __repr__(self) -> str:
         return f"OnView({self.attack!r})"
 
