@@ -320,3 +320,9 @@ def test_attacks_change_their_threat_by_declaration():
     assert wrapped.view is view and wrapped.eps == 1 / 255 and pgd.eps == 8 / 255   # still on the view
     raat = (PKG / "objectives" / "raat.py").read_text()
     assert "hasattr" not in raat and "copy.copy" not in raat
+
+
+def test_signatures_are_read_only_by_the_registry():
+    readers = {f.relative_to(PKG).as_posix() for f in PKG.rglob("*.py") if not f.is_relative_to(PKG / "bench")
+               and "inspect.signature" in f.read_text()}
+    assert readers == {"registry.py"}, readers
