@@ -32,8 +32,9 @@ def source_parent(parser) -> None:
 
 def sources(args, *, merge: bool = False) -> list[dict]:
     """Keyword arguments of `load_for_eval` for each model to evaluate; one line for a bad combination."""
-    given = [f for f in ("checkpoint", "weights") if getattr(args, f)]
-    foreign = [f for f in FOREIGN_FLAGS if getattr(args, f) is not None]
+    flags = vars(args)
+    given = [f for f in ("checkpoint", "weights") if flags[f]]
+    foreign = [f for f in FOREIGN_FLAGS if flags[f] is not None]
     if merge:
         if given or foreign:
             raise invalid("--merge", args.merge, "state folders alone (the models were loaded by the runs that "
@@ -56,7 +57,7 @@ def sources(args, *, merge: bool = False) -> list[dict]:
             raise ValueError("--weights needs its architecture; allowed: --model NAME or --model-file "
                              "module.py:factory")
         raise ValueError("nothing to evaluate; allowed: --checkpoint FILE, --weights FILE with --model NAME (or "
-                         "--model-file module.py:factory)" + (", or --merge STATE_DIR" if hasattr(args, "merge")
+                         "--model-file module.py:factory)" + (", or --merge STATE_DIR" if "merge" in flags
                                                                else ""))
     if not args.data:
         raise ValueError("--data is required with foreign weights (nothing in the file names its data set); "
