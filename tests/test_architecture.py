@@ -326,3 +326,12 @@ def test_signatures_are_read_only_by_the_registry():
     readers = {f.relative_to(PKG).as_posix() for f in PKG.rglob("*.py") if not f.is_relative_to(PKG / "bench")
                and "inspect.signature" in f.read_text()}
     assert readers == {"registry.py"}, readers
+
+
+def test_wrappers_forward_the_wrapped_objective_once():
+    from robustfront.objectives import WRAPPERS, Slots
+    from robustfront.objectives.base import Wrapper
+    assert all(issubclass(WRAPPERS.get(n), Wrapper) for n in WRAPPERS.names()) and issubclass(Slots, Wrapper)
+    for f in ("base.py", "slots.py", "awp.py"):
+        text = (PKG / "objectives" / f).read_text()
+        assert "getattr(" not in text and "hasattr(" not in text, f
