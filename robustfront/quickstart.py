@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 from .checkpoint import write_json_atomic
-from .eval import evaluate, load_for_eval
+from .eval import EvalConfig, run
 from .fronts import results_from_eval, write_fronts
 from .train import TrainConfig, train
-from .validation import parse_number
 
 METHODS = ("standard", "pgd_at", "vanilla", "ca_at")
 # where each run sits on a front: (family, knob label, knob value); λ = the adversarial loss's weight
@@ -47,9 +46,8 @@ def quickstart(out: str, *, epochs: int | None = None, device: str = "auto", n_e
         train(cfg, force=True)
         t_train = time.perf_counter() - t0
         say(f"[{i}/{len(METHODS)}] evaluating {method}: clean, PGD-20, AutoAttack (the longest part)")
-        inp = load_for_eval(out_dir / method / "checkpoints" / "best.pt", n=n_eval, seed=0, device=device)
-        res = evaluate(inp.model, inp.x, inp.y, ATTACKS, eps=parse_number(EPS, "eps"), norm="Linf", seed=0,
-                       log=say, data="digits", split="test")
+        request = EvalConfig(attacks=ATTACKS, eps=EPS, norm="Linf", seed=0, n=n_eval, device=device, no_state=True)
+        res = run(request, [out_dir / method / "checkpoints" / "best.pt"], log=say).raw
         results.append({"method": method, "clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"],
                         "worst_case_acc": res["worst_case_acc"], "data": "digits (test split)", "model": MODEL,
                         "eps": EPS, "norm": "Linf", "n": res["n"], "seed": 0,

@@ -192,6 +192,37 @@ def test_eval_result_reads_every_shape_and_round_trips():
         evaluate(model, x, y, ["pgd5", "pgd5"], eps=0.1)
 
 
+def test_every_eval_flag_is_generated_from_evalconfig():
+    from robustfront.attacks.threat import NORMS
+    from robustfront.cli import build_parser
+    from robustfront.eval import EvalConfig
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    by = {a.dest: a for a in sub.choices["eval"]._actions if a.option_strings and a.dest != "help"}
+    assert set(EvalConfig.fields()) - {"exact"} <= set(by)   # the CLI always evaluates in exact fp32
+    assert by["norm"].choices == NORMS and by["split"].choices == ("test", "val")
+    assert all(by[f].help and len(by[f].help) > 10 for f in EvalConfig.fields() if f != "exact")
+    assert "apgd_ce" in by["attacks"].help and "(default: pgd20,autoattack)" in by["attacks"].help
+
+
+def test_eval_run_is_what_the_cli_and_the_api_compute(tmp_path, capsys):
+    from robustfront.eval import EvalConfig, EvalResult, evaluate, load_for_eval, run
+    train(TrainConfig(**{**TINY, "epochs": 1}, out=str(tmp_path / "r")))
+    ck = str(tmp_path / "r" / "checkpoints" / "best.pt")
+    cfg = EvalConfig(attacks="fgsm,pgd3", n=40, seed=1, no_state=True, device="cpu")
+    res = run(cfg, [ck])
+    assert isinstance(res, EvalResult) and res.norm == "Linf" and res.n == 40
+    assert [p.eps for p in res.points] == [32 / 255] and res.raw["eps_str"] == "32/255"   # the run's own threat
+    assert main(["eval", "--checkpoint", ck, "--attacks", "fgsm,pgd3", "--n", "40", "--seed", "1", "--no-state",
+                 "--device", "cpu"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["robust_acc"] == res.raw["robust_acc"] and cli["clean_acc"] == res.raw["clean_acc"]
+    inp = load_for_eval(ck, n=40, seed=1, device="cpu")
+    api = evaluate(inp.model, inp.x, inp.y, cfg.with_training_defaults(inp.config))
+    assert isinstance(api, EvalResult) and api.largest == res.largest
+    assert cfg.with_training_defaults({"eps": "4/255", "norm": "L2"}).eps_str == ["4/255"]
+    assert EvalConfig(eps="1/255").with_training_defaults({"eps": "4/255"}).eps_str == ["1/255"]
+
+
 # -- the ground floor and the layering -------------------------------------------------------
 
 def test_bad_checkpoint_files_are_one_line_errors(tmp_path):
@@ -239,3 +270,68 @@ def test_the_loop_sniffs_nothing_and_no_module_is_long():
     assert "hasattr" not in loop and "getattr" not in loop and "_orig_mod" not in loop
     long = {str(f.relative_to(PKG)): n for f in PKG.rglob("*.py") if (n := len(f.read_text().splitlines())) > 340}
     assert not long, long
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """{module: robustfront modules it imports}, lazy imports included; packages' __init__ left out."""
+    mods = {".".join(f.relative_to(PKG.parent).with_suffix("").parts): f for f in PKG.rglob("*.py")
+            if f.name != "__init__.py"}
+    return {m: {i for i in _imports(f) if i in mods and i != m} for m, f in mods.items()}
+
+
+def test_no_two_modules_import_each_other():
+    moving = {("robustfront.report", "robustfront.report_plots")}   # being moved into robustfront/fronts/
+    graph = _module_graph()
+    circles = {tuple(sorted((a, b))) for a, deps in graph.items() for b in deps if a in graph[b]}
+    assert circles <= moving, circles - moving
+
+
+def test_declared_once_norms_and_the_official_package():
+    norms = [f for f in PKG.rglob("*.py") if '"Linf", "L2", "L1"' in f.read_text()]
+    assert [f.relative_to(PKG).as_posix() for f in norms] == ["attacks/threat.py"]
+    users = {f.relative_to(PKG).as_posix() for f in PKG.rglob("*.py") if not f.is_relative_to(PKG / "bench")
+             and any(m.startswith("pyautoattack") for m in _imports(f))}
+    assert users == {"attacks/official.py"}, users   # the one adapter for the official AutoAttack code
+
+
+def test_evaluation_has_one_driver_and_one_request():
+    """`robustfront eval` and the sweep evaluate through eval.run; only eval/ builds results itself."""
+    callers = {f.relative_to(PKG).as_posix() for f in PKG.rglob("*.py")
+               if "robustfront.eval.run" in _imports(f) or "robustfront.eval.run.run" in _imports(f)}
+    assert {"cli/evaluate.py", "sweep/evaluate.py"} <= callers, callers
+    direct = {f.relative_to(PKG).as_posix() for f in PKG.rglob("*.py") if not f.is_relative_to(PKG / "eval")
+              and not f.is_relative_to(PKG / "bench")
+              and {"robustfront.eval.evaluate", "robustfront.eval.suite.evaluate"} & _imports(f)}
+    assert not direct, direct
+    guards = (PKG / "eval" / "guards.py").read_text()
+    assert "def check_eps_values" not in guards and "def check_n(" not in guards   # the request's rules: EvalConfig
+
+
+def test_attacks_change_their_threat_by_declaration():
+    from robustfront.attacks import ThreatModel, create_attack
+    from robustfront.models.peft import on_view
+    pgd = create_attack("pgd5", ThreatModel(eps=8 / 255))
+    small = pgd.with_threat(eps=pgd.eps / 2, alpha=pgd.alpha / 2)
+    assert (small.eps, small.alpha, small.steps) == (4 / 255, 1 / 255, 5) and (pgd.eps, pgd.alpha) == (8 / 255, 2 / 255)
+    apgd = create_attack("apgd_ce", ThreatModel(eps=8 / 255))
+    assert apgd.alpha is None and apgd.with_threat(eps=0.01, alpha=0.5).eps == 0.01   # no step size to scale
+    view = torch.nn.Identity()
+    wrapped = on_view(pgd, view).with_threat(eps=1 / 255)
+    assert wrapped.view is view and wrapped.eps == 1 / 255 and pgd.eps == 8 / 255   # still on the view
+    raat = (PKG / "objectives" / "raat.py").read_text()
+    assert "hasattr" not in raat and "copy.copy" not in raat
+
+
+def test_signatures_are_read_only_by_the_registry():
+    readers = {f.relative_to(PKG).as_posix() for f in PKG.rglob("*.py") if not f.is_relative_to(PKG / "bench")
+               and "inspect.signature" in f.read_text()}
+    assert readers == {"registry.py"}, readers
+
+
+def test_wrappers_forward_the_wrapped_objective_once():
+    from robustfront.objectives import WRAPPERS, Slots
+    from robustfront.objectives.base import Wrapper
+    assert all(issubclass(WRAPPERS.get(n), Wrapper) for n in WRAPPERS.names()) and issubclass(Slots, Wrapper)
+    for f in ("base.py", "slots.py", "awp.py"):
+        text = (PKG / "objectives" / f).read_text()
+        assert "getattr(" not in text and "hasattr(" not in text, f

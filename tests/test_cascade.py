@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from robustfront.eval import official
+from robustfront.attacks import official
 from robustfront.eval.cascade import autoattack_cascade
 from robustfront.eval.cascade_state import CascadeState, merge_states
 from robustfront.eval.masks import Masks

@@ -3,7 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-from robustfront.eval.guards import check_attacks, check_eps_values, check_n, check_randomized, train_mode_modules
+from robustfront.eval import EvalConfig
+from robustfront.eval.guards import check_randomized, train_mode_modules
 from robustfront.models import create_model
 
 
@@ -43,15 +44,13 @@ def test_batchnorm_in_train_mode_is_named():
 
 
 def test_one_line_request_errors():
-    with pytest.raises(ValueError, match=r"^n=20000 is larger than the split; allowed: 1 to 10000 \(the test split"):
-        check_n(20000, 10000)
-    assert check_n(None, 5) is None and check_n(5, 5) == 5
+    # the request's rules live in EvalConfig, once (n against the split's size: load_for_eval)
     with pytest.raises(ValueError, match=r"^eps=\['8/255', 0.03137254901960784\] is a list with 0.03137254901960784 twice"):
-        check_eps_values(["8/255", 8 / 255])
-    assert check_eps_values(["4/255", "8/255"]) == [4 / 255, 8 / 255]
-    with pytest.raises(ValueError, match=r"^eps='-1' is invalid; allowed: values > 0$"):
-        check_eps_values(["-1"])
-    with pytest.raises(ValueError, match=r"^attack='apgd' is unknown; allowed: apgd-ce, apgd-t$"):
-        check_attacks(["apgd"], ["apgd-ce", "apgd-t"])
-    with pytest.raises(ValueError, match=r"^attacks=\['apgd-t', 'apgd-t'\] is a list with 'apgd-t' twice"):
-        check_attacks(["apgd-t", "apgd-t"], ["apgd-ce", "apgd-t"])
+        EvalConfig(eps=["8/255", 8 / 255])
+    assert EvalConfig(eps=["4/255", "8/255"]).eps_values == [4 / 255, 8 / 255]
+    with pytest.raises(ValueError, match=r"^eps='-1' is negative; allowed: budgets >= 0"):
+        EvalConfig(eps="-1")
+    with pytest.raises(ValueError, match=r"^unknown attack 'apgd'; allowed: "):
+        EvalConfig(attacks=["apgd"])
+    with pytest.raises(ValueError, match=r"^attacks=\['apgd-t', 'apgd_t'\] names apgd_t twice"):
+        EvalConfig(attacks=["apgd-t", "apgd_t"])

@@ -10,11 +10,11 @@ import warnings
 import torch
 from torch import nn
 
+from . import official
 from .base import Attack, check_choice, check_int, check_number
 from .pgd import margin
-from .threat import DEFAULT_EPS
+from .threat import DEFAULT_EPS, NORMS as APGD_NORMS
 
-APGD_NORMS = ("Linf", "L2", "L1")
 APGD_LOSSES = ("ce", "dlr")
 
 
@@ -70,9 +70,7 @@ class APGD(Attack):
                  targeted: bool = False, n_target_classes: int | None = None, rho: float = 0.75,
                  alpha: float | None = None, *, bn_mode: str = "eval", bounds=(0.0, 1.0)):
         check_choice("norm", norm, APGD_NORMS)
-        if bounds is None or tuple(bounds) != (0.0, 1.0):
-            raise ValueError(f"bounds={bounds!r} is not supported by APGD (the official code clips to [0, 1]); "
-                             f"allowed: (0, 1)")
+        official.check_unit_box(bounds, "APGD")
         super().__init__(DEFAULT_EPS[norm] if eps is None else eps, norm=norm, bn_mode=bn_mode, bounds=(0.0, 1.0))
         self.steps = check_int("steps", steps, 1)
         self.loss = check_choice("loss", loss, APGD_LOSSES)
@@ -106,8 +104,6 @@ class APGD(Attack):
                             progress=progress)
 
     def _official(self, model: nn.Module, x: torch.Tensor):
-        from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
-
         need = 4 if self.targeted else 3 if self.loss == "dlr" else 2
 
         def predict(z):
@@ -121,9 +117,8 @@ class APGD(Attack):
         kw = dict(n_iter=self.steps, norm=self.norm, n_restarts=1, eps=self.eps, seed=0, rho=self.rho,
                   device=x.device, verbose=False)
         if self.targeted:
-            atk = APGDAttack_targeted(predict, n_target_classes=1, **kw)
-        else:
-            atk = APGDAttack(predict, loss=self.loss, **kw)
+            kw["n_target_classes"] = 1
+        atk = official.apgd_object(predict, targeted=self.targeted, loss=self.loss, **kw)
         atk.init_hyperparam(x)
         return atk
 

@@ -4,8 +4,8 @@
 than 10 classes, drops from a cascade the attacks that cannot run on so few classes, takes a seed,
 records the accuracy the official runner logs after each attack of its cascade, and collects the
 official code's own warnings (randomised defence, probability outputs, zero gradients, Square
-stronger than the cascade). Names are robustfront's (`apgd_ce`, `fab_t`, ...); the runner's own
-spellings (`apgd-ce`, `fab-t`) are used only towards pyautoattack.
+stronger than the cascade). Names are robustfront's (`apgd_ce`, `fab_t`, ...); the objects, the
+collector and the map to the package's own spellings come from the one adapter, official.py.
 
 `AutoAttack` is the registered attack (`autoattack`, `autoattack_plus`, `autoattack_rand`, `fab`, `fab_t`,
 `square`):
@@ -14,53 +14,13 @@ for `robust_mask`, the official per-sample result with its log.
 """
 from __future__ import annotations
 
-import logging
-import re
 import sys
 
 import torch
 
+from . import official
 from .base import Attack, check_choice, check_int
-
-# robustfront name -> the official runner's name
-OFFICIAL = {"apgd_ce": "apgd-ce", "apgd_dlr": "apgd-dlr", "apgd_t": "apgd-t", "fab": "fab", "fab_t": "fab-t",
-            "square": "square"}
-VERSIONS = ("standard", "plus", "rand")
-# DLR divides by z_(1) - z_(3), targeted DLR by z_(1) - (z_(3) + z_(4))/2; FAB-T needs one target class
-MIN_CLASSES = {"apgd_ce": 2, "apgd_dlr": 3, "apgd_t": 4, "fab": 2, "fab_t": 2, "square": 2}
-_AFTER = re.compile(r"robust accuracy after ([A-Z-]+): ([0-9.]+)%")
-_OURS = {v: k for k, v in OFFICIAL.items()}
-
-
-class _Recorder(logging.Handler):
-    """Keeps "robust accuracy after X" lines and every WARNING+ record (forwarded to stderr).
-
-    pyautoattack's checks call `logger.warning` on the "auto-attack" logger; with a handler attached
-    Python's last-resort handler stays silent, so this handler must print them itself.
-    """
-
-    def __init__(self, progress=None):
-        super().__init__(logging.DEBUG)
-        self.after: dict[str, float] = {}
-        self.warnings: list[str] = []
-        self.progress = progress
-
-    def emit(self, record):
-        msg = record.getMessage()
-        if self.progress is not None and record.levelno < logging.WARNING and " - " in msg:
-            self.progress.note(msg)  # "apgd-t - 2/4 - 17 out of 250 successfully perturbed"
-        m = _AFTER.search(msg)
-        if m:
-            self.after[_OURS.get(m.group(1).lower(), m.group(1).lower())] = float(m.group(2)) / 100
-        if record.levelno >= logging.WARNING:
-            msg = " ".join(msg.split())  # one line each
-            self.warnings.append(msg)
-            print(f"autoattack warning: {msg}", file=sys.stderr, flush=True)
-
-
-def too_few_classes(attacks, n_classes: int) -> dict[str, str]:
-    """{attack: reason} for the official attacks that cannot run on a model with n_classes outputs."""
-    return {a: f"needs >= {MIN_CLASSES[a]} classes" for a in attacks if n_classes < MIN_CLASSES[a]}
+from .official import MIN_CLASSES, OFFICIAL, VERSIONS, too_few_classes
 
 
 def run_official(model, x, y, *, eps: float, norm: str = "Linf", version: str = "standard",
@@ -77,8 +37,6 @@ def run_official(model, x, y, *, eps: float, norm: str = "Linf", version: str = 
     "warnings": [the official code's warnings], "skipped": {attack: reason}}; with return_adv also
     the adversarial examples. `progress.note(text)` gets the runner's per-batch log lines.
     """
-    from pyautoattack import AutoAttack as Official
-
     check_choice("version", version, VERSIONS)
     bad = [a for a in attacks or [] if a not in OFFICIAL]
     if bad:
@@ -95,45 +53,31 @@ def run_official(model, x, y, *, eps: float, norm: str = "Linf", version: str = 
                             for i in range(0, len(y), batch_size)]) if len(y) else torch.zeros(0, dtype=torch.bool)
         info = {"after": {}, "warnings": [], "skipped": {}}
         return (ok, info, x.clone()) if return_adv else (ok, info)
-    aa = Official(model, device=x.device, eps=float(eps), norm=norm, seed=seed, version=version)
-    to_run = [_OURS[a] for a in aa.attacks_to_run] if not attacks else list(attacks)
-    skipped = too_few_classes(to_run, n_classes)
-    if skipped:
-        to_run = [a for a in to_run if a not in skipped]
-        print(f"autoattack: K={n_classes} classes, dropped " + ", ".join(f"{a} ({why})" for a, why in skipped.items()),
-              file=sys.stderr, flush=True)
-    aa.attacks_to_run = [OFFICIAL[a] for a in to_run]
+    aa, cascade, skipped, log = official.build(model, eps=eps, norm=norm, version=version, seed=seed, device=x.device,
+                                               n_classes=n_classes, progress=progress)
+    aa.verbose = True  # the runner logs each attack's accuracy (log.after) and, for `progress`, each batch
+    if attacks:
+        aa.attacks_to_run, skipped = [OFFICIAL[a] for a in attacks], {}
+    else:
+        aa.attacks_to_run, skipped = cascade, {official.ours(a): why for a, why in skipped.items()}
+        if skipped:
+            print(f"autoattack: K={n_classes} classes, dropped " + ", ".join(f"{a} ({why})"
+                  for a, why in skipped.items()), file=sys.stderr, flush=True)
     if n_iter is not None:  # APGD derives its step-size checkpoints from n_iter at construction: keep them in step
         for apgd in (aa.apgd, aa.apgd_targeted):
-            apgd.n_iter = apgd.n_iter_orig = int(n_iter)
-            apgd.n_iter_2, apgd.n_iter_min = max(int(0.22 * n_iter), 1), max(int(0.06 * n_iter), 1)
-            apgd.size_decr = max(int(0.03 * n_iter), 1)
-    # The official default targets 9 classes; fewer classes would make it index past the logits.
-    targets = min(9, n_classes - 1)
+            official.set_iters(apgd, int(n_iter))
     if n_target_classes is not None:
-        targets = min(targets, int(n_target_classes))
-    aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, targets)
-    aa.fab.n_target_classes = min(aa.fab.n_target_classes, targets)
-
-    logger = logging.getLogger("auto-attack")
-    recorder, old = _Recorder(progress), (logger.level, logger.propagate)
-    logger.addHandler(recorder)
-    # DEBUG for the per-attack accuracies; no propagation, so a root handler neither gets flooded
-    # with them nor prints the warnings a second time
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
+        aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, int(n_target_classes))
+        aa.fab.n_target_classes = min(aa.fab.n_target_classes, int(n_target_classes))
     params = [p for p in model.parameters()]
     grads = [None if p.grad is None else p.grad.clone() for p in params]
     try:
         torch.manual_seed(seed)
         x_adv, y_adv = aa.run_standard_evaluation(x, y, batch_size=batch_size)
     finally:
-        logger.removeHandler(recorder)
-        logger.setLevel(old[0])
-        logger.propagate = old[1]
         for p, g in zip(params, grads):  # FAB calls .backward(): the parameters' .grad is put back
             p.grad = g
-    info = {"after": recorder.after, "warnings": recorder.warnings, "skipped": skipped}
+    info = {"after": log.after, "warnings": log.messages, "skipped": skipped}
     return ((y_adv == y), info, x_adv) if return_adv else ((y_adv == y), info)
 
 
@@ -160,9 +104,7 @@ class AutoAttack(Attack):
     def __init__(self, eps: float = 8 / 255, norm: str = "Linf", version: str = "standard",
                  attacks: list[str] | None = None, seed: int = 0, batch_size: int = 250, *, bounds=(0.0, 1.0),
                  n_iter: int | None = None):
-        if bounds is None or tuple(map(float, bounds)) != (0.0, 1.0):
-            raise ValueError(f"bounds={bounds!r} is not allowed with the official AutoAttack code, which clamps "
-                             f"to [0,1]; allowed: (0.0, 1.0)")
+        official.check_unit_box(bounds)
         super().__init__(eps, norm=norm, bounds=(0.0, 1.0))
         self.version = check_choice("version", version, VERSIONS)
         bad = [a for a in attacks or [] if a not in OFFICIAL]

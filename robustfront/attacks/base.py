@@ -2,6 +2,8 @@
 and per-sample robustness masks."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -33,6 +35,8 @@ class Attack:
 
     #: the threat models this attack implements
     norms: tuple[str, ...] = NORMS
+    #: the step size of attacks that take steps of one (PGD, MI-FGSM, TRADES-KL set it); None: no such step
+    alpha: float | None = None
 
     def __init__(self, eps: float, *, norm: str = "Linf", bn_mode: str = "eval",
                  bounds: tuple[float, float] | None = (0.0, 1.0)):
@@ -48,6 +52,16 @@ class Attack:
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def with_threat(self, *, eps: float | None = None, alpha: float | None = None) -> "Attack":
+        """A copy with another budget and, for an attack that has a step size, another step size (RAAT's
+        η-scaled attack); everything else (steps, restarts, bn_mode, bounds) is this attack's."""
+        new = copy.copy(self)
+        if eps is not None:
+            new.eps = check_number("eps", eps, 0.0)
+        if alpha is not None and self.alpha is not None:
+            new.alpha = check_number("alpha", alpha, 0.0)
+        return new
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape[0] != y.shape[0]:

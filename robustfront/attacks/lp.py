@@ -9,7 +9,7 @@ import math
 
 import torch
 
-NORMS = ("Linf", "L2", "L1")
+from .threat import NORMS
 
 
 def _per_sample(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

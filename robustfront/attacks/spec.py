@@ -34,6 +34,7 @@ from .autoattack import AutoAttack
 from .base import ATTACKS, Attack
 from .fgsm import FGSM
 from .mifgsm import MIFGSM
+from .official import OFFICIAL
 from .pgd import PGD
 from .spsa import SPSA
 from .threat import ThreatModel
@@ -153,7 +154,7 @@ def create_attack(spec: str, threat: ThreatModel | None = None, **overrides) -> 
 def is_official(spec: str) -> bool:
     """Does `spec` name the official AutoAttack code (which needs inputs in [0,1])?"""
     name, _ = parse_spec(spec)
-    return name.startswith("apgd_") or name in ("fab", "fab_t", "square") or name in AUTOATTACK_NAMES
+    return name in OFFICIAL or name in AUTOATTACK_NAMES
 
 
 __all__ = ["AUTOATTACK_NAMES", "canonical", "create_attack", "is_official", "names_help", "parse_spec"]

@@ -6,10 +6,12 @@ and every attack of an evaluation suite; `create_attack(spec, threat)` reads it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from ..validation import check_choice, check_int, check_number, invalid
 
-NORMS = ("Linf", "L2", "L1")
+NORMS = ("Linf", "L2", "L1")   # the one declaration of the norms (configs, flags, attacks)
+Norm = Literal[NORMS]         # the type of a config field naming one
 DEFAULT_EPS = {"Linf": 8 / 255, "L2": 128 / 255, "L1": 2000 / 255}
 
 

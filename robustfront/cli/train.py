@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import typing
 from pathlib import Path
 
 import yaml
 
-from ..train.config import Num, TrainConfig, field_help, read_yaml
+from ..train.config import TrainConfig, read_yaml
+from .flags import add_fields
 
 DICTS = {"opts": ("--opt", "hyper-parameter of the method, e.g. gamma=0.8 or combiner.gamma=0.8 (repeatable)"),
          "model_args": ("--model-arg", "architecture option, e.g. width=16 (repeatable)")}
@@ -38,10 +38,6 @@ def milestones(text: str) -> list[float]:
     return values
 
 
-def name_list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
 def registry_names() -> dict[str, str]:
     """Allowed values of the fields that name a registered thing, read from the registries."""
     from ..attacks import names_help
@@ -54,45 +50,12 @@ def registry_names() -> dict[str, str]:
             "attack": "none, " + names_help()}
 
 
-def _base(hint):
-    if typing.get_origin(hint) is typing.Union:
-        return next(a for a in typing.get_args(hint) if a is not type(None))
-    return hint
-
-
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field; defaults None, so only the flags given override the config file."""
-    hints = typing.get_type_hints(TrainConfig)
-    defaults = TrainConfig().to_dict()
-    allowed = registry_names()
-    for f in dataclasses.fields(TrainConfig):
-        flag, hint, default = "--" + f.name.replace("_", "-"), _base(hints[f.name]), defaults[f.name]
-        text = field_help(f.name)
-        if f.name in DICTS:
-            name, text = DICTS[f.name]
-            p.add_argument(name, dest=f.name, action="append", type=key_value, metavar="KEY=VALUE", help=text)
-            continue
-        kw: dict = {}
-        if typing.get_origin(hint) is typing.Literal:
-            kw["choices"] = typing.get_args(hint)
-        elif hint is bool:
-            kw["action"] = argparse.BooleanOptionalAction
-        elif hint is int:
-            kw["type"], kw["metavar"] = int, "N"
-        elif hint is Num:
-            kw["metavar"] = "X"
-            text += " (a number or a fraction like 8/255)"
-        elif f.name == "milestones":
-            kw["type"], kw["metavar"] = milestones, "M1,M2"
-        elif hint is list:
-            kw["type"], kw["metavar"] = name_list, "A,B"
-        shown = "none" if default in (None, [], {}) else (",".join(map(str, default)) if isinstance(default, list)
-                                                           else default)
-        if f.name in allowed:
-            text += f"; allowed: {allowed[f.name]}"
-        if "default" not in text:
-            text += f" (default: {shown})"
-        p.add_argument(flag, default=None, help=text.replace("%", "%%"), **kw)
+    special = {name: {"flag": flag, "action": "append", "type": key_value, "metavar": "KEY=VALUE", "help": text}
+               for name, (flag, text) in DICTS.items()}
+    special["milestones"] = {"type": milestones, "metavar": "M1,M2"}
+    add_fields(p, TrainConfig, special=special, allowed=registry_names())
     p.add_argument("--config", help="YAML file of config keys (see docs); flags override it")
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last.pt exactly; the config "
                    "must be the run's own (only epochs and logging may change)")

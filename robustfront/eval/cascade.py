@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..attacks import official
+from ..attacks.threat import NORMS
 from ..checkpoint import write_json_atomic
 from ..device import exact_fp32, precision_flags
 from ..validation import check_choice, check_int, check_number, invalid
-from . import official
 from .cascade_state import RESULT, CascadeState, digest_model, digest_points, merge_states, new_chunk, summarize
 from .guards import check_randomized, train_mode_modules
 from .masks import from_bits, to_bits, to_ranges
@@ -42,7 +43,6 @@ from .shards import chunk_bounds, gloo_world, parse_shard, shard_chunks, shard_f
 
 DEFAULT_CHUNK = 1000
 GATHER_TIMEOUT_S = 24 * 3600  # a torchrun rank waits this long for the slowest one
-NORMS = ("Linf", "L2", "L1")
 
 
 def _device(model, x) -> torch.device:
@@ -225,16 +225,15 @@ def cascade_records(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: str =
                                                        echo=echo_warnings)
             if skipped and echo_warnings:
                 print(f"autoattack: K={n_classes} classes, dropped " + ", ".join(
-                    f"{a.replace('-', '_')} ({why})" for a, why in skipped.items()), file=sys.stderr, flush=True)
+                    f"{official.ours(a)} ({why})" for a, why in skipped.items()), file=sys.stderr, flush=True)
             if batch_size is None:
                 from .metrics import auto_batch_size
                 batch_size = old["batch_size"] if old else auto_batch_size(model, x[:32].to(device))
-            import pyautoattack
             meta = {"format": 1, "kind": "autoattack-cascade", "name": official.NAME[version], "version": version,
                     "attacks": attacks, "skipped": skipped, "eps": eps, "norm": norm, "seed": seed,
                     "batch_size": check_int("batch_size", batch_size, 1), "chunk_size": chunk_size, "n": n,
                     "ids": to_ranges(ids), "budgets": official.budgets_of(aa, attacks),
-                    "official_budgets": not budgets, "n_classes": n_classes, "pyautoattack": pyautoattack.__version__,
+                    "official_budgets": not budgets, "n_classes": n_classes, "pyautoattack": official.package_version(),
                     "data_sha256": digest_points(x, y), "model_sha256": digest_model(model)}
             store.open(meta)
             bounds = chunk_bounds(n, chunk_size)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import write_json_atomic
+from ..state import StateFolder, read_json
 from .masks import Masks, from_bits, from_ranges
-from .official import flags_from, square_check
+from ..attacks.official import flags_from, square_check
 
 FORMAT = 1
 META, RESULT = "meta.json", "result.json"
@@ -49,65 +49,32 @@ def digest_model(model) -> str:
 
 
 def read_state_json(path: Path, what: str = "cascade state", writer: str = "robustfront's cascade") -> dict:
-    """One JSON file of an evaluation state folder; a broken one is one line saying how to start over."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{what} {path} cannot be read ({(str(e).splitlines() or [''])[0][:120]}); "
-                         f"allowed: a file written by {writer} (delete it to start over)") from None
+    return read_json(path, what, writer)
 
 
-class CascadeState:
+class CascadeState(StateFolder):
     """meta + chunk records, in a folder or (folder=None) in memory only."""
 
     def __init__(self, folder=None):
-        self.folder = None if folder is None else Path(folder)
-        self._memory: dict[int, dict] = {}
+        super().__init__(folder, META, what="cascade state", writer="robustfront's cascade")
         self.meta: dict | None = None
-
-    def existing_meta(self) -> dict | None:
-        if self.folder is None or not (self.folder / META).is_file():
-            return None
-        return read_state_json(self.folder / META, "cascade state")
 
     def open(self, meta: dict) -> dict:
         """Write meta (a new folder) or check it against the folder's (a resumed run)."""
-        old = self.existing_meta()
-        if old is not None:
-            for k, v in meta.items():
-                if old.get(k) != v:
-                    shown = (lambda s: s if len(s) < 60 else s[:57] + "...")
-                    raise ValueError(f"state folder {self.folder} was written for {k}={shown(json.dumps(old.get(k)))}, "
-                                     f"this run has {k}={shown(json.dumps(v))}; allowed: the same settings, or a new "
-                                     f"state folder")
-        elif self.folder is not None:
-            write_json_atomic(self.folder / META, meta)
-        self.meta = meta
-        return meta
+        self.meta = super().open(meta)
+        return self.meta
 
     def chunk_path(self, c: int) -> Path:
         return self.folder / f"chunk-{c:06d}.json"
 
     def load_chunk(self, c: int) -> dict | None:
-        if self.folder is None:
-            return self._memory.get(c)
-        p = self.chunk_path(c)
-        return read_state_json(p, "cascade chunk") if p.is_file() else None
+        return self.read(f"chunk-{c:06d}.json")
 
     def save_chunk(self, record: dict) -> None:
-        if self.folder is None:
-            self._memory[record["chunk"]] = record
-        else:
-            write_json_atomic(self.chunk_path(record["chunk"]), record)
+        self.write(f"chunk-{record['chunk']:06d}.json", record)
 
     def all_chunks(self) -> dict[int, dict]:
-        if self.folder is None:
-            return dict(self._memory)
-        out = {}
-        for p in sorted(self.folder.glob("chunk-*.json")):
-            rec = read_state_json(p, "cascade chunk")
-            out[int(rec["chunk"])] = rec
-        return out
+        return {int(rec["chunk"]): rec for rec in self.records()}
 
 
 def new_chunk(c: int, start: int, stop: int) -> dict:

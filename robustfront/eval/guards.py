@@ -1,5 +1,6 @@
-"""Guard rails before an evaluation: models whose output is random, and one-line errors for bad
-requests (n larger than the split, repeated ε values, unknown attacks).
+"""Guard rail before an evaluation: models whose output is random. (Bad requests - unknown attacks,
+repeated or negative budgets, n larger than the split - are refused by `EvalConfig` and
+`load_for_eval`, each rule once.)
 
 A model whose two forward passes on the same inputs differ (dropout left on, a stochastic defence,
 noise injection) defeats attacks that follow one sampled gradient: AutoAttack's standard version
@@ -12,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..validation import check_int, invalid, parse_number
 
 RAND_TOL = 1e-4  # AutoAttack's threshold on the L2 distance of L2-normalised logits
 _STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
@@ -48,43 +48,4 @@ def check_randomized(model: nn.Module, x: torch.Tensor, *, passes: int = 2, tol:
     return {"randomized": randomized, "max_diff": diff, "train_mode": train, "message": message}
 
 
-def check_n(n, available: int, split: str = "test") -> int | None:
-    """n (None = the whole split) between 1 and the split's size; larger is one error line."""
-    if n is None:
-        return None
-    n = check_int("n", n, 1)
-    if n > available:
-        raise invalid("n", n, f"1 to {available} (the {split} split has {available} examples) or none for all",
-                      "larger than the split")
-    return n
-
-
-def check_eps_values(values, name: str = "eps") -> list[float]:
-    """Budgets as floats ("8/255" spellings accepted), each > 0 and no value twice."""
-    out = []
-    for v in values:
-        x = parse_number(v, name)
-        if x <= 0:
-            raise invalid(name, v, "values > 0")
-        if any(abs(x - y) <= 1e-9 * max(1.0, abs(y)) for y in out):
-            raise invalid(name, list(values), "distinct values", f"a list with {v!r} twice")
-        out.append(x)
-    if not out:
-        raise invalid(name, list(values), "at least one value")
-    return out
-
-
-def check_attacks(names, allowed) -> list[str]:
-    """Each name one of `allowed` (an unknown one is one line listing them), no name twice."""
-    allowed = list(allowed)
-    seen = []
-    for a in names:
-        if a not in allowed:
-            raise invalid("attack", a, ", ".join(allowed), "unknown")
-        if a in seen:
-            raise invalid("attacks", list(names), "each attack once", f"a list with {a!r} twice")
-        seen.append(a)
-    return seen
-
-
-__all__ = ["check_attacks", "check_eps_values", "check_n", "check_randomized", "train_mode_modules"]
+__all__ = ["check_randomized", "train_mode_modules"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..checkpoint import write_json_atomic
 
@@ -62,7 +63,7 @@ class Masks:
         self.ids = ids[order]
         self.correct = {}
         for name, v in correct.items():
-            v = np.asarray(v.cpu() if hasattr(v, "cpu") else v).astype(bool).reshape(-1)
+            v = np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v).astype(bool).reshape(-1)
             if v.size != ids.size:
                 raise ValueError(f"mask {name!r} has {v.size} values for {ids.size} ids; allowed: one per id")
             self.correct[str(name)] = v[order]

@@ -4,11 +4,13 @@ Three shapes exist on disk: one ε, an ε sweep ({"eps": [...], "sweep": [...]})
 checkpoints ({"checkpoints": [...], "aggregate": ...}). `EvalResult.from_json` reads all three into
 one form, a sweep of `EpsPoint`s (a single ε is a sweep of one) whose numbers are `Value`s (the mean
 over checkpoints and its sample std; std None for one checkpoint), so that readers such as the
-report never branch on dict shapes. `to_json` writes that form; `from_json(to_json(r)) == r`.
+report never branch on dict shapes. `to_json` writes that form; `from_json(to_json(r)) == r`. `raw` keeps
+the JSON the result was read from (what `robustfront eval --out` writes: masks, logs, provenance); it
+takes no part in comparisons and is not written by `to_json`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 FORMAT = "robustfront-eval/2"
 
@@ -76,6 +78,7 @@ class EvalResult:
     checkpoints: list[str] = field(default_factory=list)
     eps_str: list[str] = field(default_factory=list)
     sanity: list[dict] = field(default_factory=list)   # one per checkpoint that ran the checks
+    raw: dict = field(default_factory=dict, compare=False, repr=False)  # the JSON read (evaluate's full result)
 
     @property
     def largest(self) -> EpsPoint | None:
@@ -89,7 +92,7 @@ class EvalResult:
     def from_json(cls, d: dict) -> "EvalResult":
         if d.get("format") == FORMAT:
             pts = [EpsPoint.read(p) for p in d["points"]]
-            return cls(sorted(pts, key=lambda p: p.eps), **{k: d.get(k) for k in
+            return cls(sorted(pts, key=lambda p: p.eps), raw=d, **{k: d.get(k) for k in
                        ("norm", "n", "seed", "data", "split")},
                        **{k: list(d.get(k) or []) for k in ("models", "methods", "checkpoints", "eps_str", "sanity")})
         runs = d.get("checkpoints") or [d]
@@ -104,10 +107,11 @@ class EvalResult:
                    models=_distinct(r.get("model") for r in runs), methods=_distinct(r.get("method") for r in runs),
                    checkpoints=_distinct(r.get("checkpoint") for r in runs),
                    eps_str=[eps_str] if isinstance(eps_str, str) else list(eps_str or []),
-                   sanity=[r["sanity"] for r in runs if r.get("sanity")])
+                   sanity=[r["sanity"] for r in runs if r.get("sanity")], raw=d)
 
     def to_json(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, points=[], raw={}))
+        del d["raw"]
         d["points"] = [{**asdict(p), "robust": {k: asdict(v) for k, v in p.robust.items()}} for p in self.points]
         return {"format": FORMAT, **d}
 

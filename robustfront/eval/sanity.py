@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import ThreatModel, create_attack, run_official
-from ..attacks.autoattack import too_few_classes
+from ..attacks import official
+from ..attacks.official import check_unit_box, too_few_classes
 from ..device import exact_fp32, precision_flags
 from ..models.modes import eval_mode
 from .metrics import correct_mask
@@ -68,8 +69,7 @@ def monotone_violations(grid, accs, noise: float) -> list[float]:
 
 def _square(model, x, y, eps, norm, seed, batch_size, n_queries: int = SQUARE_QUERIES) -> float:
     """Accuracy under the official Square attack (L∞, L2 or L1) with a reduced query budget (a smoke test)."""
-    from pyautoattack.square import SquareAttack
-    sq = SquareAttack(model, norm=norm, n_queries=n_queries, eps=float(eps), seed=seed, device=x.device)
+    sq = official.square_object(model, norm=norm, n_queries=n_queries, eps=float(eps), seed=seed, device=x.device)
     torch.manual_seed(seed)
     with torch.no_grad():
         ok = [model(sq.perturb(x[i:i + batch_size], y[i:i + batch_size])).argmax(1) == y[i:i + batch_size]
@@ -210,9 +210,7 @@ def sanity_check(model, x, y, *, eps: float = 8 / 255, norm: str = "Linf", seed:
     bounds: only (0, 1) is allowed (ValueError otherwise): the official attacks clamp to [0,1] and
     check 1's large ε assumes that box.
     """
-    if bounds is None or tuple(map(float, bounds)) != UNIT_BOX:
-        raise ValueError(f"bounds={bounds!r} is not allowed in sanity_check; allowed: (0.0, 1.0) (the official "
-                         f"AutoAttack code clamps to [0,1]); for other inputs use evaluate() with own attacks")
+    check_unit_box(bounds, "sanity_check (for other inputs use evaluate() with own attacks)")
     m = _Measure(model, x.float(), y.long(), eps, norm, seed, batch_size, log)
     checks = []
     with eval_mode(model), exact_fp32():  # TF32 off, as in evaluate()

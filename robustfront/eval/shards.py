@@ -11,13 +11,13 @@ shards ran the chunks, or in which order, or how often the run was interrupted.
 """
 from __future__ import annotations
 
-import os
 import re
 from contextlib import contextmanager
 from datetime import timedelta
 
 import numpy as np
 
+from ..launch import process_group, torchrun_env
 from ..validation import check_int, invalid
 
 _SHARD = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
@@ -41,14 +41,18 @@ def parse_shard(spec) -> tuple[int, int]:
 
 def shard_from_env(environ=None) -> tuple[int, int] | None:
     """(RANK, WORLD_SIZE) as torchrun sets them, or None outside a multi-process launch."""
-    env = os.environ if environ is None else environ
-    if "WORLD_SIZE" not in env or "RANK" not in env:
-        return None
-    try:
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
-    except ValueError:
-        raise invalid("RANK/WORLD_SIZE", f"{env['RANK']}/{env['WORLD_SIZE']}", "integers (set by torchrun)") from None
-    return None if world <= 1 else parse_shard((rank, world))
+    launch = torchrun_env(environ)
+    return parse_shard((launch.rank, launch.world)) if launch.launched else None
+
+
+def world_size() -> int:
+    """torchrun's WORLD_SIZE (1 outside a multi-process launch)."""
+    return torchrun_env().world
+
+
+def rank() -> int:
+    """torchrun's RANK (0 outside a multi-process launch)."""
+    return torchrun_env().rank
 
 
 def chunk_bounds(n: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -75,10 +79,9 @@ def shard_positions(n: int, chunk_size: int, shard) -> np.ndarray:
 def device_for_rank(environ=None) -> str:
     """"cuda:LOCAL_RANK" under torchrun on a GPU machine, else "cuda"/"cpu"."""
     import torch
-    env = os.environ if environ is None else environ
     if not torch.cuda.is_available():
         return "cpu"
-    return f"cuda:{int(env.get('LOCAL_RANK', 0)) % max(1, torch.cuda.device_count())}"
+    return f"cuda:{torchrun_env(environ).local_rank % max(1, torch.cuda.device_count())}"
 
 
 class World:
@@ -110,17 +113,11 @@ def gloo_world(timeout_s: float):
     """A `World` over the launch's processes: the existing process group when it is gloo (else a gloo
     group beside it), or one created here from torchrun's environment and destroyed on exit."""
     import torch.distributed as dist
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
-    group = None if created or dist.get_backend() == "gloo" else dist.new_group(backend="gloo",
-                                                                                 timeout=timedelta(seconds=timeout_s))
-    try:
+    with process_group("gloo", timeout_s=timeout_s) as created:
+        group = None if created or dist.get_backend() == "gloo" else dist.new_group(
+            backend="gloo", timeout=timedelta(seconds=timeout_s))
         yield World(group)
-    finally:
-        if created:
-            dist.destroy_process_group()
 
 
-__all__ = ["World", "chunk_bounds", "device_for_rank", "gloo_world", "parse_shard", "shard_chunks", "shard_from_env",
-           "shard_positions"]
+__all__ = ["World", "chunk_bounds", "device_for_rank", "gloo_world", "parse_shard", "rank", "shard_chunks",
+           "shard_from_env", "shard_positions", "world_size"]

@@ -28,43 +28,20 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from ..attacks import ThreatModel, canonical, create_attack, is_official, names_help
+from ..attacks import ThreatModel, create_attack
 from ..device import exact_fp32, precision_flags
 from ..models.modes import eval_mode
-from ..validation import check_choice, check_int, check_number, invalid
+from ..validation import invalid
 from .cascade import DEFAULT_CHUNK, GATHER_TIMEOUT_S, cascade_records
 from .cascade_state import digest_model, digest_points
+from .config import UNIT_BOX, EvalConfig, check_attacks
 from .guards import check_randomized
 from .masks import from_bits, to_bits, to_ranges
 from .metrics import auto_batch_size, correct_mask
 from .progress import Progress
+from .result import EvalResult
 from .shards import chunk_bounds, gloo_world, parse_shard, shard_chunks, shard_from_env
 from .suite_state import RESULT, VERSION, SuiteState, build_result, cascades, new_record, union
-
-NORMS = ("Linf", "L2", "L1")
-UNIT_BOX = (0.0, 1.0)
-
-
-def check_attacks(attacks, bounds=UNIT_BOX) -> list[str]:
-    """The canonical spelling of each attack; one-line errors for unknown names, duplicates, and
-    official names on unbounded inputs."""
-    if isinstance(attacks, str):
-        raise ValueError(f"attacks={attacks!r} must be a list of attack names; allowed: {names_help()}")
-    names = [canonical(a) for a in attacks]
-    dup = sorted({a for a in names if names.count(a) > 1})
-    if dup:
-        raise ValueError(f"attacks={list(attacks)!r} names {', '.join(dup)} twice; allowed: each attack once")
-    for a in names:
-        if is_official(a) and (bounds is None or tuple(map(float, bounds)) != UNIT_BOX):
-            raise ValueError(f"attack '{a}' is the official AutoAttack code, which clamps to [0,1]; bounds={bounds!r} "
-                             f"is not allowed with it (allowed: (0.0, 1.0))")
-    return names
-
-
-def check_attack_name(name: str) -> str:
-    """One attack name of the vocabulary, in its canonical spelling; one error line listing the
-    vocabulary otherwise (what a sweep spec checks before anything runs)."""
-    return canonical(name)
 
 
 def _settings(atk) -> dict:
@@ -89,18 +66,21 @@ def _ids(ids, n: int) -> np.ndarray:
     return ids
 
 
-def evaluate(model, x, y, attacks=("pgd20",), *, eps: float | Sequence[float] = 8 / 255, norm: str = "Linf",
-             seed: int = 0, batch_size: int | None = None, bounds=UNIT_BOX, log=None, data: str | None = None,
-             split: str | None = None, exact: bool = True, ids=None, chunk_size: int | str | None = None,
-             state=None, shard=None, budgets: dict | None = None, provenance: dict | None = None,
-             gather_timeout_s: float = GATHER_TIMEOUT_S) -> dict:
+def evaluate(model, x, y, cfg: EvalConfig | Sequence[str] = ("pgd20",), *, bounds=UNIT_BOX, log=None,
+             data: str | None = None, ids=None, provenance: dict | None = None,
+             gather_timeout_s: float = GATHER_TIMEOUT_S, **settings):
     """Clean accuracy and robust accuracy per attack for any model mapping inputs in `bounds` to logits.
+
+    evaluate(model, x, y, EvalConfig(...)) -> EvalResult (its `raw` is the JSON dict below). The older
+    form evaluate(model, x, y, ["pgd20", ...], eps=8/255, norm="Linf", seed=0, batch_size=None,
+    split=None, exact=True, chunk_size=None, state=None, shard=None, budgets=None) builds that
+    EvalConfig from its keywords (eps default 8/255, norm Linf) and returns the dict itself.
 
     bounds: the input box, (0, 1) by default; None for unbounded inputs (e.g. synthetic Gaussian data),
     where only robustfront's own attacks are allowed (ValueError for the official names).
-    Runs in fp32 (exact=True: TF32 off on GPUs) with every module in eval mode (each module's own flag
+    Runs in fp32 (cfg.exact: TF32 off on GPUs) with every module in eval mode (each module's own flag
     is restored afterwards). batch_size: None = a resumed state's, else `auto_batch_size` (CPU: 500).
-    Returns {clean_acc, robust_acc: {name: acc}, worst_case_acc (per-sample worst case over the
+    The dict: {clean_acc, robust_acc: {name: acc}, worst_case_acc (per-sample worst case over the
     attacks), mean, nrr, ra_source, n, eps, norm, seed, bounds, time_s: {name: s}, autoattack_log:
     {name: {attack: acc}}, autoattack_warnings: ["name: message"], autoattack_skipped: {name: {attack:
     why}}, autoattack_flags, autoattack_budgets, official_budgets, attack_settings: {name: {...}},
@@ -108,42 +88,53 @@ def evaluate(model, x, y, attacks=("pgd20",), *, eps: float | Sequence[float] = 
     attack, each cascade step "autoattack/apgd_t"), complete, shard, and the provenance data, split,
     model, batch_size, chunk_size, precision} plus `provenance`. Mean = (SA + RA)/2 and NRR =
     2·SA·RA/(SA + RA) use RA = AutoAttack's accuracy when a cascade is in `attacks`, else the worst
-    case; `ra_source` names which. A list of ε (a sweep) returns {"eps": [...], "sweep": [one such
-    dict per ε], n, norm, seed, ...}.
+    case; `ra_source` names which. More than one ε returns {"eps": [...], "sweep": [one such dict per
+    ε], n, norm, seed, ...}.
 
-    ids: the points' sample ids (increasing; default 0..n-1). state: a folder that makes the run
-    resumable (suite_state.py); shard: "i/N" or (i, N) runs only that shard's chunks (the result
-    covers those points; `merge_evaluations` joins the shards' folders), "env" takes torchrun's
-    RANK/WORLD_SIZE and gathers every rank's records so that each returns the whole result.
-    budgets: reduced AutoAttack budgets {"n_iter", "n_queries"} (then official_budgets=False).
+    ids: the points' sample ids (increasing; default 0..n-1). cfg.state: a folder that makes the run
+    resumable (suite_state.py); cfg.shard: "i/N" runs only that shard's chunks (the result covers those
+    points; `merge_evaluations` joins the shards' folders), "env" takes torchrun's RANK/WORLD_SIZE and
+    gathers every rank's records so that each returns the whole result. cfg.aa_budget: reduced
+    AutoAttack budgets {"n_iter", "n_queries"} (then official_budgets=False).
     `log(line)` receives progress lines (per ε and attack, with timings, images/s and ETA).
     """
-    check_choice("norm", norm, NORMS)
-    names = check_attacks(attacks, bounds)
-    sweep = isinstance(eps, Sequence) and not isinstance(eps, str)
-    values = [check_number("eps", e, 0.0) for e in (eps if sweep else [eps])]
-    if len(set(values)) != len(values):
-        raise ValueError(f"eps={list(eps)!r} repeats a value; allowed: distinct budgets")
+    if isinstance(cfg, EvalConfig):
+        if settings:
+            raise ValueError(f"evaluate() with an EvalConfig takes its settings from it; allowed: no "
+                             f"{', '.join(sorted(settings))} keyword")
+        return EvalResult.from_json(_evaluate(model, x, y, cfg.with_training_defaults(None), bounds, log, data,
+                                              cfg.split, ids, provenance, gather_timeout_s))
+    check_attacks(cfg, bounds)   # a string is refused here: the older form takes a list
+    legacy = {"eps": 8 / 255, "norm": "Linf", "budgets": None, **settings}
+    legacy["aa_budget"] = legacy.pop("budgets")
+    split = legacy.pop("split", None)   # a label here: None is allowed
+    if legacy.get("state") is not None:
+        legacy["state"] = str(legacy["state"])
+    conf = EvalConfig(attacks=list(cfg), **legacy)
+    return _evaluate(model, x, y, conf, bounds, log, data, split, ids, provenance, gather_timeout_s)
+
+
+def _evaluate(model, x, y, cfg: EvalConfig, bounds, log, data, split, ids, provenance, gather_timeout_s) -> dict:
+    names = check_attacks(cfg.attacks, bounds)
+    values, norm, seed, batch_size, exact = cfg.eps_values, cfg.norm, cfg.seed, cfg.batch_size, cfg.exact
+    budgets = dict(cfg.aa_budget) if cfg.aa_budget else None
     n = int(len(y))
     ids = _ids(ids, n)
-    from_env = isinstance(shard, str) and shard == "env"
-    shard = shard_from_env() if from_env else (None if shard is None else parse_shard(shard))
-    store = SuiteState(state)
+    from_env = cfg.shard == "env"
+    shard = shard_from_env() if from_env else (None if cfg.shard is None else parse_shard(cfg.shard))
+    store = SuiteState(None if cfg.no_state else cfg.state)
     old = store.existing_meta()
-    if batch_size is not None:
-        check_int("batch_size", batch_size, 1)
     world = gloo_world(gather_timeout_s) if from_env and shard is not None else nullcontext()
     with world as comm, eval_mode(model), (exact_fp32() if exact else nullcontext()):
         x, y = x.float(), y.long()
         bs = batch_size or (old["batch_size"] if old else auto_batch_size(model, x))
         if comm is not None and batch_size is None:
             bs = comm.min(bs)  # an automatic size may differ between GPUs; the chunks' batches must not
-        chunk = n if chunk_size == "all" else max(DEFAULT_CHUNK, bs) if chunk_size is None else \
-            check_int("chunk_size", chunk_size, 1)
-        meta = {"format": 1, "kind": "robustfront-eval-state", "attacks": names, "eps": values, "sweep": sweep,
-                "norm": norm, "seed": seed, "batch_size": bs, "chunk_size": chunk, "n": n, "ids": to_ranges(ids),
-                "bounds": None if bounds is None else list(map(float, bounds)), "budgets": budgets or None,
-                "exact_fp32": exact,
+        chunk = n if cfg.chunk_size == "all" else max(DEFAULT_CHUNK, bs) if cfg.chunk_size is None else cfg.chunk_size
+        meta = {"format": 1, "kind": "robustfront-eval-state", "attacks": names, "eps": values,
+                "sweep": len(values) > 1, "norm": norm, "seed": seed, "batch_size": bs, "chunk_size": chunk, "n": n,
+                "ids": to_ranges(ids), "bounds": None if bounds is None else list(map(float, bounds)),
+                "budgets": budgets, "exact_fp32": exact,
                 "attack_settings": [{a: _settings(create_attack(a, ThreatModel(norm=norm, eps=e, bounds=bounds)))
                                      for a in names} for e in values],
                 "run": {"data": data, "split": split, "model": getattr(model, "rf_config", {}).get("name"),
@@ -237,4 +228,4 @@ class _Run:
         return [from_bits(r["masks"][name]) for r in recs.values()]
 
 
-__all__ = ["NORMS", "UNIT_BOX", "check_attack_name", "check_attacks", "evaluate"]
+__all__ = ["UNIT_BOX", "check_attacks", "evaluate"]

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..attacks import AUTOATTACK_NAMES
-from ..checkpoint import write_json_atomic
-from .cascade_state import CascadeState, finished as cascade_finished, read_state_json, summarize
+from ..state import StateFolder
+from .cascade_state import CascadeState, finished as cascade_finished, summarize
 from .masks import Masks, from_bits, from_ranges
 from .metrics import mean_nrr
 
@@ -47,35 +47,14 @@ def cascades(meta: dict, k: int) -> list[str]:
     return [a for a in meta["attacks"] if a in AUTOATTACK_NAMES and meta["eps"][k] > 0]
 
 
-def _read_json(path: Path) -> dict:
-    return read_state_json(path, "evaluation state", "robustfront eval")
-
-
-class SuiteState:
+class SuiteState(StateFolder):
     """suite.json + per-ε chunk records, in a folder or (folder=None) in memory."""
 
     def __init__(self, folder=None):
-        self.folder = None if folder is None else Path(folder)
-        self._memory: dict[tuple[int, int], dict] = {}
-
-    def existing_meta(self) -> dict | None:
-        if self.folder is None or not (self.folder / SUITE).is_file():
-            return None
-        return _read_json(self.folder / SUITE)
+        super().__init__(folder, SUITE, what="evaluation state", writer="robustfront eval")
 
     def open(self, meta: dict) -> dict:
-        old = self.existing_meta()
-        if old is None:
-            if self.folder is not None:
-                write_json_atomic(self.folder / SUITE, meta)
-            return meta
-        for k, v in meta.items():
-            if k not in UNCHECKED and old.get(k) != v:
-                shown = (lambda s: s if len(s) < 60 else s[:57] + "...")
-                raise ValueError(f"state folder {self.folder} was written for {k}={shown(json.dumps(old.get(k)))}, "
-                                 f"this run has {k}={shown(json.dumps(v))}; allowed: the same settings, or another "
-                                 f"state folder (--state DIR, or delete {self.folder} to start over)")
-        return {**old, **{k: meta[k] for k in UNCHECKED if k in meta}}
+        return super().open(meta, unchecked=UNCHECKED)
 
     def eps_dir(self, k: int) -> Path | None:
         return None if self.folder is None else self.folder / f"eps-{k}"
@@ -84,21 +63,13 @@ class SuiteState:
         return None if self.folder is None else self.folder / f"eps-{k}" / name
 
     def load_chunk(self, k: int, c: int) -> dict | None:
-        if self.folder is None:
-            return self._memory.get((k, c))
-        p = self.eps_dir(k) / f"chunk-{c:06d}.json"
-        return _read_json(p) if p.is_file() else None
+        return self.read(f"eps-{k}/chunk-{c:06d}.json")
 
     def save_chunk(self, k: int, rec: dict) -> None:
-        if self.folder is None:
-            self._memory[(k, rec["chunk"])] = rec
-        else:
-            write_json_atomic(self.eps_dir(k) / f"chunk-{rec['chunk']:06d}.json", rec)
+        self.write(f"eps-{k}/chunk-{rec['chunk']:06d}.json", rec)
 
     def all_chunks(self, k: int) -> dict[int, dict]:
-        if self.folder is None:
-            return {c: r for (kk, c), r in self._memory.items() if kk == k}
-        return {int(r["chunk"]): r for r in map(_read_json, sorted(self.eps_dir(k).glob("chunk-*.json")))}
+        return {int(r["chunk"]): r for r in self.records(f"eps-{k}")}
 
 
 def new_record(c: int, start: int, stop: int) -> dict:

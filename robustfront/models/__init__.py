@@ -8,13 +8,14 @@
     model, report = load_foreign("wrn34_10", "TRADES_wrn34.pt")   # weights trained with other code
     export_plain(model, "release/wrn34")                  # plain .pt/.safetensors + .json, normalisation inside
 """
-from .factory import MODELS, create_model, list_models, load_model
+from .factory import MODELS, create_model, list_models
 from .modes import eval_mode, set_mode
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, default_stats, parse_stats
 from . import mlp, preact_resnet, resnet, small_cnn, vit, wide_resnet  # noqa: F401  (registers the builders)
 from .pretrained import find_head, load_pretrained, replace_head
 from .peft import (attack_view, export_file, export_merged, load_peft, peft_state_dict, prepare_finetune,
                    trainable_parameters)
+from .loading import load_model
 from .export import export_plain, plain_state_dict
 from .foreign import WithNormalize, describe as describe_foreign, load_factory, load_foreign
 

@@ -1,7 +1,6 @@
 """Model registry, factory and checkpoint loader (timm-style: name -> builder -> kwargs)."""
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
 from typing import Any
@@ -11,7 +10,7 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .. import checkpoint as _checkpoint
-from ..registry import Registry
+from ..registry import Registry, parameters
 from ..validation import invalid, one_line, reason, shown
 from .normalize import Normalize
 
@@ -75,9 +74,9 @@ def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, inpu
     Sets `model.rf_config`, the plain-python dict that `load_model` rebuilds the model from.
     """
     builder = _builder(name)
-    params = inspect.signature(builder).parameters
+    params = parameters(builder)
     if input_size is None:
-        input_size = params["input_size"].default
+        input_size = params["input_size"]
     for key, v in (("num_classes", num_classes), ("in_channels", in_channels), ("input_size", input_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{key}={v!r} is invalid; allowed: an integer >= 1")
@@ -87,7 +86,7 @@ def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, inpu
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} for model '{name}'; allowed: {', '.join(options) or 'none'}")
     for k, v in kw.items():
-        _check_option(name, k, v, params[k].default)
+        _check_option(name, k, v, params[k])
     try:
         model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
                         mean=mean, std=std, **kw)
@@ -108,22 +107,18 @@ def list_models(pattern: str = "*") -> list[str]:
     return MODELS.names(pattern)
 
 
-def load_model(checkpoint: str | Any, device: str | torch.device = "cpu", *, base=None) -> nn.Module:
-    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": rf_config},
-    or from a fine-tuning checkpoint (a training run's, or `models.peft.peft_state_dict`'s trainable
-    delta + base file reference; `base` names the base weights file where it has moved).
+def load_plain(checkpoint: str | Any, device: str | torch.device = "cpu", *, where: str | None = None) -> nn.Module:
+    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": rf_config}
+    (fine-tuning checkpoints: `models.loading.load_model`, which reads both kinds).
 
     Files are read with weights_only=True (no arbitrary code). Returns the model on `device` in eval mode.
     Every way a checkpoint can fail to make the model (keys missing, a config that builds nothing,
-    weights of other shapes) is one ValueError line naming the checkpoint.
+    weights of other shapes) is one ValueError line naming the checkpoint (`where`).
     """
     from .weights import format_report, match_report
 
-    where = "checkpoint" if isinstance(checkpoint, dict) else one_line(f"checkpoint {checkpoint}")
+    where = where or ("checkpoint" if isinstance(checkpoint, dict) else one_line(f"checkpoint {checkpoint}"))
     ckpt = checkpoint if isinstance(checkpoint, dict) else _checkpoint.load(checkpoint, device)
-    if "peft" in ckpt:  # adapters / LoRA / a frozen backbone: the structure is rebuilt before loading
-        from .peft import load_peft
-        return load_peft(ckpt, base=base, device=device)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
     if missing:
         raise ValueError(one_line(f"{where} lacks {missing}; found keys {shown(sorted(map(str, ckpt)))}; allowed: "

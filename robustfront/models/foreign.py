@@ -25,7 +25,6 @@ onto the CPU (GPU-saved files load anywhere). Matching is strict: anything left 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import re
 import sys
 from pathlib import Path
@@ -33,8 +32,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..registry import parameters
 from ..validation import invalid, parse_number
-from .factory import MODELS, create_model, load_model
+from .factory import MODELS, create_model
+from .loading import load_model
 from .normalize import Normalize
 from .weights import (fill_bn_counters, format_report, match_report, read_file, read_state_dict, split_normalization,
                       unwrap)
@@ -201,7 +202,7 @@ def load_factory(spec: str, *, num_classes: int | None = None) -> nn.Module:
                       f"unknown ({attr!r} is not a callable in the file)")
     kw = {}
     try:
-        if num_classes is not None and "num_classes" in inspect.signature(factory).parameters:
+        if num_classes is not None and "num_classes" in parameters(factory):
             kw["num_classes"] = num_classes
     except (TypeError, ValueError):
         pass
@@ -262,7 +263,7 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
     layout = guess_layout(state)
     norm = _normalization(found, _check_stats(input_mean, input_std))
     opts = _infer_options(family, state)
-    accepted = inspect.signature(MODELS.get(model_name)).parameters
+    accepted = MODELS.options(model_name)
     opts = {k: v for k, v in opts.items() if k in accepted}
     if num_classes is not None:
         if opts.get("num_classes", num_classes) != num_classes:

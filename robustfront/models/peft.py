@@ -23,6 +23,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from ..validation import check_choice, check_int, check_number, invalid
 from .adapters import Adapter, LoRALinear, MergedView, add_adapters, add_lora
+from .factory import create_model, load_plain
 from .pretrained import file_sha256, find_head, load_pretrained
 
 MODES = ("full", "linear", "adapter", "lora")
@@ -150,6 +151,10 @@ class OnView:
             raise AttributeError(name)
         return getattr(self.attack, name)
 
+    def with_threat(self, **threat) -> "OnView":
+        """The attack with another budget (Attack.with_threat), still run on the view."""
+        return OnView(self.attack.with_threat(**threat), self.view)
+
     def __repr__(self) -> str:
         return f"OnView({self.attack!r})"
 
@@ -191,7 +196,6 @@ def load_peft(checkpoint: dict | str | Path, *, base: str | Path | None = None, 
     model as well (a training checkpoint: {"model", "model_config", "peft", "base", "delta"}, or a
     merged export with adapters) is rebuilt from "model", without the base file. Returns the model on
     `device` in eval mode."""
-    from .factory import create_model
     state = checkpoint if isinstance(checkpoint, dict) else ckpt.load(checkpoint, device)
     cfg = dict(state["model_config"])
     model = create_model(cfg.pop("name"), **cfg)
@@ -263,11 +267,10 @@ def export_file(checkpoint: str | Path, out: str | Path, *, base: str | Path | N
     """`robustfront export --merge`: the checkpoint (a PEFT delta or a robustfront checkpoint) merged
     and written atomically; .safetensors (or plain=True) writes bare tensors with timm's keys.
     delta=True writes the small artifact instead (`delta_checkpoint`: trained tensors + base reference)."""
-    from .factory import load_model
     state = ckpt.load(checkpoint)
     if delta:
         return ckpt.save_atomic(delta_checkpoint(state), Path(out))
-    model = load_peft(state, base=base) if "peft" in state else load_model(state)
+    model = load_peft(state, base=base) if "peft" in state else load_plain(state)
     out = Path(out)
     if out.suffix == ".safetensors" or plain:
         tensors = {k: v.contiguous() for k, v in export_merged(model, with_normalize=False).items()}

@@ -52,8 +52,8 @@ def create_objective(name: str, attack=None, *, wrap=(), wrap_args: dict | None 
 
 def rebuilt(attack, **options):
     """A new attack of the same class and constructor arguments as `attack`, with `options` changed."""
-    import inspect
-    names = inspect.signature(type(attack).__init__).parameters
+    from ..registry import parameters
+    names = parameters(type(attack))
     kw = {k: v for k, v in vars(attack).items() if k in names}
     return type(attack)(**{**kw, **options})
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ..validation import check_int, check_number, invalid
-from .base import Objective
+from .base import Objective, Wrapper
 from .pgd_at import PGDAT
 from .vanilla import Vanilla
 
@@ -27,7 +27,7 @@ class _Carry(torch.autograd.Function):
         return (None, None, *[None if g is None else g * grad_out.to(g.dtype) for g in ctx.grads])
 
 
-class AWP(Objective):
+class AWP(Wrapper):
     r"""Adversarial weight perturbation around a wrapped objective.
 
     One call `losses, stats = awp(model, x, y)`:
@@ -68,7 +68,7 @@ class AWP(Objective):
 
     def __init__(self, objective: Objective, gamma: float = 0.01, warmup_epochs: int = 0,
                  perturb_terms: tuple[str, ...] | None = None, at_w: tuple[str, ...] = ()):
-        self.objective = objective
+        super().__init__(objective)
         self.gamma = check_number("gamma", gamma, 0.0)
         self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
         known = tuple(objective.terms) + tuple(objective.aux)
@@ -80,30 +80,12 @@ class AWP(Objective):
         if set(self.at_w) & set(objective.aux):
             objective.request(set(objective.wanted) | (set(self.at_w) & set(objective.aux)))
         self.terms, self.aux, self.slots = objective.terms, objective.aux, objective.slots
-        self.views, self.default_attack = objective.views, objective.default_attack
-        self.default_attack_args = objective.default_attack_args
-        self.epoch = 0
         self._saved: list[tuple[Tensor, Tensor]] | None = None
 
-    attack = property(lambda self: self.objective.attack, lambda self, a: setattr(self.objective, "attack", a))
     wanted = property(lambda self: self.objective.wanted)
-    last_adv = property(lambda self: self.objective.last_adv)
 
     def request(self, names) -> None:
         self.objective.request(set(names) | (set(self.at_w) & set(self.objective.aux)))
-
-    def on_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self.objective.on_epoch(epoch)
-
-    def bind(self, averaged, start_epoch=None) -> None:
-        self.objective.bind(averaged, start_epoch)
-
-    def loss(self, losses):
-        return self.objective.loss(losses)
-
-    def reported_loss(self, losses):
-        return self.objective.reported_loss(losses)
 
     @property
     def active(self) -> bool:

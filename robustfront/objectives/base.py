@@ -76,9 +76,8 @@ class Objective:
 
     @property
     def needs_averaged(self) -> bool:
-        """Whether the trainer must `bind` an averaged model (RAAT#)."""
-        inner = getattr(self, "objective", None)
-        return bool(inner is not None and inner.needs_averaged)
+        """Whether the trainer must `bind` an averaged model (RAAT#; RAAT declares it)."""
+        return False
 
     def bind(self, averaged: nn.Module, start_epoch: int | None = None) -> None:
         """Called once by a trainer that keeps averaged weights (EMA): `averaged` is the averaged
@@ -135,4 +134,40 @@ def forward_views(model: nn.Module, xs, joint: bool) -> list[Tensor]:
     return [model(v).float() for v in xs]
 
 
-__all__ = ["Objective", "correct", "forward_views"]
+class Wrapper(Objective):
+    """An objective around another one (`self.objective`; AWP, Slots): the wrapped objective's attack and
+    random draws are seen through the wrapper, and the trainer's hooks (on_epoch, after_backward, bind,
+    needs_averaged) and its loss reach the wrapped objective here, once for every wrapper."""
+
+    def __init__(self, objective: Objective):
+        self.objective = objective
+        self.epoch = objective.epoch
+        self.views, self.default_attack = objective.views, objective.default_attack
+        self.default_attack_args = objective.default_attack_args
+
+    # the wrapped objective's state, seen through the wrapper
+    attack = property(lambda self: self.objective.attack, lambda self, a: setattr(self.objective, "attack", a))
+    last_adv = property(lambda self: self.objective.last_adv)
+
+    @property
+    def needs_averaged(self) -> bool:
+        return self.objective.needs_averaged
+
+    def on_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.objective.on_epoch(epoch)
+
+    def after_backward(self, model: nn.Module | None = None) -> None:
+        self.objective.after_backward(model)
+
+    def bind(self, averaged: nn.Module, start_epoch: int | None = None) -> None:
+        self.objective.bind(averaged, start_epoch)
+
+    def loss(self, losses: dict[str, Tensor]) -> Tensor:
+        return self.objective.loss(losses)
+
+    def reported_loss(self, losses: dict[str, Tensor]) -> Tensor:
+        return self.objective.reported_loss(losses)
+
+
+__all__ = ["Objective", "Wrapper", "correct", "forward_views"]

@@ -7,7 +7,6 @@ alignment of a mixed adversarial input with the same mix of the clean views.
 """
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn.functional as F
@@ -158,10 +157,9 @@ class RAAT(Objective):
         """x'' of one batch (one view, or the joint pair)."""
         if self.reduced == "scaled":
             return torch.lerp(x, x_adv, self.eta)  # weight 1 returns x_adv exactly
-        small = copy.copy(self.attack)
-        small.eps = self.attack.eps * self.eta
-        if hasattr(small, "alpha"):
-            small.alpha = self.attack.alpha * self.eta
+        alpha = self.attack.alpha   # None: an attack without a step size
+        small = self.attack.with_threat(eps=self.attack.eps * self.eta,
+                                        alpha=None if alpha is None else alpha * self.eta)
         return small(model, x, y)
 
     @torch.no_grad()
@@ -256,7 +254,7 @@ class RAAT(Objective):
 
     def _reduced_views(self, model, views, advs, y) -> tuple[Tensor, Tensor]:
         """x'' by the η-scaled attack (reduced="attack"), one call on the pair or one per view."""
-        if self.joint and (getattr(self.attack, "bn_mode", "eval") == "train" or concat_pays(views[0])):
+        if self.joint and (self.attack.bn_mode == "train" or concat_pays(views[0])):
             return tuple(self.reduce(model, torch.cat(views), torch.cat(advs), y.repeat(2)).chunk(2))
         return tuple(self.reduce(model, v, a, y) for v, a in zip(views, advs))
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..validation import invalid
-from .base import Objective
+from .base import Objective, Wrapper
 
 
 def check_mapping(objective: Objective, mapping: dict, name: str = "") -> dict[str, tuple[str, ...]]:
@@ -30,7 +30,7 @@ def check_mapping(objective: Objective, mapping: dict, name: str = "") -> dict[s
     return out
 
 
-class Slots(Objective):
+class Slots(Wrapper):
     """`objective` with its raw terms summed into named slots; see the module docstring.
 
     Arguments:
@@ -42,18 +42,11 @@ class Slots(Objective):
     """
 
     def __init__(self, objective: Objective, mapping: dict):
-        self.objective = objective
+        super().__init__(objective)
         self.mapping = check_mapping(objective, mapping)
         objective.request({t for terms in self.mapping.values() for t in terms})
         self.terms, self.wanted = tuple(self.mapping), ()
-        self.views = objective.views
-        self.default_attack = objective.default_attack
         self._own: Tensor | None = None
-
-    # the wrapped objective's state, seen through the wrapper
-    attack = property(lambda self: self.objective.attack, lambda self, a: setattr(self.objective, "attack", a))
-    last_adv = property(lambda self: self.objective.last_adv)
-    epoch = property(lambda self: self.objective.epoch)
 
     def __call__(self, model, x, y, adv=None):
         raw, stats = self.objective(model, x, y) if adv is None else self.objective(model, x, y, adv)
@@ -72,15 +65,6 @@ class Slots(Objective):
 
     def request(self, names) -> None:
         raise TypeError("request aux terms from the wrapped objective, before wrapping it in Slots")
-
-    def on_epoch(self, epoch: int) -> None:
-        self.objective.on_epoch(epoch)
-
-    def after_backward(self, model) -> None:
-        self.objective.after_backward(model)
-
-    def bind(self, averaged, start_epoch=None) -> None:
-        self.objective.bind(averaged, start_epoch)
 
     def __repr__(self) -> str:
         return f"Slots({self.objective!r}, mapping={self.mapping!r})"

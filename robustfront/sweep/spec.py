@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 
-from ..validation import check_choice, check_int, invalid, parse_number
+from ..validation import check_choice, check_int, invalid
 from .names import canonical, labels, point_name, short_hash, unique
 
 TOP_KEYS = ("name", "base", "seeds", "grid", "zip", "methods", "eval")
@@ -32,7 +32,6 @@ METHOD_KEYS = ("grid", "zip", "set")
 EVAL_KEYS = ("attacks", "eps", "norm", "n", "seed", "split", "batch_size")
 EVAL_DEFAULTS = {"attacks": ["pgd20", "autoattack"], "eps": None, "norm": None, "n": None, "seed": 0,
                  "split": "test", "batch_size": None}
-NORMS, SPLITS = ("Linf", "L2", "L1"), ("test", "val")
 DICT_FIELDS = ("opts", "model_args")
 RESERVED = ("out",)
 
@@ -202,34 +201,22 @@ def _methods(block: Any, fields: dict, owners: dict) -> list:
 
 
 def parse_eval(block: Any) -> dict:
-    """The sweep's evaluation protocol with defaults filled in; eps/norm None = each point's training ones."""
+    """The sweep's evaluation protocol with defaults filled in (eps/norm None = each point's training
+    ones), validated as the `EvalConfig` every point's evaluation is built from; values keep the
+    spelling they were given in (they name the protocol in the sweep's hashes)."""
+    from ..eval import EvalConfig
     block = {} if block is None else block
     if not isinstance(block, dict):
         raise invalid("eval", block, "a mapping with keys " + ", ".join(EVAL_KEYS), "not a mapping")
     for k in block:
         check_choice("eval key", k, EVAL_KEYS)
     ev = {**EVAL_DEFAULTS, **block}
-    attacks = ev["attacks"]
-    if isinstance(attacks, str):
-        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
-    if not isinstance(attacks, list) or not attacks or not all(isinstance(a, str) for a in attacks):
-        raise invalid("eval.attacks", ev["attacks"], "a non-empty list of attack names such as [pgd20, autoattack]")
-    from ..eval import check_attacks  # the suite's own vocabulary: canonical spellings, each attack once
-    ev["attacks"] = check_attacks(attacks)
-    if ev["eps"] is not None:
-        for e in ev["eps"] if isinstance(ev["eps"], list) else [ev["eps"]]:
-            if parse_number(e, "eval.eps") < 0:
-                raise invalid("eval.eps", e, "eps >= 0", "negative")
-        if isinstance(ev["eps"], list) and not ev["eps"]:
-            raise invalid("eval.eps", ev["eps"], "a budget such as 8/255, or a non-empty list of them", "empty")
-    if ev["norm"] is not None:
-        check_choice("eval.norm", ev["norm"], NORMS)
-    if ev["n"] is not None:
-        check_int("eval.n", ev["n"], 1)
-    check_int("eval.seed", ev["seed"], 0)
-    check_choice("eval.split", ev["split"], SPLITS)
-    if ev["batch_size"] is not None:
-        check_int("eval.batch_size", ev["batch_size"], 1)
+    try:
+        cfg = EvalConfig(**ev)
+    except ValueError as e:   # the config names the field; the spec names its block too
+        msg = str(e)
+        raise ValueError(f"eval.{msg}" if msg.split("=", 1)[0] in EVAL_KEYS else msg) from None
+    ev["attacks"] = list(cfg.attacks)
     return ev
 
 

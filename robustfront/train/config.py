@@ -8,49 +8,32 @@ comment after a field is its help text. The config saved with a run is the confi
 from __future__ import annotations
 
 import dataclasses
-import functools
-import typing
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Literal, Optional
 
-
+from ..attacks.threat import Norm
 from ..checkpoint import read_yaml
-from ..validation import check_bool, check_choice, check_int, check_number, invalid, parse_number
-
-
-class Num(float):
-    """A float that remembers how it was written: Num("8/255") == 8/255 and str() gives "8/255"."""
-
-    def __new__(cls, value, name: str = "value"):
-        if isinstance(value, Num):
-            return value
-        self = super().__new__(cls, parse_number(value, name))
-        self.text = value.strip() if isinstance(value, str) else repr(value)
-        return self
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __repr__(self) -> str:
-        return repr(self.text) if "/" in self.text else float.__repr__(self)
-
-    def plain(self):
-        """For YAML/JSON: the fraction's text, or the float."""
-        return self.text if "/" in self.text else float(self)
+from ..fields import Checked, Num, coerce_fields, field_comments, plain, same_value
+from ..validation import check_int, check_number, invalid
 
 
 Schedule = Literal["multistep", "cosine", "onecycle", "onecycle_epoch", "constant"]
-Norm = Literal["Linf", "L2", "L1"]
 SelectOn = Literal["val", "test", "last"]
 BNMode = Literal["eval", "train"]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
 FineTune = Literal["full", "linear", "adapter", "lora"]
 
 
-class Stats(list):
+class Stats(list, Checked):
     """Type of the normaliser fields: a named set ("imagenet"), one number, or one per channel (a list
     or "0.485,0.456,0.406"). Checked with models.parse_stats; the value keeps its spelling."""
+
+    @classmethod
+    def check(cls, name: str, v):
+        from ..models.normalize import parse_stats
+        parse_stats(v, name)  # one line naming the value when it is no statistic
+        return [float(e) for e in v] if isinstance(v, (list, tuple)) else v
 
 
 # keys a --resume may change: they alter what is logged or how long the run goes, not its trajectory so far
@@ -136,9 +119,7 @@ class TrainConfig:
     out: Optional[str] = None            # the run folder (required)
 
     def __post_init__(self):
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        coerce_fields(self)
         if self.alpha is None:  # the spelling follows eps: 8/255 -> 2/255
             q = Fraction(self.eps.text) / 4 if "/" in self.eps.text else None
             self.alpha = Num(f"{q.numerator}/{q.denominator}" if q is not None else repr(self.eps / 4))
@@ -220,12 +201,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """Plain values (fractions as their text), ready for YAML, JSON and torch.save(weights_only)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def changed(self, other: "TrainConfig") -> dict:
         """{key: (ours, theirs)} for every field that differs (by value: "8/255" equals 0.0313...)."""
         a, b = self.to_dict(), other.to_dict()
-        return {k: (a[k], b[k]) for k in a if _value(a[k]) != _value(b[k])}
+        return {k: (a[k], b[k]) for k in a if same_value(a[k]) != same_value(b[k])}
 
 
 def _range(name: str, v, allowed: str, hi: float | None = None) -> list:
@@ -239,72 +220,9 @@ def _range(name: str, v, allowed: str, hi: float | None = None) -> list:
     return [lo_v, hi_v]
 
 
-def _plain(v):
-    if isinstance(v, Num):
-        return v.plain()
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
-
-
-def _value(v):
-    try:
-        return parse_number(v) if isinstance(v, str) and "/" in v else v
-    except ValueError:
-        return v
-
-
-def _coerce(name: str, v, hint):
-    """Check one value against its declared type; returns it converted (Num) or raises one line."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) is typing.Union:       # Optional[X]
-        if v is None:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        args = typing.get_args(hint)
-    if hint is Stats:
-        from ..models.normalize import parse_stats
-        parse_stats(v, name)  # one line naming the value when it is no statistic
-        return [float(e) for e in v] if isinstance(v, (list, tuple)) else v
-    if hint is Num:
-        try:
-            return Num(v, name)
-        except ValueError:
-            raise invalid(name, v, "a finite number or a fraction like 8/255", "not a number") from None
-    if typing.get_origin(hint) is Literal:
-        return check_choice(name, v, args)
-    if hint is bool:
-        return check_bool(name, v)
-    if hint is int:
-        return check_int(name, v)
-    if hint is str:
-        if not isinstance(v, str):
-            raise invalid(name, v, "a string")
-        return v
-    if hint is dict:
-        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
-            raise invalid(name, v, "a mapping of names to values")
-        return dict(v)
-    if hint is list:
-        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
-            raise invalid(name, v, "a list")
-        return list(v)
-    return v
-
-
-@functools.lru_cache(maxsize=1)
-def _field_comments() -> dict[str, str]:
-    import inspect
-    import re
-    src = inspect.getsource(TrainConfig)  # read once: the CLI asks for every field's help
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): [^\n]*?#\s*(.+)$", src, re.M)}
-
-
 def field_help(name: str) -> str:
     """The comment after a field's declaration (its --help text)."""
-    return _field_comments().get(name, "")
+    return field_comments(TrainConfig).get(name, "")
 
 
 __all__ = ["Num", "RESUME_SAFE", "Stats", "TrainConfig", "field_help", "read_yaml"]

@@ -18,7 +18,6 @@ The design (docs/distributed.md), chosen because it is simple and exact for ever
 """
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from ..device import resolve_device
+from ..launch import process_group, torchrun_env
 
 
 class PeerError(ValueError):
@@ -94,15 +94,6 @@ class Dist:
         return value
 
 
-def _env_int(name: str, default: int) -> int:
-    v = os.environ.get(name)
-    if v is None or v == "":
-        return default
-    if not v.isdigit():
-        raise ValueError(f"{name}={v!r} is not a non-negative integer; allowed: the values torchrun sets")
-    return int(v)
-
-
 def rank_seed(seed: int, rank: int) -> int:
     """The torch seed of one rank (attacks' random starts, RAAT's mixing draw): distinct per rank."""
     return int(np.random.SeedSequence([seed, rank, 0x5EED]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
@@ -113,11 +104,11 @@ def session(device: str = "auto"):
     """Yields (Dist, torch.device). One process: Dist() and resolve_device(device). Under torchrun (WORLD_SIZE
     > 1): joins the group (or uses one already initialised, e.g. by a test) and destroys it on exit if it
     made it."""
-    world = _env_int("WORLD_SIZE", 1)
-    if world <= 1:
+    launch = torchrun_env()
+    if not launch.launched:
         yield Dist(), resolve_device(device)
         return
-    rank, local = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    rank, world, local = launch.rank, launch.world, launch.local_rank
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device={device!r} with {world} ranks is refused: each rank takes its own GPU "
                          f"(cuda:LOCAL_RANK); allowed: auto, cuda, cpu")
@@ -131,26 +122,20 @@ def session(device: str = "auto"):
         raise ValueError(f"device='cuda' with {world} ranks, but no GPU is visible; allowed: device=cpu (gloo)")
     else:
         dev, backend = torch.device("cpu"), "gloo"
-    owned = not dist.is_initialized()
-    if owned:
-        dist.init_process_group(backend, rank=rank, world_size=world,
-                                **({"device_id": dev} if dev.type == "cuda" else {}))
-    elif dist.get_world_size() != world:
-        raise ValueError(f"WORLD_SIZE={world} but the process group has {dist.get_world_size()} ranks")
-    d = Dist(rank=dist.get_rank(), world=world, local_rank=local, owned=owned)
-    try:
-        yield d, dev
-    finally:
-        if owned and dist.is_initialized():
-            dist.destroy_process_group()
+    with process_group(backend, rank=rank, world_size=world,
+                       **({"device_id": dev} if dev.type == "cuda" else {})) as owned:
+        if not owned and dist.get_world_size() != world:
+            raise ValueError(f"WORLD_SIZE={world} but the process group has {dist.get_world_size()} ranks")
+        yield Dist(rank=dist.get_rank(), world=world, local_rank=local, owned=owned), dev
 
 
 def rank_from_env() -> tuple[int, int]:
     """(rank, world) as torchrun set them, without joining anything (e.g. for the CLI's messages)."""
     try:
-        return _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+        launch = torchrun_env()
     except ValueError:
         return 0, 1
+    return launch.rank, launch.world
 
 
 __all__ = ["Dist", "PeerError", "rank_from_env", "rank_seed", "session"]

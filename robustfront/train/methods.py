@@ -13,13 +13,12 @@ or empty: from the preset); `threat` the fields norm, eps, alpha, steps, bounds.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 from ..attacks import create_attack
 from ..combiners import COMBINERS, create_combiner
 from ..objectives import OBJECTIVES, WRAPPERS, create_objective
-from ..registry import Registry
+from ..registry import EMPTY, Registry, parameters
 from ..validation import check_like, invalid
 
 PARTS = ("objective", "combiner", "attack", "slots")  # option prefixes besides the wrapper names
@@ -73,12 +72,7 @@ class Composition:
 
 def params(cls) -> set[str]:
     """Hyper-parameter names of a constructor (through **kwargs to the parent's, as RAATPP's)."""
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    sig = inspect.signature(cls.__init__).parameters
-    names = {n for n, p in sig.items() if n not in ("self", "attack", "objective") and p.kind in kinds}
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in sig.values()) and len(cls.__mro__) > 2:
-        names |= params(cls.__mro__[1])
-    return names
+    return set(parameters(cls)) - {"attack", "objective"}
 
 
 def compose(cfg) -> Composition:
@@ -184,9 +178,8 @@ def training_attack(name: str | None, threat, *, bn_mode: str | None = None, **o
 def typed(cls, args: dict) -> dict:
     """Each user value checked against its default's type first, so that gamma=abc is one line naming
     gamma, not a TypeError from inside the rule."""
-    sig = inspect.signature(cls.__init__).parameters
-    return {k: check_like(k, v, sig[k].default) if k in sig and sig[k].default is not inspect.Parameter.empty else v
-            for k, v in args.items()}
+    defaults = parameters(cls)
+    return {k: check_like(k, v, defaults[k]) if defaults.get(k, EMPTY) is not EMPTY else v for k, v in args.items()}
 
 
 def build_method(cfg, threat):

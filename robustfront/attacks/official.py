@@ -1,5 +1,12 @@
-"""The official AutoAttack attacks, configured exactly as pyautoattack's runner configures them, one
-call at a time: robustfront's cascade (cascade.py) drives them instead of `run_standard_evaluation`.
+"""The one adapter for the official AutoAttack code (the `pyautoattack` package).
+
+Everything robustfront asks of that package goes through here: the one table of its attacks keyed
+by robustfront's names (`apgd_ce`, `fab_t`, ...) with the one map to the package's own spellings
+(`apgd-ce`, `fab-t`; used only towards the package and in the cascade's state files, which keep
+them), the one "[0,1] only" check, the one warning collector (the package's logger is replaced by a
+`Collector`), and the one constructor of official attack objects (`build`). `autoattack.run_official`
+(the official runner) and robustfront's cascade (eval/cascade.py, one attack and one batch at a
+time instead of `run_standard_evaluation`) both build their attacks with it.
 
 The attack objects come from a real `pyautoattack.AutoAttack(model, version=...)`, so budgets,
 restarts, `n_target_classes`, EOT and seeds are the official ones (read off the object and recorded);
@@ -14,12 +21,19 @@ APGD) and Square stronger than the white-box attacks (after the cascade). Their 
 """
 from __future__ import annotations
 
+import re
 import sys
 
 VERSIONS = ("standard", "plus", "rand")
-NAME = {"standard": "autoattack", "plus": "autoattack-plus", "rand": "autoattack-rand"}
+NAME = {"standard": "autoattack", "plus": "autoattack-plus", "rand": "autoattack-rand"}  # the cascade's state files
+# robustfront name -> the package's name
+OFFICIAL = {"apgd_ce": "apgd-ce", "apgd_dlr": "apgd-dlr", "apgd_t": "apgd-t", "fab": "fab", "fab_t": "fab-t",
+            "square": "square"}
+OURS = {v: k for k, v in OFFICIAL.items()}
 # DLR divides by z_(1) - z_(3), targeted DLR by z_(1) - (z_(3) + z_(4))/2; FAB-T needs one target class
-MIN_CLASSES = {"apgd-ce": 2, "apgd-dlr": 3, "apgd-t": 4, "fab": 2, "fab-t": 2, "square": 2}
+MIN_CLASSES = {"apgd_ce": 2, "apgd_dlr": 3, "apgd_t": 4, "fab": 2, "fab_t": 2, "square": 2}
+UNIT_BOX = (0.0, 1.0)
+_AFTER = re.compile(r"robust accuracy after ([A-Z-]+): ([0-9.]+)%")
 # flag -> a phrase of the official warning that raises it
 FLAGS = {"randomized": "randomized defense", "probabilities": "probability distribution",
          "dynamic": "dynamic defense", "zero_gradients": "zero gradient",
@@ -27,12 +41,54 @@ FLAGS = {"randomized": "randomized defense", "probabilities": "probability distr
 BUDGET_KEYS = ("n_iter", "n_queries")
 
 
-class Collector:
-    """Stands in for the "auto-attack" logger: keeps the official warnings (one line each) and prints them."""
+def ours(name: str) -> str:
+    """robustfront's name of an official attack named either way ("apgd-t" -> "apgd_t")."""
+    return OURS.get(name, name)
 
-    def __init__(self, echo: bool = True):
+
+def unit_box(bounds) -> bool:
+    """The official code clamps to [0,1]: is `bounds` that box?"""
+    return bounds is not None and tuple(map(float, bounds)) == UNIT_BOX
+
+
+def check_unit_box(bounds, what: str = "the official AutoAttack code") -> None:
+    """The one "[0,1] only" check: one line naming the bounds and what refuses them."""
+    if not unit_box(bounds):
+        raise ValueError(f"bounds={bounds!r} is not supported by {what} (the official AutoAttack code clamps to "
+                         f"[0,1]); allowed: (0.0, 1.0)")
+
+
+def square_object(model, **kw):
+    """An official Square attack object on `model` (a reduced-budget smoke test of its own)."""
+    from pyautoattack.square import SquareAttack
+    return SquareAttack(model, **kw)
+
+
+def package_version() -> str:
+    import pyautoattack
+    return pyautoattack.__version__
+
+
+def apgd_object(predict, *, targeted: bool, loss: str, **kw):
+    """An official APGD attack object (APGDAttack, or APGDAttack_targeted for APGD-T) on `predict`."""
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+    return APGDAttack_targeted(predict, **kw) if targeted else APGDAttack(predict, loss=loss, **kw)
+
+
+def too_few_classes(attacks, n_classes: int) -> dict[str, str]:
+    """{attack: reason} for the official attacks (either spelling) that cannot run with n_classes outputs."""
+    return {a: f"needs >= {MIN_CLASSES[ours(a)]} classes" for a in attacks if n_classes < MIN_CLASSES[ours(a)]}
+
+
+class Collector:
+    """Stands in for the "auto-attack" logger: keeps the official warnings (one line each) and prints
+    them, the accuracy the official runner logs after each attack of its cascade (`after`, robustfront's
+    names), and passes the runner's per-batch lines to `progress.note`."""
+
+    def __init__(self, echo: bool = True, progress=None):
         self.messages: list[str] = []
-        self.echo = echo
+        self.after: dict[str, float] = {}
+        self.echo, self.progress = echo, progress
         self._taken = 0
 
     def warning(self, msg, *args, **kw):
@@ -41,8 +97,13 @@ class Collector:
         if self.echo:
             print(f"autoattack warning: {msg}", file=sys.stderr, flush=True)
 
-    def debug(self, *a, **k):
-        pass
+    def debug(self, msg, *args, **kw):
+        msg = str(msg)
+        m = _AFTER.search(msg)
+        if m:
+            self.after[ours(m.group(1).lower())] = float(m.group(2)) / 100
+        elif self.progress is not None and " - " in msg:
+            self.progress.note(msg)  # "apgd-t - 2/4 - 17 out of 250 successfully perturbed"
 
     info = debug
 
@@ -52,7 +113,7 @@ class Collector:
         return new
 
 
-def _set_iters(apgd, n_iter: int) -> None:
+def set_iters(apgd, n_iter: int) -> None:
     # APGD derives its checkpoint schedule from n_iter at construction (p_1 = 0.22, step 0.03 of the
     # paper's schedule, minimum 0.06 of the iterations): keep them consistent with a new budget
     apgd.n_iter = apgd.n_iter_orig = n_iter
@@ -72,29 +133,30 @@ def apply_budgets(aa, budgets: dict | None) -> None:
             raise invalid("budget", k, ", ".join(BUDGET_KEYS), "unknown")
     if "n_iter" in budgets:
         n = check_int("n_iter", budgets["n_iter"], 1)
-        _set_iters(aa.apgd, n)
-        _set_iters(aa.apgd_targeted, n)
+        set_iters(aa.apgd, n)
+        set_iters(aa.apgd_targeted, n)
         aa.fab.n_iter = n
     if "n_queries" in budgets:
         aa.square.n_queries = check_int("n_queries", budgets["n_queries"], 1)
 
 
 def build(model, *, eps: float, norm: str, version: str, seed: int, device, n_classes: int,
-          budgets: dict | None = None, echo: bool = True):
-    """(AutoAttack object, attacks to run, {skipped attack: reason}, Collector) for a K-class model.
+          budgets: dict | None = None, echo: bool = True, progress=None):
+    """(AutoAttack object, attacks to run, {skipped attack: reason}, Collector) for a K-class model; the
+    attacks in the package's spellings (the cascade's state files keep them).
 
     With K < 10 the official default of 9 target classes would index past the logits: it becomes
     K - 1, and attacks that need more classes than K (APGD-T needs 4) are left out."""
     from pyautoattack import AutoAttack
 
     aa = AutoAttack(model, device=device, eps=float(eps), norm=norm, seed=seed, version=version)
-    log = Collector(echo)
+    log = Collector(echo, progress)
     aa.logger = aa.apgd.logger = aa.apgd_targeted.logger = log
     aa.verbose = False
     targets = min(9, n_classes - 1)
     aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, targets)
     aa.fab.n_target_classes = min(aa.fab.n_target_classes, targets)
-    skipped = {a: f"needs >= {MIN_CLASSES[a]} classes" for a in aa.attacks_to_run if n_classes < MIN_CLASSES[a]}
+    skipped = too_few_classes(aa.attacks_to_run, n_classes)
     attacks = [a for a in aa.attacks_to_run if a not in skipped]
     apply_budgets(aa, budgets)
     aa.rf_fab_restarts = aa.fab.n_restarts  # the untargeted FAB's restarts, before FAB-T sets 1
@@ -134,7 +196,7 @@ def perturb(aa, attack: str, x, y):
     if attack == "square":
         aa.square.seed = aa.get_seed()
         return aa.square.perturb(x, y)
-    raise ValueError(f"attack={attack!r} is unknown; allowed: {', '.join(MIN_CLASSES)}")
+    raise ValueError(f"attack={attack!r} is unknown; allowed: {', '.join(OURS)}")
 
 
 def run_checks(aa, version: str, attacks, x, y) -> None:
@@ -160,5 +222,6 @@ def flags_from(warnings: list[str]) -> dict[str, bool]:
     return {flag: any(phrase in w for w in warnings) for flag, phrase in FLAGS.items()}
 
 
-__all__ = ["Collector", "FLAGS", "NAME", "VERSIONS", "apply_budgets", "budgets_of", "build", "flags_from", "perturb",
-           "run_checks", "square_check"]
+__all__ = ["Collector", "FLAGS", "MIN_CLASSES", "NAME", "OFFICIAL", "OURS", "UNIT_BOX", "VERSIONS", "apply_budgets",
+           "apgd_object", "budgets_of", "package_version", "square_object", "build", "check_unit_box", "flags_from", "ours", "perturb", "run_checks", "set_iters",
+           "square_check", "too_few_classes", "unit_box"]
