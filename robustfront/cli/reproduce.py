@@ -36,7 +36,8 @@ def cmd_reproduce(args) -> int:
     slurm = dict(args.slurm or [])
     if entries:
         doc = reproduce(entries, args.out, seeds=args.seeds, tiny=args.scale == "tiny", eval_n=args.eval_n,
-                        jobs=args.jobs, executor=args.executor, slurm=slurm)
+                        jobs=args.jobs, executor=args.executor, slurm=slurm,
+                        protocols=tuple(x for x in args.protocols.split(",") if x.strip()))
         print(f"{Path(args.out) / 'reproduce.md'}: {sum(1 for r in doc['entries'] if r['groups'])} entries run, "
               f"{len(doc['not_trained'])} not trainable")
     for s in sweeps:
@@ -80,6 +81,8 @@ def add_commands(sub) -> None:
     p.add_argument("--seeds", type=int, help="seeds per row (default: the entry's, 3)")
     p.add_argument("--eval-n", type=int, help="evaluate on a seeded subset of the test set (default: all of it; "
                                               "the report says so)")
+    p.add_argument("--protocols", default="paper,standard", help="which evaluations: paper (a), standard (b), "
+                                                                 "both (default), or '' to train only")
     p.add_argument("--jobs", type=int, help="local pool: worker processes")
     p.add_argument("--executor", default="local", choices=("local", "inline", "slurm", "submitit-local"))
     p.add_argument("--slurm", action="append", type=_kv, metavar="KEY=VALUE", help="submitit parameter (repeatable)")

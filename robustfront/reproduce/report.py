@@ -45,6 +45,9 @@ def _group(rows: list[dict]) -> dict:
 
 
 def _metrics(rows: list[dict], protocol: str) -> dict:
+    rows = [r for r in rows if protocol in r]
+    if not rows:
+        return {}
     vals = {"clean": [r[protocol]["clean"] for r in rows]}
     for r in rows:
         for k, v in r[protocol]["robust"].items():
@@ -76,7 +79,7 @@ def entry_report(e, rows: list[dict]) -> dict:
                           "delta": None if pm is None or am is None else 100 * am - pm, "verdict": verdict(pm, am, asd)})
         out["groups"].append({"point": key, "seeds": len(grp), "rows": table,
                               "standard": {k: {"mean": v[0], "std": v[1]} for k, v in b.items()}})
-    if e.grid and out["groups"]:
+    if e.grid and out["groups"] and all("clean" in g["standard"] for g in out["groups"]):
         pts = [(g["point"], g["standard"]["clean"]["mean"], g["standard"].get("autoattack", {}).get("mean") or 0.0)
                for g in out["groups"]]
         out["front_standard"] = {"points": [{"point": k, "clean": c, "autoattack": r} for k, c, r in pts],

@@ -71,13 +71,27 @@ def _eval_file(point: Path, protocol: dict, n, tiny: bool, log) -> dict:
     return json.loads(path.read_text())
 
 
+PROTOCOLS = ("paper", "standard")
+
+
 def reproduce(entries, out, *, seeds: int | None = None, tiny: bool = False, eval_n: int | None = None,
-              jobs: int | None = None, executor: str = "local", slurm: dict | None = None, log=None) -> dict:
-    """Train and evaluate ENTRIES (train status only) under OUT; returns the report mapping."""
+              jobs: int | None = None, executor: str = "local", slurm: dict | None = None,
+              protocols=PROTOCOLS, log=None) -> dict:
+    """Train and evaluate ENTRIES (train status only) under OUT; returns the report mapping.
+
+    protocols: which of "paper" (a) and "standard" (b) to evaluate (both by default; an empty tuple
+    trains only, and the report shows "not run" for what was not evaluated). tiny: one thread per
+    process (tensors this small only contend for cores)."""
     from ..sweep import run_sweep
     from ..sweep.point import is_done, read_json
     from .report import write_report
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    for p in protocols:
+        if p not in PROTOCOLS:
+            raise ValueError(f"protocol {p!r} is unknown; allowed: {', '.join(PROTOCOLS)}")
+    if tiny:
+        import torch
+        torch.set_num_threads(1)
     out = Path(out)
     n = TINY_N if tiny else eval_n
     results = {}
@@ -86,17 +100,17 @@ def reproduce(entries, out, *, seeds: int | None = None, tiny: bool = False, eva
             continue
         folder = out / "runs" / e.id
         run_sweep(entry_sweep(e, seeds=seeds or e.seeds, tiny=tiny), folder, jobs=jobs, executor=executor,
-                  slurm=slurm, log=log, **({"gpus": []} if tiny else {}))
+                  slurm=slurm, log=log, **({"gpus": [], "threads": 1} if tiny else {}))
         rows = []
         for p in sorted((folder / "points").iterdir()):
             rec = read_json(p / "point.json")
             if rec is None or not is_done(p, rec):
                 continue
+            proto = {"paper": e.protocol, "standard": STANDARD}
             rows.append({"point": p.name, "varied": rec["varied"],
-                         "paper": _eval_file(p, e.protocol, n, tiny, log),
-                         "standard": _eval_file(p, STANDARD, n, tiny, log)})
+                         **{k: _eval_file(p, proto[k], n, tiny, log) for k in protocols}})
         results[e.id] = rows
     return write_report(entries, results, out, tiny=tiny, eval_n=n)
 
 
-__all__ = ["SMOKE_EVAL", "TINY", "entry_sweep", "reproduce", "tiny_config"]
+__all__ = ["PROTOCOLS", "SMOKE_EVAL", "TINY", "entry_sweep", "reproduce", "tiny_config"]
