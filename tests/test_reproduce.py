@@ -27,7 +27,8 @@ TRAINED = [e for e in ENTRIES if e.status == "train"]
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    yield from isolated_root(tmp_path_factory, "reproduce")
+    with isolated_root(tmp_path_factory, "reproduce") as r:   # own cache and cwd, one thread
+        yield r
 
 
 def combo(e) -> tuple:

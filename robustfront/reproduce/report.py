@@ -91,6 +91,7 @@ def _md_entry(r: dict) -> list[str]:
     flags = f"WA {'on' if r['wa'] else 'off'}, label smoothing {'on' if r['label_smoothing'] else 'off'}"
     lines = [f"### {r['id']}", "", f"{r['what']} — {flags}; selection: {r['selection']}",
              f"(a) = {r['protocol_a']}; (b) = robustfront standard (AutoAttack column shown)", ""]
+    lines += [f"**failed point** {f}" for f in r.get("failed", [])] + ([""] if r.get("failed") else [])
     if not r["groups"]:
         return lines + ["not run", ""]
     lines += ["| point | metric | paper | ours (a) | ours (b) | Δ (a − paper) | verdict | WA | LS | selection |",
@@ -111,13 +112,17 @@ def _md_entry(r: dict) -> list[str]:
     return lines + [""]
 
 
-def write_report(entries, results: dict, out, *, tiny: bool, eval_n) -> dict:
+def write_report(entries, results: dict, out, *, tiny: bool, eval_n, failed: dict | None = None) -> dict:
     out = Path(out)
     reps = [entry_report(e, results.get(e.id, [])) for e in entries]
+    for r in reps:
+        r["failed"] = (failed or {}).get(r["id"], [])
     doc = {"scale": "tiny" if tiny else "full", "eval_n": eval_n, "entries": reps,
            "not_trained": [{"id": e.id, "status": e.status, "reason": e.raw.get("reason")}
                            for e in entries if e.status != "train"]}
     lines = ["# Reproduction: paper vs robustfront", ""]
+    if eval_n:
+        lines += [f"Evaluated on a seeded subset of {eval_n} test images (not the full test set).", ""]
     if tiny:
         lines += ["**Scale tiny: a CPU smoke run (digits, tiny model, 1 epoch, attacks capped). These numbers say "
                   "the pipeline runs, nothing about the papers.**", ""]

@@ -6,7 +6,7 @@ protocols (protocols.evaluate_protocol), write the side-by-side report.
     OUT/reproduce.json, OUT/reproduce.md                            the report (report.py)
 
 Re-running skips finished points and evaluations (an evaluation file records its protocol and
-scale; one made under another is redone). The sweep's own evaluation is a small FGSM smoke check
+scale; one made under another is redone). The sweep's own evaluation is a one-step PGD smoke check
 (its completion marker); every reported number comes from the two protocols.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from ..checkpoint import write_json_atomic
 from .protocols import STANDARD, evaluate_protocol
 
-SMOKE_EVAL = {"attacks": ["fgsm"], "n": 100, "seed": 0, "split": "test"}
+SMOKE_EVAL = {"attacks": ["pgd1"], "n": 100, "seed": 0, "split": "test"}   # one step: any norm
 TINY = {"data": "digits", "data_root": None, "resize": None, "model": "small_cnn", "model_args": {"width": 4},
         "pretrained": None, "input_mean": None, "input_std": None, "epochs": 1, "batch_size": 32, "train_n": 64,
         "attack_steps": 1, "eval_steps": 1, "eval_every": 1, "eval_n": 16, "milestones": [0.5], "crop": 0,
@@ -94,12 +94,12 @@ def reproduce(entries, out, *, seeds: int | None = None, tiny: bool = False, eva
         torch.set_num_threads(1)
     out = Path(out)
     n = TINY_N if tiny else eval_n
-    results = {}
+    results, failed = {}, {}
     for e in entries:
         if e.status != "train":
             continue
         folder = out / "runs" / e.id
-        run_sweep(entry_sweep(e, seeds=seeds or e.seeds, tiny=tiny), folder, jobs=jobs, executor=executor,
+        summary = run_sweep(entry_sweep(e, seeds=seeds or e.seeds, tiny=tiny), folder, jobs=jobs, executor=executor,
                   slurm=slurm, log=log, **({"gpus": [], "threads": 1} if tiny else {}))
         rows = []
         for p in sorted((folder / "points").iterdir()):
@@ -110,7 +110,8 @@ def reproduce(entries, out, *, seeds: int | None = None, tiny: bool = False, eva
             rows.append({"point": p.name, "varied": rec["varied"],
                          **{k: _eval_file(p, proto[k], n, tiny, log) for k in protocols}})
         results[e.id] = rows
-    return write_report(entries, results, out, tiny=tiny, eval_n=n)
+        failed[e.id] = [f"{p['name']}: {p['error']}" for p in summary["points"] if p["status"] == "failed"]
+    return write_report(entries, results, out, tiny=tiny, eval_n=n, failed=failed)
 
 
 __all__ = ["PROTOCOLS", "SMOKE_EVAL", "TINY", "entry_sweep", "reproduce", "tiny_config"]
