@@ -148,3 +148,63 @@ def test_cli_tiny_plan_and_errors(root):
     assert res.rc == 2 and res.err.count("\n") == 1 and "matches nothing" in res.err
     res = run_main(["reproduce", "raat.t1", "--protocols", "bogus", "--out", str(root / "bad")])
     assert res.rc == 2 and "bogus" in res.err
+
+
+# -- the recipe corrections issue 17 asks for -------------------------------------------------------
+def _best_epoch(run):
+    from robustfront.checkpoint import load, read_jsonl
+    scores = {m["epoch"]: m["val_pgd_acc"] for m in read_jsonl(run / "metrics.jsonl") if "val_pgd_acc" in m}
+    return load(run / "checkpoints" / "best.pt")["epoch"], scores
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_ca_at_stale_best_rule(root, stale):
+    """CA-AT's train-wa.py compares the LAST check's score with >= on every epoch: best.pt keeps being
+    overwritten after a best check until a check scores lower. Checks at epochs 2 and 4 of 4."""
+    from robustfront.train import TrainConfig, train
+    out = root / f"stale{stale}"
+    train(TrainConfig(data="digits", model="small_cnn", model_args={"width": 4}, epochs=4, eval_every=2,
+                      select_on="test", select_stale=stale, batch_size=64, train_n=128, attack_steps=1, eval_steps=1,
+                      eval_n=32, eps="32/255", alpha="8/255", progress=False, device="cpu", out=str(out)))
+    best, s = _best_epoch(out)
+    assert set(s) == {2, 4}
+    if stale:   # epoch 3 ties the stale score of epoch 2; epoch 4 wins only if it is at least as good
+        assert best == (4 if s[4] >= s[2] else 3)
+    else:
+        assert best == (4 if s[4] > s[2] else 2)
+
+
+def test_agr_gop_switch_leaves_conflicting_tensors_plain():
+    from robustfront.combiners.agr import AGR
+    g_c = [torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])]
+    g_a = [torch.tensor([-1.0, 1.0]), torch.tensor([1.0, 0.0])]   # tensor 0 conflicts (ψ < 0), tensor 1 not
+    with_gop = AGR(start_epoch=0, clip=None).combine({"clean": g_c, "adv": g_a})
+    no_gop = AGR(start_epoch=0, clip=None, gop=False).combine({"clean": g_c, "adv": g_a})
+    assert torch.allclose(with_gop[0], torch.tensor([0.0, 1.0]))      # the g_c component removed
+    assert torch.equal(no_gop[0], g_a[0])                              # without GOP: plain g_a
+    assert torch.allclose(no_gop[1], with_gop[1])                      # GICS unchanged by the switch
+
+
+def test_label_smoothing_is_a_training_option(digits_model):
+    import torch.nn.functional as F
+    from robustfront.train import TrainConfig, build_method
+    from robustfront.train.build import training_threat
+    model, x, y = digits_model
+    x, y = x[:16], y[:16]
+    for method in ("pgd_at", "vanilla"):
+        cfg = TrainConfig(method=method, opts={"label_smoothing": 0.1})
+        obj, _ = build_method(cfg, training_threat(cfg, (0.0, 1.0)))
+        x_adv = (x + 0.05).clamp(0, 1)
+        losses, _ = obj(model, x, y, adv={"x_adv": x_adv})
+        assert torch.allclose(losses["adv"], F.cross_entropy(model(x_adv), y, label_smoothing=0.1))
+        assert not torch.allclose(losses["adv"], F.cross_entropy(model(x_adv), y))
+
+
+def test_avmixup_preset_is_the_avmixup_papers_and_agr_keeps_its_reference():
+    from robustfront.train import TrainConfig, build_method
+    from robustfront.train.build import training_threat
+    cfg = TrainConfig(method="avmixup")
+    obj, _ = build_method(cfg, training_threat(cfg, (0.0, 1.0)))
+    assert (obj.gamma, obj.lambda1, obj.lambda2, obj.labels) == (2.0, 1.0, 0.1, "soft")
+    agr = {e.id: e for e in TRAINED}["agr.fig3.cifar10.prn18.avmixup"].config["opts"]
+    assert (agr["lambda1"], agr["lambda2"], agr["labels"]) == (0.5, 0.7, "hard")

@@ -72,8 +72,7 @@ class Entry:
 
 def _recipe(raw: dict, where: str, root: Path) -> dict:
     from ..checkpoint import read_yaml
-    from ..sweep.spec import set_key
-    from ..train import TrainConfig
+    from ..sweep.spec import expand, set_key   # the sweep validates a run config (and its method) for us
     rec = raw.get("recipe")
     if not isinstance(rec, dict) or "config" not in rec:
         raise invalid(f"{where}.recipe", rec, "a mapping {config: FILE under configs/paper, set: {KEY: value}}")
@@ -83,8 +82,9 @@ def _recipe(raw: dict, where: str, root: Path) -> dict:
     cfg = read_yaml(path)
     for k, v in (rec.get("set") or {}).items():
         set_key(cfg, k, v)
+    cfg.pop("out", None)
     try:
-        return TrainConfig.from_dict(cfg).to_dict()
+        return expand({"name": str(raw.get("id")), "base": cfg})[0].config
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: recipe does not validate: {' '.join(str(e).split())}") from None
 
