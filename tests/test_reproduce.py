@@ -208,3 +208,17 @@ def test_avmixup_preset_is_the_avmixup_papers_and_agr_keeps_its_reference():
     assert (obj.gamma, obj.lambda1, obj.lambda2, obj.labels) == (2.0, 1.0, 0.1, "soft")
     agr = {e.id: e for e in TRAINED}["agr.fig3.cifar10.prn18.avmixup"].config["opts"]
     assert (agr["lambda1"], agr["lambda2"], agr["labels"]) == (0.5, 0.7, "hard")
+
+
+def test_a_sweep_file_runs_as_an_entry_set(root):
+    """The testbed hook: a sweep file in the selection runs as an ordinary sweep under OUT/testbed/NAME."""
+    sweep = root / "one.yaml"
+    sweep.write_text("name: one\nbase: {data: digits, model: small_cnn, model_args: {width: 4}, epochs: 1, "
+                     "batch_size: 64, train_n: 64, attack_steps: 1, eval_steps: 1, eval_n: 16}\n"
+                     "eval: {attacks: [pgd1], n: 16}\n")
+    res = run_main(["reproduce", str(sweep), "--executor", "inline", "--out", str(root / "tb")], timeout=300)
+    assert res.rc == 0, res.err
+    summary = json.loads((root / "tb" / "testbed" / "one" / "sweep.json").read_text())
+    assert summary["counts"]["done"] == 1
+    res = run_main(["reproduce", str(root / "missing.yaml"), "--plan"])
+    assert res.rc == 2 and "missing.yaml" in res.err
