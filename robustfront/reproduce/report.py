@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 from ..checkpoint import write_json_atomic, write_text_atomic
+from .protocols import metric_keys
 
 
 def _ms(values: list[float]) -> tuple[float | None, float | None]:
@@ -70,7 +71,8 @@ def entry_report(e, rows: list[dict]) -> dict:
     for key, grp in _group(rows).items():
         a, b = _metrics(grp, "paper"), _metrics(grp, "standard")
         table = []
-        for m in sorted({"clean", *nums, *a}, key=lambda k: (k != "clean", k)):
+        order = ["clean", *metric_keys(e.protocol, None)]   # the protocol's order: δ ascending, as listed
+        for m in sorted({"clean", *nums, *a}, key=lambda k: (order.index(k) if k in order else len(order), k)):
             pm = nums.get(m)
             am, asd = a.get(m, (None, None))
             bm, bsd = b.get("clean" if m == "clean" else "autoattack", (None, None))
