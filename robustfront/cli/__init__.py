@@ -1,4 +1,4 @@
-"""robustfront command line: quickstart | train | sweep | eval | analyze | report | export | bench | theorem1 | data info.
+"""robustfront command line: quickstart | train | sweep | reproduce | eval | analyze | report | export | bench | theorem1 | data info.
 
 One error boundary for every command: a bad value, file or folder ends in one line on stderr naming
 it and what is allowed, exit code 2, never a traceback (`--debug` or ROBUSTFRONT_DEBUG=1 shows it).
@@ -11,7 +11,7 @@ import errno
 import os
 import sys
 
-from . import evaluate, export, sweep, tools, train
+from . import evaluate, export, reproduce, sweep, tools, train
 
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
                UnicodeDecodeError)
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="robustfront", description=__doc__.split("\n")[0])
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks (also: ROBUSTFRONT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (tools, train, sweep, evaluate, export):
+    for module in (tools, train, sweep, reproduce, evaluate, export):
         module.add_commands(sub)
     return parser
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..validation import check_choice, check_int, check_number
+from ..validation import check_bool, check_choice, check_int, check_number
 from ._fp64 import mix as _mix, norms_dot64 as _norms_dot64
 from .base import Combiner as _Base
 
@@ -104,8 +104,11 @@ class AGR(_Base):
             this clips GOP tensors from epoch 0: robustfront's earlier default);
         "all": every tensor, plain g_a included.
 
+    gop=False: AGR Table 3's "without GOP" ablation: a tensor with ψ < 0 keeps plain g_a at every epoch.
+
     interp: the GICS weight of g_c, "cosine" (ψ, AGR), "average" (½) or "fixed" (`interp_scale`):
-    the paper's interpolation ablations.
+    the paper's interpolation ablations. AGR Table 4's fixed τ weights g_a (τ·g_a + (1-τ)·g_c), so
+    τ maps to interp_scale = 1 - τ.
 
     pop_diagnostics(): gop_freq (fraction of tensor-updates that took GOP), neg_frac
     (fraction with ψ < 0 — what the reference code logs as its "GOP rate", also before
@@ -116,9 +119,11 @@ class AGR(_Base):
     terms = ("clean", "adv")
 
     def __init__(self, start_epoch: int = 150, delay_gop: bool = False, clip: float | None = 0.1,
-                 clip_on: str = "gics", interp: str = "cosine", interp_scale: float = 0.5, eps: float = 1e-12):
+                 clip_on: str = "gics", interp: str = "cosine", interp_scale: float = 0.5, eps: float = 1e-12,
+                 gop: bool = True):
         self.start_epoch = check_int("start_epoch", start_epoch, 0)
         self.delay_gop = bool(delay_gop)
+        self.gop = check_bool("gop", gop)
         self.clip = _check_clip(clip)
         self.clip_on = check_choice("clip_on", clip_on, CLIP_ON)
         self.interp = check_choice("interp", interp, INTERPS)
@@ -134,7 +139,7 @@ class AGR(_Base):
     def combine(self, grads: dict[str, list[Tensor]]) -> list[Tensor]:
         g_clean, g_adv = grads["clean"], grads["adv"]
         started = self.epoch >= self.start_epoch
-        gop = started or not self.delay_gop
+        gop = self.gop and (started or not self.delay_gop)
         nc, na, ac = _norms_dot64(g_clean, g_adv)
         mask = {"from_start": "all" if started else "none"}.get(self.clip_on, self.clip_on)
         co = _coefficients(nc, na, ac, gics=started, gop=gop, clip=self.clip, clip_mask=mask, eps=self.eps,

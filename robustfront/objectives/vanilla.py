@@ -1,6 +1,6 @@
 import torch.nn.functional as F
 
-from ..validation import check_bool
+from ..validation import check_bool, check_number
 from .base import Objective, correct
 
 
@@ -17,15 +17,20 @@ class Vanilla(Objective):
         clean_first (bool): run the clean forward before the attack (default False: after it). The
             CA-AT reference code does it first, so the attack (eval-mode BatchNorm) already sees
             running statistics updated by this batch's clean forward.
+        label_smoothing (float): label smoothing of both CE terms (torch's meaning; default 0, hard
+            labels as both references). A training option for fair comparisons (docs/evidence.md).
     """
     terms = ("clean", "adv")
     slots = {"clean": ("clean",), "adv": ("adv",)}
 
-    def __init__(self, attack=None, clean_first: bool = False):
+    def __init__(self, attack=None, clean_first: bool = False, label_smoothing: float = 0.0):
         super().__init__(attack)
         self.clean_first = check_bool("clean_first", clean_first)
+        self.label_smoothing = check_number("label_smoothing", label_smoothing, 0.0, hi=1.0, hi_strict=True)
 
     def compute(self, model, x, y):
         logits_clean, logits_adv = self.clean_and_adv(model, x, y)
-        losses = {"clean": F.cross_entropy(logits_clean, y), "adv": F.cross_entropy(logits_adv, y)}
+        ls = self.label_smoothing
+        losses = {"clean": F.cross_entropy(logits_clean, y, label_smoothing=ls),
+                  "adv": F.cross_entropy(logits_adv, y, label_smoothing=ls)}
         return losses, {"clean_correct": correct(logits_clean, y), "adv_correct": correct(logits_adv, y)}

@@ -113,6 +113,7 @@ class TrainConfig:
     eval_steps: int = 10                 # PGD steps of the held-out check
     eval_n: Optional[int] = None         # held-out images used for the per-epoch check (default: all of them)
     select_on: SelectOn = "val"          # best.pt by PGD on: val (held out), test (references' rule), last
+    select_stale: bool = False           # CA-AT's rule: every epoch compares the LAST check's score (>=), so best.pt is overwritten until a check scores lower
     log_every: int = 0                   # >0: also write combiner diagnostics every N steps (a host sync each)
     progress: bool = True                # progress bar and one line per epoch on stderr
     tensorboard: bool = False            # also write TensorBoard scalars

@@ -40,6 +40,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
         if not resume:
             log.start()
         metrics: dict = log.history[-1] if log.history else {}   # a finished run: its last epoch
+        stale = _last_score(log.history)   # select_stale: the score of the last check (0 before any)
         if start >= cfg.epochs and dist.main:
             print(f"robustfront: {cfg.out} has finished all {cfg.epochs} epochs; nothing to train (raise --epochs "
                   f"to continue it)", file=sys.stderr)
@@ -65,13 +66,25 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
             if due and check is not None:      # rank 0 only
                 metrics.update(check(trainer.scored))
             score = metrics.get("val_pgd_acc", metrics.get("val_clean_acc", 0.0))
-            is_best = cfg.select_on == "last" or (due and score > best)
+            if cfg.select_stale:   # CA-AT's train-wa.py: `if test_adv_acc >= old_score` on every epoch
+                stale = score = score if due else stale
+                is_best = cfg.select_on == "last" or score >= best
+            else:
+                is_best = cfg.select_on == "last" or (due and score > best)
             best = score if is_best else best
             state = trainer.state_dict()       # every rank (gathers the ranks' RNG states), after the check
             log.commit({**state, "epoch": epoch + 1, "best_val_robust": best, "config": cfg.to_dict(),
                         "metrics": metrics}, metrics, is_best)   # writes on rank 0 only
         dist.barrier()                         # no rank returns before rank 0 has written the run
     return metrics
+
+
+def _last_score(history: list) -> float:
+    """The score of the last held-out check in a resumed run's history (0.0 before any check)."""
+    for m in reversed(history or []):
+        if "val_pgd_acc" in m or "val_clean_acc" in m:
+            return m.get("val_pgd_acc", m.get("val_clean_acc", 0.0))
+    return 0.0
 
 
 def _setup(cfg: TrainConfig, stack: ExitStack, dist, device, resume: bool, force: bool):

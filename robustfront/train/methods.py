@@ -222,7 +222,8 @@ _R("raat_sharp", objective="raat", attack_bn_mode="train",
    args={"objective": {"decide_with": "averaged", "dicar_start": None, "supervise": "first", "joint": False}},
    doc="RAAT#: RAAT with decisions by the averaged weights (EMA), DICAR from the averaging start, "
        "train-mode BatchNorm in the attack.")
-_R("avmixup", objective="avmixup", doc="AVmixup: soft-labelled mixup towards the adversarial vertex x + 2δ.")
+_R("avmixup", objective="avmixup", args={"objective": {"gamma": 2.0, "lambda1": 1.0, "lambda2": 0.1, "labels": "soft"}},
+   doc="AVmixup (Lee et al.): soft labels, CIFAR-10's γ=2, λ1=1, λ2=0.1 (docs/methods/avmixup.md: sources).")
 _R("ca_at", objective="vanilla", combiner="ca_at", args={"objective": {"clean_first": True}, "combiner": {"gamma": 0.8}},
    doc="CA-AT (Xue et al.): g_a moved onto the cone of angle arccos γ around g_c when they conflict.")
 _R("ca_at_trades", objective="trades", combiner="ca_at",
