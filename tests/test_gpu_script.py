@@ -172,14 +172,30 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, args, match):
     assert len(err) == 1 and match in err[0]
 
 
-def test_the_device_command_in_the_docs_parses_and_fits_the_tool():
+def _block(text, tag):
+    return re.search(rf"<!-- {tag} -->\n```\n(.+?)\n```\n<!-- /{tag} -->", text, re.S).group(1)
+
+
+def test_the_device_commands_in_the_docs_parse_and_fit_the_tool():
     text = (ROOT / "docs" / "gpu.md").read_text()
-    block = re.search(r"<!-- device-command -->\n```\n(.+?)\n```\n<!-- /device-command -->", text, re.S).group(1)
-    assert len(block) <= 2000 and "\n" not in block.strip()
-    words = shlex.split(block.replace('"$OUT"', "OUT"))
+    call = re.search(r"<!-- device-call -->\n(.+?)\n<!-- /device-call -->", text, re.S).group(1)
+    carry = json.loads(re.search(r"^carry: (\[.*\])$", call, re.M).group(1))
+    timeout = int(re.search(r"^timeout_s: (\d+)$", call, re.M).group(1))
+    first, second = _block(text, "device-command"), _block(text, "device-command-2")
+    for block in (first, second):
+        assert len(block) <= 2000 and "\n" not in block.strip()
+    words = shlex.split(first.replace('"$OUT"', "OUT"))
     assert words[:2] == ["bash", "benchmarks/gpu/run.sh"] and (ROOT / words[1]).is_file()
     a = build_parser().parse_args(words[2:])
-    assert a.budget_s == 450 and a.data == ".data/cifar10-jpeg.tar.gz" and a.out == "OUT" and a.stages == "all"
+    assert a.data == ".data/cifar10-jpeg.tar.gz" and a.out == "OUT" and a.stages == "all"
+    assert a.budget_s <= 480 and a.budget_s + 30 <= timeout <= 600        # <= 8 minutes, room to start and write
+    assert carry == [".data", ".whl"] and a.data.split("/")[0] in carry
+    plan = plan_run(SIZES["cuda"], a.budget_s, STAGES)                      # the first command plans AutoAttack
+    assert "autoattack" in [s["name"] for s in plan["stages"]] and plan["aa_n"] >= AA_MIN
+    b = build_parser().parse_args(shlex.split(second.replace('"$OUT"', "OUT").replace("--budget-s B", "--budget-s 200"))[2:])
+    assert set(b.stages.split(",")) <= set(STAGES) and "autoattack" in b.stages
     assert subprocess.run(["bash", "-n", str(RUN)]).returncode == 0
     gitignore = (ROOT / ".gitignore").read_text().split()
     assert "/.data/" in gitignore and "/.whl/" in gitignore           # what `carry` brings is never committed
+    readme = (ROOT / "README.md").read_text()
+    assert first in readme and 'carry [".data", ".whl"]' in readme and f"timeout_s {timeout}" in readme
