@@ -222,15 +222,22 @@ def _conv_bn(seed=0):
                          nn.BatchNorm1d(16), nn.Linear(16, 4)).train()
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_masked_batch_statistics_equal_a_forward_of_the_selected_images(channels_last):
+def test_masked_batch_statistics_equal_a_forward_of_the_selected_images(channels_last, device):
     """batch_stats_from(mask): the selected images' outputs, the parameters' gradients of a loss over
     them and the running statistics are those of a forward of x[mask] alone (the compaction the
-    reference does, which needs the count on the host)."""
+    reference does, which needs the count on the host). On CUDA in exact fp32 (TF32 off)."""
+    from robustfront.device import exact_fp32
     from robustfront.models.masked_bn import batch_stats_from
-    x = torch.rand(10, 3, 8, 8)
-    keep = torch.tensor([1, 0, 1, 1, 0, 0, 1, 1, 0, 1], dtype=torch.bool)
-    compact, masked = _conv_bn(), _conv_bn()
+    with exact_fp32():
+        _masked_vs_compact(channels_last, torch.device(device), batch_stats_from)
+
+
+def _masked_vs_compact(channels_last, device, batch_stats_from):
+    x = torch.rand(10, 3, 8, 8).to(device)
+    keep = torch.tensor([1, 0, 1, 1, 0, 0, 1, 1, 0, 1], dtype=torch.bool, device=device)
+    compact, masked = _conv_bn().to(device), _conv_bn().to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
         masked = masked.to(memory_format=torch.channels_last)
@@ -247,7 +254,7 @@ def test_masked_batch_statistics_equal_a_forward_of_the_selected_images(channels
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)     # running mean, var; num_batches_tracked
     # eval-mode BatchNorm is untouched; under two selected images the running statistics stay
     before = [b.clone() for b in masked.buffers()]
-    with batch_stats_from(torch.arange(10) == 3):
+    with batch_stats_from(torch.arange(10, device=device) == 3):
         masked(x)
     assert all(torch.equal(a, b) for a, b in zip(list(masked.buffers())[:2], before[:2]))
     masked.eval()

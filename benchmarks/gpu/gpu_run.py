@@ -142,7 +142,7 @@ def stage_params(name: str, a, size: dict, plan: dict) -> tuple[str, dict]:
     raise ValueError(f"unknown stage {name}")
 
 
-def _why_not(name: str, plan: dict, results: dict) -> str | None:
+def _why_not(name: str, plan: dict) -> str | None:
     """A stage that cannot run whatever the budget: its input is missing."""
     if name in ("epoch", *SCHEDULE_METHODS) and not (plan["data"] and Path(plan["data"]).exists()):
         return "no training data: pass --data ARCHIVE (a dry run makes its own in the data stage)"
@@ -243,7 +243,7 @@ def run_stage(name, a, size, plan, results, wanted, worker, env, work, left, say
         # the stages after it kept free if it can; else AutoAttack first (it is what the run is for)
         plan["aa_n"] = (choose_aa(results, size, left() - reserve_s(results, size, wanted, plan), models, None)
                         or choose_aa(results, size, left(), models, None) or 0)
-    why = _why_not(name, plan, results)
+    why = _why_not(name, plan)
     if name in SCHEDULE_METHODS and plan["epochs"] is None:
         shortest = a.epochs or size["ladder"][-1][0]
         why = why or f"no schedule of {shortest}{'' if a.epochs else '+'} epochs fits the {left():.0f}s left"
