@@ -64,17 +64,88 @@ def fused_sgd_supported(device: torch.device) -> bool:
         return device.type == "cuda"
 
 
-def maybe_compile(model: torch.nn.Module, device: torch.device, mode: str | None = None) -> torch.nn.Module:
-    """torch.compile(model), or the model itself with a one-line note on stderr where unsupported.
+_ATTACKING = [False]
 
-    The compiled wrapper shares the parameters: callers keep the plain module for saving."""
+
+@contextmanager
+def input_gradients_only():
+    """Inside the block a CompiledNet's forwards take the gradient of their input only (attacks
+    enter it): AOTAutograd's compiled backward computes the gradient of every input that required
+    one when it was traced, so a compiled attack would compute the parameters' too and drop them."""
+    old = _ATTACKING[0]
+    _ATTACKING[0] = True
+    try:
+        yield
+    finally:
+        _ATTACKING[0] = old
+
+
+class _DetachedParameters(torch.nn.Module):
+    """The model with its parameters detached (buffers are the model's own: train-mode BatchNorm
+    still updates its running statistics)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        params = {n: p.detach() for n, p in self.model.named_parameters()}
+        return torch.func.functional_call(self.model, params, (x,))
+
+
+def _reason(e: BaseException) -> str:
+    """One line: the error and, where dynamo wrapped one, the root cause."""
+    def line(x):   # dynamo's messages read "backend='inductor' raised:" then the error on the next line
+        rows = [r.strip() for r in str(x).splitlines() if r.strip()] or [""]
+        return f"{type(x).__name__}: " + (" ".join(rows[:2]) if rows[0].endswith(":") else rows[0])
+    root = e
+    while root.__cause__ is not None:
+        root = root.__cause__
+    return (line(e) if root is e else f"{line(e)} (cause: {line(root)})")[:500]
+
+
+class CompiledNet(torch.nn.Module):
+    """torch.compile(model) for training forwards, a compiled parameter-detached view for attack
+    forwards (input_gradients_only), and the eager model once compiling failed: torch.compile
+    compiles lazily, at the first forward (and again at a new input shape), so its errors come from
+    a forward, not from torch.compile(...). The reason is kept in `fallback` and printed once. (A
+    failure in the backward, which AOTAutograd compiles at the first backward, is not caught.)
+
+    The parameters are the model's: callers keep the plain module for saving."""
+
+    def __init__(self, model: torch.nn.Module, mode: str | None = None, backend: str | None = None):
+        super().__init__()
+        self.model = model
+        kw = {"mode": mode, "backend": backend or "inductor"}
+        # kept out of the module tree (one copy of the parameters in state_dict and modules())
+        self.__dict__["_views"] = (torch.compile(model, **kw), torch.compile(_DetachedParameters(model), **kw))
+        self.fallback: str | None = None
+
+    def forward(self, x):
+        if self.fallback is None:
+            try:
+                return self._views[_ATTACKING[0]](x)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as e:  # noqa: BLE001 - any compile failure means: run eagerly from now on
+                self.fallback = _reason(e)
+                print(f"robustfront: torch.compile failed at a forward, running eagerly: {self.fallback}",
+                      file=sys.stderr)
+        return self.model(x)
+
+
+def maybe_compile(model: torch.nn.Module, device: torch.device, mode: str | None = None,
+                  backend: str | None = None) -> torch.nn.Module:
+    """A CompiledNet of the model, or the model itself with a one-line note on stderr where
+    torch.compile is unsupported."""
     try:
         import torch._dynamo
         if not torch._dynamo.is_dynamo_supported():
             raise RuntimeError("torch.compile does not support this Python version")
-        if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        if backend in (None, "inductor") and device.type == "cpu" \
+                and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
             raise RuntimeError("no C++ compiler on PATH (inductor's CPU backend needs one)")
-        return torch.compile(model, mode=mode)
+        return CompiledNet(model, mode, backend)
     except Exception as e:  # noqa: BLE001 - any failure means: run uncompiled
         print(f"robustfront: compile=True skipped, running eagerly: {str(e).splitlines()[0]}", file=sys.stderr)
         return model
@@ -123,5 +194,6 @@ def exact_fp32():
     return tf32_flags(False)
 
 
-__all__ = ["autocast", "cpu_bf16_native", "exact_fp32", "fused_sgd_supported", "tf32_flags", "maybe_compile", "precision_flags",
+__all__ = ["CompiledNet", "autocast", "cpu_bf16_native", "exact_fp32", "fused_sgd_supported", "input_gradients_only",
+           "tf32_flags", "maybe_compile", "precision_flags",
            "resolve_device", "set_tf32", "warn_emulated_bf16"]

@@ -1,6 +1,7 @@
 """The CUDA paths: no host sync in the training step, fused SGD, bf16 autocast, the evaluation batch
 size probe, exact fp32 in evaluation. Marked `cuda` (skipped without a device; the GPU run,
-benchmarks/gpu/run.sh, runs them with `pytest -m cuda`), except the CPU stand-in of the first."""
+benchmarks/gpu/run.sh, runs them with `pytest -m cuda`), except the CPU stand-in of the first
+(Python-level host reads; the aten-level check of every named method is tests/test_sync_free.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,13 +9,14 @@ import torch.nn.functional as F
 from robustfront.bench import random_cifar
 from robustfront.train import TrainConfig, build_trainer
 
-METHODS = ["pgd_at", "trades", "mart", "ca_at", "agr", "raat"]
+METHODS = ["pgd_at", "trades", "mart", "ca_at", "agr", "raat", "raat_sharp"]   # RAAT# decides with its average
 _SYNCING = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
 
 
 def _trainer(method, device, **kw):
+    ema = {"ema": 0.999, "ema_start": 0} if method == "raat_sharp" else {}
     cfg = TrainConfig(model="small_cnn", model_args={"width": 4}, method=method, batch_size=8, attack_steps=2,
-                      device=str(device), crop=4, flip=True, **kw)
+                      device=str(device), crop=4, flip=True, **ema, **kw)
     tr = build_trainer(cfg, random_cifar(32), torch.device(device))
     tr.on_epoch(200)   # past AGR's start epoch: its full rule runs
     return tr
@@ -141,6 +143,7 @@ def test_eval_batch_size_probe_on_cuda():
 
 @pytest.mark.cuda
 def test_evaluate_runs_in_exact_fp32_on_cuda():
+    from robustfront.device import tf32_flags
     from robustfront.eval import evaluate
     from robustfront.models import create_model
     dev = torch.device("cuda")
@@ -149,13 +152,12 @@ def test_evaluate_runs_in_exact_fp32_on_cuda():
     model.register_forward_pre_hook(lambda m, a: seen.append(
         (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision())))
     x, y = torch.rand(32, 3, 32, 32, device=dev), torch.randint(0, 10, (32,), device=dev)
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    try:
+    # TF32 on around the call, through the one helper that sets and restores all three switches
+    # (precision, matmul, cuDNN): restoring two of them left torch >= 2.9 refusing a later read
+    with tf32_flags(True):
         res = evaluate(model, x, y, ["pgd2"], eps=8 / 255)
-        after = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        after = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                 torch.get_float32_matmul_precision())
     assert seen and set(seen) == {(False, False, "highest")}      # every forward: TF32 off
-    assert after == (True, True)                                  # the caller's flags come back
+    assert after == (True, True, "high")                          # the caller's flags come back
     assert res["precision"]["exact_fp32"] is True

@@ -454,20 +454,19 @@ def test_apgd_arguments():
 
 # ---------------------------------------------------------------- every objective on a real model
 
-def objectives(attack, dicar_inputs="all"):
-    """Every objective form; RAAT's DICAR on all images (dicar_inputs="selected", the reference's batch,
-    reads the selected count on the host: test_raat_selected_dicar_is_the_one_host_read)."""
+def objectives(attack, device="cpu"):
+    """Every objective form (RAAT's DICAR both on the selected images, the default, and on all);
+    RAAT#'s averaged model on `device`, beside the trained one."""
     def averaged(obj):
-        obj.bind(create_model("small_cnn", 10, in_channels=1, input_size=8, width=4).eval(), 0)
+        obj.bind(create_model("small_cnn", 10, in_channels=1, input_size=8, width=4).to(device).eval(), 0)
         return obj
     return {
         "trades": TRADES(attack), "trades_whole": Slots(TRADES(attack), WHOLE_TRADES),
         "mart": Slots(MART(attack), MART.slots), "clp": CLP(attack), "clp_prob": CLP(attack, pairing="prob", adv_ce=False),
         "cons_at": ConsAT(attack), "cons_at_separate": ConsAT(attack, joint=False),
-        "raat": RAAT(attack, dicar_inputs=dicar_inputs), "raat_pp": RAATPP(attack, dicar_inputs=dicar_inputs),
-        "raat_probs_attack_x2": RAAT(attack, target="probs", reduced="attack", joint=False, dicar_inputs=dicar_inputs),
-        "raat_sharp": averaged(RAAT(attack, decide_with="averaged", dicar_start=None, supervise="first", joint=False,
-                                    dicar_inputs=dicar_inputs)),
+        "raat": RAAT(attack), "raat_all": RAAT(attack, dicar_inputs="all"), "raat_pp": RAATPP(attack),
+        "raat_probs_attack_x2": RAAT(attack, target="probs", reduced="attack", joint=False),
+        "raat_sharp": averaged(RAAT(attack, decide_with="averaged", dicar_start=None, supervise="first", joint=False)),
         "avmixup": AVmixup(attack), "avmixup_slots": Slots(AVmixup(attack), AVmixup.slots),
         "awp": AWPAT(attack), "awp_trades": AWP(TRADES(attack)), "agr_awp": Slots(AWPVanilla(attack), Vanilla.slots),
     }
@@ -527,7 +526,7 @@ def test_objectives_do_not_sync_on_cuda():
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, in_channels=1, input_size=8, width=4).cuda().train()
     x, y = torch.rand(8, 1, 8, 8, device="cuda"), torch.randint(0, 10, (8,), device="cuda")
-    objs = objectives(PGD(0.1, steps=1))
+    objs = objectives(PGD(0.1, steps=1), device="cuda")
     for obj in objs.values():  # warm-up (first calls may allocate / initialise)
         obj(model, (x, x.flip(3)) if getattr(obj, "views", 1) == 2 else x, y)
         if hasattr(obj, "after_backward"):
@@ -543,9 +542,9 @@ def test_objectives_do_not_sync_on_cuda():
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_raat_selected_dicar_is_the_one_host_read(monkeypatch):
-    """DICAR on the selected images only (the reference's batch) needs their count on the host; the
-    sync-free alternative dicar_inputs="all" reads nothing."""
+def test_raat_dicar_reads_nothing_on_the_host(monkeypatch):
+    """DICAR with the reference's batch statistics (the selected images) masks instead of compacting:
+    no nonzero, no count read on the host, for either choice of DICAR inputs."""
     torch.manual_seed(0)
     model = create_model("small_cnn", 10, in_channels=1, input_size=8, width=4).train()
     x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
@@ -555,7 +554,7 @@ def test_raat_selected_dicar_is_the_one_host_read(monkeypatch):
     reads = []
     orig = torch.Tensor.nonzero
     monkeypatch.setattr(torch.Tensor, "nonzero", lambda self, *a, **k: reads.append(1) or orig(self, *a, **k))
-    RAAT(identity_attack, dicar_inputs="all")(model, (x, x.flip(3)), y)
+    for kw in ({"dicar_inputs": "all"}, {}):
+        losses, stats = RAAT(identity_attack, **kw)(model, (x, x.flip(3)), y)
+        assert losses["dicar"].item() > 0 and stats["dicar_selected"].item() == 8
     assert reads == []
-    RAAT(identity_attack)(model, (x, x.flip(3)), y)
-    assert reads == [1]

@@ -213,3 +213,69 @@ def test_avmixup_soft_labels_and_agrs_hard_label_variant():
     hard = AVmixup(None, labels="hard")(model, x, y, adv)[0]["adv"]
     torch.testing.assert_close(hard, F.cross_entropy(model(x_mix), y))   # AGR train.py: loss_fc(out, targets)
     assert abs(soft.item() - hard.item()) > 1e-3
+
+
+def _conv_bn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                         nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 16),
+                         nn.BatchNorm1d(16), nn.Linear(16, 4)).train()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_masked_batch_statistics_equal_a_forward_of_the_selected_images(channels_last, device):
+    """batch_stats_from(mask): the selected images' outputs, the parameters' gradients of a loss over
+    them and the running statistics are those of a forward of x[mask] alone (the compaction the
+    reference does, which needs the count on the host). On CUDA in exact fp32 (TF32 off)."""
+    from robustfront.device import exact_fp32
+    from robustfront.models.masked_bn import batch_stats_from
+    with exact_fp32():
+        _masked_vs_compact(channels_last, torch.device(device), batch_stats_from)
+
+
+def _masked_vs_compact(channels_last, device, batch_stats_from):
+    x = torch.rand(10, 3, 8, 8).to(device)
+    keep = torch.tensor([1, 0, 1, 1, 0, 0, 1, 1, 0, 1], dtype=torch.bool, device=device)
+    compact, masked = _conv_bn().to(device), _conv_bn().to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+        masked = masked.to(memory_format=torch.channels_last)
+    ref = compact(x[keep])
+    with batch_stats_from(keep):
+        got = masked(x)
+    torch.testing.assert_close(got[keep], ref, rtol=1e-5, atol=1e-5)
+    g_ref = torch.autograd.grad(ref.square().mean(), list(compact.parameters()))
+    g_got = torch.autograd.grad(torch.where(keep[:, None], got, 0).square().sum() / keep.sum() / ref.shape[1],
+                                list(masked.parameters()))
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(masked.buffers(), compact.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)     # running mean, var; num_batches_tracked
+    # eval-mode BatchNorm is untouched; under two selected images the running statistics stay
+    before = [b.clone() for b in masked.buffers()]
+    with batch_stats_from(torch.arange(10, device=device) == 3):
+        masked(x)
+    assert all(torch.equal(a, b) for a, b in zip(list(masked.buffers())[:2], before[:2]))
+    masked.eval()
+    plain = masked(x)
+    with batch_stats_from(keep):
+        torch.testing.assert_close(masked(x), plain, rtol=0, atol=0)
+
+
+def test_selected_dicar_loss_and_gradients_are_the_references():
+    """RAAT's default DICAR (masking) against the reference's compacted DICAR forward: the loss and the
+    parameters' gradients (running statistics: the test above; the two run their forwards in
+    different orders, so their running averages differ by order alone)."""
+    model, (x1, x2, y) = bn_model(5), views(6)
+    ref_model, our_model = copy.deepcopy(model), copy.deepcopy(model)
+    ref, n_sel = raat_reference(ref_model, x1, x2, y, eta=0.5, m=0.7, lam=1.0, T=0.5)
+    assert 2 <= n_sel < len(y)
+    obj = RAAT(attack, eta=0.5, require_adv_wrong=True)
+    obj.draw_mix = lambda device: torch.tensor(0.7)
+    losses, _ = obj(our_model, (x1, x2), y)
+    torch.testing.assert_close(losses["dicar"], ref["dicar"], rtol=1e-5, atol=1e-6)
+    g_ref = torch.autograd.grad(ref["dicar"], list(ref_model.parameters()), allow_unused=True)
+    g_got = torch.autograd.grad(losses["dicar"], list(our_model.parameters()), allow_unused=True)
+    for a, b in zip(g_got, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -4,6 +4,8 @@
 #   .whl/site/pyautoattack/     pyautoattack 0.2.0, unpacked from its wheel without examples/ (a 42 MB model file)
 #   .whl/site/pytest/           pytest with pluggy and iniconfig; .whl/site/pygments/, .whl/site/packaging/
 #                               (pytest's other dependencies), all unpacked (pure Python)
+#   .whl/commit                 the commit of this checkout (+ "-dirty" with uncommitted changes to tracked
+#                               files), recorded by run.sh in gpu_run.json: run prepare.sh after the last commit
 # run.sh puts a folder on PYTHONPATH only when the machine lacks that module.
 # Both folders are git-ignored; pass them to the device tool as carry: [".data", ".whl"] (64 MiB in all).
 #
@@ -35,6 +37,10 @@ for folder, dists in groups.items():
                     z.extract(name, dest)
         print(f"{whl.name} -> {dest}")
 PYEOF
+commit="$(git rev-parse HEAD)"
+git diff --quiet HEAD -- || commit="$commit-dirty"
+echo "$commit" > .whl/commit
+echo "commit: $commit (.whl/commit)"
 git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | awk '{printf "tracked files: %.1f MiB\n", $1/1048576}'
 du -sb .data .whl | awk '{printf "%s: %.1f MiB\n", $2, $1/1048576}'
 echo "carry: [\".data\", \".whl\"]  (the device tool copies at most 64 MiB with the working tree)"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU run (docs/gpu.md): CUDA tests, bench, one epoch, a short schedule + AutoAttack, the environment,
-# within --budget-s; JSON to --out (default $OUT). On the CPU: --dry-run (seconds, tiny model).
+# The GPU run (docs/gpu.md): CUDA tests, bench, one epoch, short schedules + AutoAttack, compile, the
+# environment, within --budget-s; gpu_run.json and summary.txt to --out (default $OUT). On the CPU:
+# --dry-run (a minute, tiny model); --plan prints the plan and runs nothing.
 #
-#   bash benchmarks/gpu/run.sh --budget-s 450 --data .data/cifar10-jpeg.tar.gz --out "$OUT"
+#   bash benchmarks/gpu/run.sh --budget-s 470 --data .data/cifar10-jpeg.tar.gz --out "$OUT"
 #
 # Needs no network: robustfront runs from this checkout (PYTHONPATH, no install); pyautoattack and
 # pytest come from .whl/ when the machine lacks them (benchmarks/gpu/prepare.sh puts them there).
@@ -32,6 +33,8 @@ for whl in .whl/*.whl; do
     has "$name" || "$PY" -m pip install --quiet --no-index --no-deps "$whl" >&2
 done
 export PYTHONPATH="$ROOT$extra${PYTHONPATH:+:$PYTHONPATH}"
+# the commit this checkout was prepared from (prepare.sh; the device's copy has no .git)
+if [ -z "${ROBUSTFRONT_COMMIT:-}" ] && [ -f .whl/commit ]; then export ROBUSTFRONT_COMMIT="$(cat .whl/commit)"; fi
 export ROBUSTFRONT_CACHE="${ROBUSTFRONT_CACHE:-$ROOT/runs/gpu/cache}"
 export PYTHONUNBUFFERED=1
-exec "$PY" -m robustfront.bench.gpu "$@"
+exec "$PY" "$ROOT/benchmarks/gpu/gpu_run.py" "$@"

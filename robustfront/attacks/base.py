@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from ..device import input_gradients_only
 from ..models.modes import set_mode
 from ..registry import Registry
 from ..validation import check_choice, check_int, check_number, invalid
@@ -29,7 +30,8 @@ class Attack:
     Every module's train/eval flag is restored afterwards, also on error. Subclasses take input
     gradients with torch.autograd.grad(loss, δ): parameters' .grad is never touched and each step's
     graph is freed at once. Parameters keep requires_grad (flipping it would race with a caller's
-    graph and recompile compiled models). x is assumed inside `bounds`; it is not checked, since
+    graph and recompile compiled models; a compiled model runs its parameter-detached view here,
+    device.input_gradients_only). x is assumed inside `bounds`; it is not checked, since
     that would sync the host.
     """
 
@@ -67,7 +69,8 @@ class Attack:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}; allowed: equal batch sizes")
         # per module, so a model mixing modes (e.g. frozen BatchNorm in a PEFT backbone) comes back as it was
-        with set_mode(model, self.bn_mode == "train"), torch.enable_grad():
+        # input_gradients_only: a compiled model (device.CompiledNet) computes no parameter gradients
+        with set_mode(model, self.bn_mode == "train"), torch.enable_grad(), input_gradients_only():
             x_adv = self.perturb(model, x.detach().float(), y.detach())
         return x_adv.detach().to(x.dtype)
 

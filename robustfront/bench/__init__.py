@@ -1,10 +1,11 @@
 """`robustfront bench`: training-step throughput (images/s, FLOP/s, MFU, memory) of robustfront against a
-reference-style PGD-AT loop, and the GPU run (`python -m robustfront.bench.gpu`, benchmarks/gpu/run.sh).
+reference-style PGD-AT loop. (The GPU run that drives it on a lent device lives outside the package,
+in benchmarks/gpu/.)
 
 runner.py builds and times the configurations side by side; report.py assembles the report;
 flops.py counts a step's FLOPs and measures the device's peak; reference.py is the loop written the
-way published code does it, kept out of the library's own training step. gpu.py (the GPU run's
-orchestrator) imports nothing heavy, so names here are loaded on first use.
+way published code does it, kept out of the library's own training step. Names here are loaded on
+first use (importing the package costs nothing).
 """
 _NAMES = {"ReferenceImages": ".reference", "reference_steps": ".reference",
           "FULL": ".runner", "METHODS": ".runner", "QUICK": ".runner", "VARIANTS": ".runner",

@@ -56,10 +56,9 @@ def step_structure(method: str, attack_steps: int) -> dict[str, int] | None:
     K = attack_steps. The attack: K × (forward + input backward) in eval mode; TRADES' KL attack
     adds one forward of x for p(x). Training: one forward per train-mode input and one full backward
     through each (a surgery combiner's per-term backwards split one backward of the sum). RAAT:
-    two attacked views, a no-grad split forward of 3 inputs per view, five train-mode forwards; the
-    count has DICAR's mix forward on every image (`dicar_inputs=all`): with the default (the
-    reference's: only the images both views classify correctly) it is an upper bound, by at most
-    one forward + full backward of the batch, so RAAT's reported FLOP/s and MFU may read high."""
+    two attacked views, a no-grad split forward of 3 inputs per view, five train-mode forwards (DICAR's mix
+    forward runs on every image with either choice of `dicar_inputs`: the default masks BatchNorm's
+    statistics instead of compacting the batch)."""
     k = attack_steps
     table = {
         "pgd_at": (k + 1, k, 1),          # attack; CE(f(x'))

@@ -3,7 +3,7 @@ does it (Madry et al. / Rice et al. style), kept apart from the library's own tr
 
 fp32; a torch.utils.data.DataLoader over the uint8 images with per-sample random crop (pad 4) and
 flip in numpy (what torchvision's RandomCrop/RandomHorizontalFlip/ToTensor do), per-batch
-`.to(device)`; the attack calls `loss.backward()` (so every step also computes the parameters'
+`.to(device)` (workers spawned on CUDA, forked on the CPU); the attack calls `loss.backward()` (so every step also computes the parameters'
 gradients, which are thrown away by `opt.zero_grad()`); torch's default SGD; `.item()` per step.
 """
 from __future__ import annotations
@@ -50,9 +50,14 @@ def reference_steps(spec, ds, device):
     eps, alpha, k = float(cfg.eps), float(cfg.alpha), cfg.attack_steps
     model = build_model(cfg, ds, device)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    workers = spec["ref_workers"]
+    # this process already holds a CUDA context (the model is built): workers are spawned, not forked
+    # from it (a forked child inherits a CUDA state it must not touch); spawn pickles the dataset once
+    context = "spawn" if workers > 0 and device.type == "cuda" else None
     loader = torch.utils.data.DataLoader(ReferenceImages(ds.x_train, ds.y_train), batch_size=spec["batch_size"],
-                                         shuffle=True, drop_last=True, num_workers=spec["ref_workers"],
-                                         pin_memory=device.type == "cuda", persistent_workers=spec["ref_workers"] > 0)
+                                         shuffle=True, drop_last=True, num_workers=workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                                         multiprocessing_context=context)
     it = batches(loader)
     log = {"loss": 0.0}
 

@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 
+from ..device import CompiledNet, maybe_compile
 from .precision import tf32_flags
 from .reference import batches, reference_steps
 
@@ -81,19 +82,24 @@ def _our_steps(spec, ds, device):
                       crop=4, flip=True)
     tr = build_trainer(cfg, ds, device)
     if spec["compile"] and backend:   # the CPU dry run: dynamo's tracing, without inductor's minute of C++ builds
-        tr.net = torch.compile(tr.model, backend=backend)
+        tr.net = maybe_compile(tr.model, device, backend=backend)
     tr.on_epoch(200)   # an epoch past AGR's default start (150), so its full rule (GOP + GICS) is timed
     it = batches(tr.loader)
 
     def step():
         x, y = next(it)
         tr.step(x, y)                          # no host sync: time_step times it with CUDA events
-    return step
+
+    def notes():   # a compile that failed at a forward ran eagerly: say so beside the timing
+        return {"compile_fallback": tr.net.fallback if isinstance(tr.net, CompiledNet) else None}
+    return step, notes
 
 
 def stepper(spec: dict, ds, device):
     """Build one configuration, run its untimed warm-up steps (compilation happens here); returns
-    (step function running under the configuration's precision flags, warm-up seconds)."""
+    (step function running under the configuration's precision flags, warm-up seconds, notes:
+    the first step's seconds — compilation included — and compile_fallback, the reason a compiled
+    model ran eagerly, else None)."""
     random.seed(spec["seed"])
     torch.manual_seed(spec["seed"])
     if spec["compile"]:
@@ -103,16 +109,23 @@ def stepper(spec: dict, ds, device):
         for name in ("recompile_limit", "cache_size_limit"):   # the name changed across torch versions
             if hasattr(dynamo.config, name):
                 setattr(dynamo.config, name, max(getattr(dynamo.config, name), 64))
-    inner = (reference_steps if spec["method"] == "reference" else _our_steps)(spec, ds, device)
+    if spec["method"] == "reference":
+        inner, notes = reference_steps(spec, ds, device), dict
+    else:
+        inner, notes = _our_steps(spec, ds, device)
 
     def step():
         with tf32_flags(spec.get("tf32")):
             inner()
     t0 = time.perf_counter()
+    first = None
     for _ in range(spec["warmup"]):
         step()
+        if first is None:   # the first step compiles (torch.compile is lazy): its time is the compile's upper bound
+            _sync(device)
+            first = time.perf_counter() - t0
     _sync(device)
-    return step, time.perf_counter() - t0
+    return step, time.perf_counter() - t0, {"first_step_s": first, **notes()}
 
 
 def time_step(step, device) -> float:
@@ -153,9 +166,9 @@ def time_interleaved(specs: list[dict], rounds: int, log=None, ds=None) -> tuple
     steps, info = [], []
     for sp in specs:
         held = torch.cuda.memory_allocated(device) if cuda else 0
-        step, warm = stepper(sp, ds, device)
+        step, warm, notes = stepper(sp, ds, device)
         steps.append(step)
-        info.append({"warmup_s": warm,
+        info.append({"warmup_s": warm, **notes,
                      "held_bytes": max(0, torch.cuda.memory_allocated(device) - held) if cuda else None})
         if log:
             log(f"built {sp['method']} [{sp['variant']}]: warm-up {warm:.1f}s")
@@ -183,7 +196,7 @@ def peak_memory(spec: dict) -> dict:
     base = 0 if cuda else _rss()
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    step, _ = stepper(spec, ds, device)
+    step, _, _ = stepper(spec, ds, device)
     step()
     _sync(device)
     return {"peak_mem_bytes": int(torch.cuda.max_memory_allocated(device)) if cuda else _rss(),

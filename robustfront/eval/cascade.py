@@ -66,6 +66,22 @@ class _Runner:
         self.aa, self.attacks, self.x, self.y, self.device = aa, attacks, x, y, device
         self.bs, self.store, self.log, self.seed, self.write, self.label = batch_size, store, log, seed, write, label
         self.where = {"device": str(device), "precision": precision_flags()}
+        self.piece = batch_size   # images per device call: halved on out-of-memory, batches stay as planned
+
+    def _fitting(self, fn, xb, yb):
+        """fn(xb, yb) in pieces of self.piece images; out of memory halves the piece and retries (the
+        batch's bookkeeping, and so resume, is unchanged; an attack's random draws then differ)."""
+        while True:
+            try:
+                return torch.cat([fn(xb[i:i + self.piece], yb[i:i + self.piece])
+                                  for i in range(0, len(yb), self.piece)])
+            except torch.cuda.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.piece == 1:
+                    raise
+                self.piece //= 2
+                self.log.warning(f"robustfront: out of memory; the evaluation goes on {self.piece} images at a time")
 
     def _save(self, rec):
         rec.update(self.where)
@@ -98,7 +114,7 @@ class _Runner:
         for s in range(rec["start"], rec["stop"], self.bs):
             e = min(s + self.bs, rec["stop"])
             xb, yb = self.x[s:e].clone().to(self.device), self.y[s:e].clone().to(self.device)
-            ok.append(yb.eq(self.aa.get_logits(xb).max(dim=1)[1]).cpu())
+            ok.append(self._fitting(lambda a, b: b.eq(self.aa.get_logits(a).max(dim=1)[1]), xb, yb).cpu())
         rec["clean"] = to_bits(torch.cat(ok).numpy())
         rec["time_s"]["clean"] = time.monotonic() - t
         self._save(rec)
@@ -135,8 +151,8 @@ class _Runner:
             sel = idx[b * self.bs:(b + 1) * self.bs]
             g = torch.as_tensor(sel + rec["start"], device=self.x.device)
             xb, yb = self.x[g].clone().to(self.device), self.y[g].clone().to(self.device)
-            adv = official.perturb(self.aa, attack, xb, yb)
-            broken = (~yb.eq(self.aa.get_logits(adv).max(dim=1)[1])).cpu().numpy()
+            broken = self._fitting(lambda a, b: ~b.eq(self.aa.get_logits(official.perturb(self.aa, attack, a, b))
+                                                      .max(dim=1)[1]), xb, yb).cpu().numpy()
             robust[sel[broken]] = False
             rec["partial"] = {"attack": attack, "batches": b + 1, "mask": to_bits(robust)}
             rec["time_s"][attack] = rec["time_s"].get(attack, 0.0) + time.monotonic() - t

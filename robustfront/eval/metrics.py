@@ -23,19 +23,33 @@ def auto_batch_size(model, x, *, cpu: int = 500, budget: float = 0.5, cap: int =
     """Evaluation batch size for x's device. CPU: `cpu` (larger batches gain nothing there).
     CUDA: as many images as fit in `budget` of the free memory with one forward and input-gradient
     pass (what every attack step needs), measured on a probe batch; a multiple of `probe` in
-    [probe, cap]."""
+    [probe, cap]. A probe that runs out of memory is halved and retried, down to one image (the
+    cap then is the probe that fitted)."""
     if x.device.type != "cuda":
         return cpu
     from ..models.modes import eval_mode
-    xb = x[:probe].detach().float().clone().requires_grad_(True)
+    while True:  # a probe that does not fit is halved (a model too large for 32 images at once)
+        try:
+            per_image = _probe_bytes(model, x[:probe], eval_mode)
+            break
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if probe == 1:
+                raise
+            probe = cap = probe // 2   # what fits is less than the probe that failed
+    free, _ = torch.cuda.mem_get_info(x.device)
+    return int(max(probe, min(cap, int(budget * free / per_image) // probe * probe)))
+
+
+def _probe_bytes(model, x, eval_mode) -> int:
+    """Peak bytes per image of one forward + input-gradient pass over x (CUDA)."""
+    xb = x.detach().float().clone().requires_grad_(True)
     torch.cuda.synchronize(x.device)
     torch.cuda.reset_peak_memory_stats(x.device)
     base = torch.cuda.memory_allocated(x.device)
     with eval_mode(model), torch.enable_grad():
         torch.autograd.grad(model(xb).float().logsumexp(1).sum(), xb)
-    per_image = max(1, (torch.cuda.max_memory_allocated(x.device) - base) // len(xb))
-    free, _ = torch.cuda.mem_get_info(x.device)
-    return int(max(probe, min(cap, int(budget * free / per_image) // probe * probe)))
+    return max(1, (torch.cuda.max_memory_allocated(x.device) - base) // len(xb))
 
 
 def accuracy(model, x, y, attack=None, batch_size: int = 500) -> float:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.masked_bn import batch_stats_from
 from ..models.modes import eval_mode
 from ..validation import check_bool, check_choice, check_int, check_number
 from .base import Objective, forward_views
@@ -60,10 +61,13 @@ class RAAT(Objective):
     one forward each — clean (2B), supervised inputs (2B), RAAT++'s full x' (2B) — and a train-mode
     attack runs once on the 2B pair; joint=False: one forward per view. Eval-mode work (an eval-mode
     attack, the split) is per sample, so it is batched for speed only (`concat_pays`). dicar_inputs="selected" (the
-    reference) forwards only the selected mixed images; this reads their count on the host (one
-    sync per step: a data-dependent batch size). "all" forwards all B mixed images (no sync) and
-    masks the loss, so BatchNorm statistics also see the unselected ones. With fewer than two
-    selected images "selected" gives DICAR = 0 for the step (train-mode BatchNorm needs two).
+    reference's semantics) forwards all B mixed images but gives train-mode BatchNorm the
+    statistics of the selected images only (models/masked_bn.py), and averages the loss over them:
+    the selected images' outputs, gradients and the running statistics equal those of a forward of
+    the selected images alone, with no host sync (no data-dependent batch size). "all" forwards all
+    B mixed images with plain BatchNorm (its statistics also see the unselected ones) and averages
+    the loss over the selected. With fewer than two selected images "selected" gives DICAR = 0 for
+    the step (train-mode BatchNorm needs two; the reference would fail).
 
     Arguments:
         attack: the training attack.
@@ -78,7 +82,7 @@ class RAAT(Objective):
         target (str): "logits" (default, reference code) or "probs" (the paper's Eq. 15–16).
         reduced (str): "scaled" (default, reference code) or "attack" (the paper's Eq. 8).
         joint (bool): joint forwards of both views (default True, reference).
-        dicar_inputs (str): "selected" (default, reference) or "all".
+        dicar_inputs (str): "selected" (default, the reference's batch statistics) or "all".
         supervise (str): "both" (default) or "first" (RAAT#'s reference).
         decide_with (str): "model" (default) or "averaged" (RAAT#: needs `bind`).
         dicar_start (int | None): epoch from which DICAR is on (default 0); None: the averaging
@@ -188,24 +192,22 @@ class RAAT(Objective):
         """λ · mean over the selected images of JS(p_T(m·x1' + (1-m)·x2') ‖ target)."""
         x_mix = m.to(x1_adv.dtype) * x1_adv + (1 - m.to(x1_adv.dtype)) * x2_adv
         mf, T = m.float(), self.temperature
-        if self.dicar_inputs == "selected":
-            idx = selected.nonzero().squeeze(1)  # the one host sync: the selected batch's size
-            if idx.numel() < 2:  # none, or one image: train-mode BatchNorm needs two (the reference would fail)
-                return (logits_c1.sum() + logits_c2.sum()) * 0.0
-            x_mix, logits_c1, logits_c2 = x_mix[idx], logits_c1[idx], logits_c2[idx]
-            weights = None
+        if self.dicar_inputs == "selected":  # BatchNorm sees the selected images only, by masking: no sync
+            with batch_stats_from(selected):
+                logits_mix = model(x_mix).float()
         else:
-            weights = selected.float()
-        logits_mix = model(x_mix).float()
+            logits_mix = model(x_mix).float()
         if self.target == "logits":
             js = js_from_logits(logits_mix, mf * logits_c1 + (1 - mf) * logits_c2, T)
         else:
             log_q = torch.logaddexp(torch.log(mf) + F.log_softmax(logits_c1 / T, 1),
                                     torch.log1p(-mf) + F.log_softmax(logits_c2 / T, 1))
             js = js_from_log_probs(F.log_softmax(logits_mix / T, 1), log_q)
-        if weights is None:
-            return self.lam * js.mean()
-        return self.lam * (js * weights).sum() / weights.sum().clamp_min(1.0)
+        count = selected.sum()
+        mean = torch.where(selected, js, 0.0).sum() / count.clamp_min(1)
+        if self.dicar_inputs == "selected":  # under two selected images DICAR is 0 (BatchNorm needs two)
+            mean = torch.where(count >= 2, mean, 0.0)
+        return self.lam * mean
 
     # ------------------------------------------------------------------ the objective
     def compute(self, model, x, y):

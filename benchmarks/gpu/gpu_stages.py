@@ -1,9 +1,9 @@
-"""The GPU run's worker: `python -m robustfront.bench.stages` runs the stages gpu.py sends it.
+"""The GPU run's worker: `python gpu_stages.py` runs the stages gpu_run.py sends it.
 
 Protocol: one JSON line per stage on stdin, {"stage", "params", "result_path"}; the worker runs it,
 writes the result dict as JSON to result_path (atomically) and answers one line on stdout,
-`@@done {"stage", "ok", "error", "elapsed_s"}`. Everything else a stage prints goes to stderr, so
-stdout carries the protocol alone. gpu.py kills the worker when a stage overruns its time.
+`@@done {"stage", "ok", "error", "traceback", "elapsed_s"}`. Everything else a stage prints goes to
+stderr, so stdout carries the protocol alone. gpu_run.py kills the worker when a stage overruns.
 """
 from __future__ import annotations
 
@@ -46,16 +46,9 @@ def _nvidia_smi() -> dict | None:
     return {"query": q, "gpus": [line.strip() for line in out]}
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
 def stage_env(p: dict) -> dict:
-    from ..device import cpu_bf16_native, fused_sgd_supported, precision_flags, resolve_device
+    from gpu_run import commit
+    from robustfront.device import cpu_bf16_native, fused_sgd_supported, precision_flags, resolve_device
     dev = resolve_device(p["device"])
     env = {"device": str(dev), "python": sys.version.split()[0], "platform": platform.platform(),
            "torch": torch.__version__, "torch_cuda": torch.version.cuda,
@@ -66,7 +59,7 @@ def stage_env(p: dict) -> dict:
            "cpu_bf16_native": cpu_bf16_native(), "torch_threads": torch.get_num_threads(),
            "packages": {d: _version(d) for d in ("torchvision", "timm", "peft", "pyautoattack", "numpy", "pillow",
                                                  "pytest", "pyyaml", "safetensors")},
-           "robustfront_commit": _git_commit(), "cache": os.environ.get("ROBUSTFRONT_CACHE"),
+           "robustfront_commit": commit(), "cache": os.environ.get("ROBUSTFRONT_CACHE"),
            "nvidia_smi": _nvidia_smi()}
     if dev.type == "cuda":
         pr = torch.cuda.get_device_properties(dev)
@@ -104,7 +97,7 @@ def write_tiny_archive(path: Path, per_class: tuple[int, int] = (8, 3), classes:
 
 
 def stage_data(p: dict) -> dict:
-    from ..data import load_dataset
+    from robustfront.data import load_dataset
     path = p["data"]
     if p.get("tiny_archive"):
         path = str(write_tiny_archive(Path(p["tiny_archive"])))
@@ -118,7 +111,7 @@ def stage_data(p: dict) -> dict:
 
 # -- bench -------------------------------------------------------------------------------------
 def stage_bench(p: dict) -> dict:
-    from .report import format_table, run_bench
+    from robustfront.bench.report import format_table, run_bench
     rep = run_bench(quick=p["data"] is None, data=p["data"], device=p["device"], model=p["model"],
                     model_args=p["model_args"], batch_size=p["batch_size"], steps=p["steps"], warmup=p["warmup"],
                     attack_steps=p["attack_steps"], methods=tuple(p["methods"]), variants=tuple(p["variants"]),
@@ -130,7 +123,7 @@ def stage_bench(p: dict) -> dict:
 
 
 def _stages() -> dict:
-    from .train_stages import stage_autoattack, stage_epoch, stage_schedule
+    from gpu_train_stages import stage_autoattack, stage_epoch, stage_schedule
     return {"env": stage_env, "data": stage_data, "bench": stage_bench, "epoch": stage_epoch,
             "schedule": stage_schedule, "autoattack": stage_autoattack}
 
@@ -144,24 +137,26 @@ def _free(device: str) -> None:
 
 def serve(stdin=sys.stdin, stdout=sys.stdout) -> None:
     """Run stages as they arrive, until stdin closes."""
-    from ..checkpoint import write_json_atomic
+    from robustfront.checkpoint import write_json_atomic
     stages = _stages()
     for line in stdin:
         if not line.strip():
             continue
         job = json.loads(line)
         t0 = time.perf_counter()
-        ok, error = True, None
+        ok, error, tb = True, None, None
         try:
             with redirect_stdout(sys.stderr):
                 result = stages[job["kind"]](job["params"])
             write_json_atomic(Path(job["result_path"]), result)
         except Exception as e:  # noqa: BLE001 - the stage fails, the run goes on
-            traceback.print_exc(file=sys.stderr)
+            tb = traceback.format_exc()
+            sys.stderr.write(tb)
+            tb = tb[-6000:]   # its end: the innermost frames and the error
             ok, error = False, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]
         finally:
             _free(job["params"].get("device", "cpu"))
-        stdout.write("@@done " + json.dumps({"stage": job["stage"], "ok": ok, "error": error,
+        stdout.write("@@done " + json.dumps({"stage": job["stage"], "ok": ok, "error": error, "traceback": tb,
                                              "elapsed_s": time.perf_counter() - t0}) + "\n")
         stdout.flush()
 

@@ -19,7 +19,7 @@ def _log(msg: str) -> None:
 
 
 def _config(p: dict, method: str, epochs: int, out: Path):
-    from ..train import TrainConfig
+    from robustfront.train import TrainConfig
     return TrainConfig(data=p["data"], model=p["model"], model_args=dict(p["model_args"]), method=method,
                        epochs=epochs, batch_size=p["batch_size"], lr=p["lr"], schedule="onecycle",
                        attack_steps=p["attack_steps"], bf16=p["bf16"], channels_last=p["channels_last"],
@@ -28,8 +28,8 @@ def _config(p: dict, method: str, epochs: int, out: Path):
 
 
 def _train(p: dict, method: str, epochs: int, out: Path) -> dict:
-    from ..device import precision_flags
-    from ..train import train
+    from robustfront.device import precision_flags
+    from robustfront.train import train
     cfg = _config(p, method, epochs, out)
     _log(f"train {method}: {epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, bf16={cfg.bf16}, "
          f"channels_last={cfg.channels_last} -> {out}")
@@ -52,7 +52,7 @@ def stage_epoch(p: dict) -> dict:
 
 
 def _evaluate(p: dict, checkpoint: str, attacks: list[str], n: int) -> dict:
-    from ..eval import auto_batch_size, evaluate, load_for_eval
+    from robustfront.eval import auto_batch_size, evaluate, load_for_eval
     inp = load_for_eval(checkpoint, split="test", n=n, seed=0, device=p["device"])
     bs = auto_batch_size(inp.model, inp.x)
     res = evaluate(inp.model, inp.x, inp.y, attacks, eps=8 / 255, norm="Linf", seed=0, batch_size=bs,

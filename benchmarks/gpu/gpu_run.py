@@ -1,24 +1,28 @@
-"""The GPU run: `python -m robustfront.bench.gpu --budget-s 450 --data ARCHIVE --out DIR` (benchmarks/gpu/run.sh).
+"""The GPU run: `python benchmarks/gpu/gpu_run.py --budget-s 470 --data ARCHIVE --out DIR` (run.sh).
 
 One command that tests, times and trains within a time budget, writing DIR/gpu_run.json after every
-stage (so whatever finished survives a kill) and printing a summary:
+stage (so whatever finished survives a kill) and DIR/summary.txt at the end — two files: the device
+tool brings back at most 8, so every stage's result, the CUDA tests' report and any failure's
+traceback live inside gpu_run.json.
 
-  env              GPU, driver, torch, CUDA, cuDNN, precision flags, packages
+  env              GPU, driver, torch, CUDA, cuDNN, precision flags, packages, the commit
   tests            the CUDA-only tests (pytest -m cuda)
   data             the CIFAR-10 archive decoded into the cache (once per machine)
-  bench_large/small  `robustfront bench` full mode: ResNet-18, batch 512 / 128, reference vs ours
+  bench            `robustfront bench` full mode: ResNet-18, batch 512, PGD-10, the reference loop vs
+                   pgd_at, ca_at, agr, trades, raat in fp32 (TF32 off), bf16, bf16 + channels_last
   epoch            one epoch of PGD-AT over the full training split
   schedule_*       a short one-cycle schedule of PGD-AT and CA-AT; clean and PGD-20 on 1 000 test images
-  autoattack       AutoAttack (standard, official code) on the schedules' checkpoints
-  bench_compile    bf16 + channels_last with and without torch.compile (compilation in the warm-up)
+  autoattack       AutoAttack (standard, official code) on the schedules' checkpoints (>= 200 images)
+  bench_compile    bf16 + channels_last with and without torch.compile (compile time measured)
 
-Before each stage its time is estimated (bench/gpu_plan.py: H200 priors, replaced by this run's
-measurements as they arrive); a stage that does not fit the budget left is skipped with a message,
-and the schedules' length and AutoAttack's image count are chosen to fit. A stage that overruns is
-killed (its worker process, gpu.py's own child) and the run goes on. --dry-run runs every stage on
-a tiny model and a few images on the CPU, so the script is exercised in CI between GPU lendings.
+Before anything runs the whole run is planned from priors (gpu_plan.plan_run, recorded as "plan");
+before each stage its time is estimated again from what this run has measured; a stage that does
+not fit the budget left is skipped with a message, and the schedules' length and AutoAttack's image
+count are chosen to fit, the stages after them kept free. A stage that overruns is killed (its
+worker process, this script's own child); a stage that fails records its traceback; either way the
+run goes on. --dry-run runs every stage on a tiny model and a few images on the CPU (CI).
 
-This module uses the standard library only; the stages run in a worker (bench/stages.py).
+This script uses the standard library only; the stages run in a worker (gpu_stages.py).
 """
 from __future__ import annotations
 
@@ -33,8 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from .gpu_plan import SCHEDULE_METHODS, SIZES, STAGES, choose_aa, choose_schedule, estimate, summarize
-from .gpu_tests import run_tests
+from gpu_plan import (AA_MIN, BENCH_METHODS, SCHEDULE_METHODS, SIZES, STAGES, choose_aa, estimate, pick_schedule, plan_run, reserve_s,
+                      summarize, throughput)
+from gpu_tests import run_tests
+
+HERE = Path(__file__).resolve().parent
+MAX_OUT_FILES = 8     # what the device tool brings back from $OUT (at most 2 folders down)
 
 MARGIN_S = 5     # kept free for writing the results after the last stage
 
@@ -47,12 +55,12 @@ def write_json(path: Path, obj) -> None:
 
 
 class Worker:
-    """The stage worker (python -m robustfront.bench.stages), started on first use and again after
-    a kill; its stdout carries one `@@done {...}` line per stage."""
+    """The stage worker (python gpu_stages.py), started on first use and again after a kill; its
+    stdout carries one `@@done {...}` line per stage."""
 
     def __init__(self, env: dict, cmd: list[str] | None = None):
         self.env, self.proc, self.buf = env, None, b""
-        self.cmd = cmd or [sys.executable, "-m", "robustfront.bench.stages"]
+        self.cmd = cmd or [sys.executable, str(HERE / "gpu_stages.py")]
 
     def run(self, job: dict, timeout: float) -> dict:
         if self.proc is None or self.proc.poll() is not None:
@@ -117,14 +125,11 @@ def stage_params(name: str, a, size: dict, plan: dict) -> tuple[str, dict]:
         return "env", dev
     if name == "data":
         return "data", {**dev, "data": a.data, "tiny_archive": plan.get("tiny_archive")}
-    if name == "bench_large":
-        return "bench", {**bench, "batch_size": size["large_batch"], "methods": plan["methods"],
-                         "variants": size["large_variants"]}
-    if name == "bench_small":
-        return "bench", {**bench, "batch_size": size["small_batch"], "methods": size["small_methods"],
-                         "variants": size["small_variants"]}
+    if name == "bench":
+        return "bench", {**bench, "batch_size": size["batch"], "methods": plan["methods"],
+                         "variants": size["bench_variants"]}
     if name == "bench_compile":
-        return "bench", {**bench, "batch_size": size["large_batch"], "methods": size["compile_methods"],
+        return "bench", {**bench, "batch_size": size["batch"], "methods": size["compile_methods"],
                          "variants": size["compile_variants"], "warmup": size["compile_warmup"], "reference": False,
                          "compile_mode": a.compile_mode, "compile_backend": size.get("compile_backend")}
     if name == "epoch":
@@ -137,7 +142,7 @@ def stage_params(name: str, a, size: dict, plan: dict) -> tuple[str, dict]:
     raise ValueError(f"unknown stage {name}")
 
 
-def _why_not(name: str, plan: dict, results: dict) -> str | None:
+def _why_not(name: str, plan: dict) -> str | None:
     """A stage that cannot run whatever the budget: its input is missing."""
     if name in ("epoch", *SCHEDULE_METHODS) and not (plan["data"] and Path(plan["data"]).exists()):
         return "no training data: pass --data ARCHIVE (a dry run makes its own in the data stage)"
@@ -147,6 +152,18 @@ def _why_not(name: str, plan: dict, results: dict) -> str | None:
             return "no schedule checkpoint to attack (the schedule stages did not run)"
         plan["checkpoints"] = have
     return None
+
+
+def commit() -> str | None:
+    """The checkout's commit: $ROBUSTFRONT_COMMIT (run.sh reads it from .whl/commit, written by
+    prepare.sh: the device's copy has no .git), else git."""
+    if os.environ.get("ROBUSTFRONT_COMMIT"):
+        return os.environ["ROBUSTFRONT_COMMIT"]
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=HERE)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def run(a) -> dict:
@@ -159,6 +176,7 @@ def run(a) -> dict:
     if a.dry_run:   # the dry run writes nothing outside --out and a temp folder it removes
         env["ROBUSTFRONT_CACHE"] = str(tmp / "cache")
     runs = Path(a.runs) if a.runs else (tmp / "runs" if a.dry_run else Path("runs/gpu"))
+    work = runs / "work"      # stage files and the JUnit report: read back into gpu_run.json, not in $OUT
     plan = {"data": a.data, "runs": runs, "epochs": a.epochs, "aa_n": a.aa_n, "methods": a.methods.split(","),
             "checkpoints": {m: str(runs / f"schedule_{m}" / "checkpoints" / "last.pt")
                             for m in SCHEDULE_METHODS.values()}}
@@ -166,10 +184,11 @@ def run(a) -> dict:
         plan["tiny_archive"] = str(tmp / "tiny-cifar.tar.gz")
         plan["data"] = plan["tiny_archive"]
     wanted = STAGES if a.stages == "all" else a.stages.split(",")
-    report = {"schema": "robustfront-gpu-run/1", "mode": "dry-run (CPU, tiny)" if a.dry_run else "gpu",
-              "device": a.device, "data": a.data,
+    report = {"schema": "robustfront-gpu-run/2", "mode": "dry-run (CPU, tiny)" if a.dry_run else "gpu",
+              "device": a.device, "data": a.data, "commit": commit(),
               "command": sys.argv, "budget_s": a.budget_s, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "sizes": size, "stages": [], "elapsed_s": 0.0}
+              "sizes": size, "plan": plan_run(size, a.budget_s, wanted, a.epochs, a.aa_n, MARGIN_S),
+              "stages": [], "throughput": None, "elapsed_s": 0.0}
     results: dict = {}
     worker = Worker(env)
 
@@ -179,68 +198,19 @@ def run(a) -> dict:
     def say(msg: str) -> None:
         print(f"[gpu-run {time.monotonic() - t_start:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
+    pl = report["plan"]
+    planned = ", ".join(f"{x['name']} {x['estimate_s']:.0f}s" for x in pl["stages"])
+    say(f"plan: {planned}; total {pl['total_s']:.0f}s "
+        f"of {a.budget_s:.0f}s; schedules {pl['epochs']} epochs, AutoAttack on {pl['aa_n']} images"
+        + (f"; not planned: {', '.join(pl['skipped'])}" if pl["skipped"] else ""))
     try:
         for name in STAGES:
             if name not in wanted:
                 continue
-            rec = {"name": name, "status": "skipped", "estimate_s": None, "elapsed_s": 0.0, "message": ""}
-            if name == "schedule_pgd_at" or (name == "schedule_ca_at" and plan["epochs"] is None):
-                todo = [m for n, m in SCHEDULE_METHODS.items() if n in wanted and n not in results]
-                pick = choose_schedule(results, size, left(), a.epochs, a.aa_n, todo, "autoattack" in wanted)
-                if pick:
-                    plan["epochs"], plan["aa_n"] = pick[0], pick[1] if a.aa_n is None else a.aa_n
-                    rec["plan"] = {"epochs": pick[0], "aa_n": pick[1], "estimate_s": round(pick[2], 1)}
-            if name == "autoattack" and a.aa_n is None:
-                models = sum(Path(c).is_file() for c in plan["checkpoints"].values()) or 2
-                plan["aa_n"] = choose_aa(results, size, left(), models, None) or 0
-            why = _why_not(name, plan, results)
-            if name in SCHEDULE_METHODS and plan["epochs"] is None:
-                shortest = a.epochs or size["ladder"][-1][0]
-                why = why or f"no schedule of {shortest}{'' if a.epochs else '+'} epochs fits the {left():.0f}s left"
-            if name == "autoattack" and a.aa_n == 0:
-                why = "--aa-n 0"
-            elif name == "autoattack" and not plan["aa_n"]:
-                why = why or f"AutoAttack on {size['aa_sizes'][-1]} images does not fit the {left():.0f}s left"
-            if why:
-                rec["message"] = f"skipped: {why}"
-            else:
-                est = estimate(name, results, size, plan)
-                rec["estimate_s"] = round(est, 1)
-                if est > left():
-                    rec["message"] = (f"skipped: needs about {est:.0f}s, {max(0, left()):.0f}s of the "
-                                      f"{a.budget_s:.0f}s budget left")
-                else:
-                    limit = min(left(), 2 * est + 30)
-                    rec["timeout_s"] = round(limit, 1)
-                    say(f"{name}: starting (estimate {est:.0f}s, limit {limit:.0f}s)")
-                    t0 = time.monotonic()
-                    if name == "tests":
-                        done = run_tests(out, limit, env, a.dry_run)
-                        if done.get("result"):
-                            write_json(out / "stages" / "tests.json", done["result"])
-                    else:
-                        kind_, params = stage_params(name, a, size, plan)
-                        done = worker.run({"stage": name, "kind": kind_, "params": params,
-                                           "result_path": str(out / "stages" / f"{name}.json")}, limit)
-                        if done.get("ok"):
-                            done["result"] = json.loads((out / "stages" / f"{name}.json").read_text())
-                        elif not done.get("timeout"):
-                            worker.kill()      # a fresh process for the next stage after any failure
-                    rec["elapsed_s"] = round(time.monotonic() - t0, 1)
-                    rec["status"] = "ok" if done.get("ok") else ("timeout" if done.get("timeout") else "failed")
-                    rec["message"] = done.get("error") or ""
-                    rec["result"] = done.get("result")
-                    if rec["status"] == "ok":
-                        try:
-                            rec["summary"] = summarize(name, rec["result"])
-                        except (KeyError, TypeError, IndexError, ZeroDivisionError) as e:
-                            rec["summary"] = f"(no summary: {type(e).__name__} {e})"
-            if rec["status"] == "skipped":
-                say(f"{name}: {rec['message']}")
-            else:
-                say(f"{name}: {rec['status']} in {rec['elapsed_s']:.0f}s; {rec.get('summary') or rec['message']}")
+            rec = run_stage(name, a, size, plan, results, wanted, worker, env, work, left, say)
             results[name] = rec
             report["stages"].append(rec)
+            report["throughput"] = throughput(results, size)
             report["elapsed_s"] = round(time.monotonic() - t_start, 1)
             write_json(out / "gpu_run.json", report)
     finally:
@@ -251,7 +221,73 @@ def run(a) -> dict:
     report["summary"] = format_summary(report)
     write_json(out / "gpu_run.json", report)
     (out / "summary.txt").write_text(report["summary"] + "\n")
+    files = [f for f in out.rglob("*") if f.is_file()]
+    if len(files) > MAX_OUT_FILES:   # the device tool would drop some: say which were there
+        print(f"gpu-run: {len(files)} files under {out}, more than the {MAX_OUT_FILES} that come back: "
+              f"{sorted(str(f.relative_to(out)) for f in files)}", file=sys.stderr)
     return report
+
+
+def run_stage(name, a, size, plan, results, wanted, worker, env, work, left, say) -> dict:
+    """Plan, run and record one stage; never raises for the stage's own failure."""
+    rec = {"name": name, "status": "skipped", "estimate_s": None, "elapsed_s": 0.0, "message": ""}
+    if name == "schedule_pgd_at" or (name == "schedule_ca_at" and plan["epochs"] is None):
+        todo = [m for n, m in SCHEDULE_METHODS.items() if n in wanted and n not in results]
+        pick = pick_schedule(results, size, left(), reserve_s(results, size, wanted, plan), a.epochs, a.aa_n,
+                             todo, "autoattack" in wanted)
+        if pick:
+            plan["epochs"], plan["aa_n"] = pick[0], pick[1] if a.aa_n is None else a.aa_n
+            rec["plan"] = {"epochs": pick[0], "aa_n": pick[1], "estimate_s": round(pick[2], 1)}
+    if name == "autoattack" and a.aa_n is None:
+        models = sum(Path(c).is_file() for c in plan["checkpoints"].values()) or 2
+        # the stages after it kept free if it can; else AutoAttack first (it is what the run is for)
+        plan["aa_n"] = (choose_aa(results, size, left() - reserve_s(results, size, wanted, plan), models, None)
+                        or choose_aa(results, size, left(), models, None) or 0)
+    why = _why_not(name, plan)
+    if name in SCHEDULE_METHODS and plan["epochs"] is None:
+        shortest = a.epochs or size["ladder"][-1][0]
+        why = why or f"no schedule of {shortest}{'' if a.epochs else '+'} epochs fits the {left():.0f}s left"
+    if name == "autoattack" and a.aa_n == 0:
+        why = "--aa-n 0"
+    elif name == "autoattack" and not plan["aa_n"]:
+        why = why or f"AutoAttack on {size['aa_sizes'][-1]} images does not fit the {left():.0f}s left"
+    if why:
+        rec["message"] = f"skipped: {why}"
+        say(f"{name}: {rec['message']}")
+        return rec
+    est = estimate(name, results, size, plan)
+    rec["estimate_s"] = round(est, 1)
+    if est > left():
+        rec["message"] = f"skipped: needs about {est:.0f}s, {max(0, left()):.0f}s of the {a.budget_s:.0f}s budget left"
+        say(f"{name}: {rec['message']}")
+        return rec
+    limit = min(left(), 2 * est + 30)
+    rec["timeout_s"] = round(limit, 1)
+    say(f"{name}: starting (estimate {est:.0f}s, limit {limit:.0f}s)")
+    t0 = time.monotonic()
+    if name == "tests":
+        done = run_tests(work, limit, env, a.dry_run)
+    else:
+        kind_, params = stage_params(name, a, size, plan)
+        path = work / "stages" / f"{name}.json"
+        done = worker.run({"stage": name, "kind": kind_, "params": params, "result_path": str(path)}, limit)
+        if done.get("ok"):
+            done["result"] = json.loads(path.read_text())
+        elif not done.get("timeout"):
+            worker.kill()      # a fresh process for the next stage after any failure
+    rec["elapsed_s"] = round(time.monotonic() - t0, 1)
+    rec["status"] = "ok" if done.get("ok") else ("timeout" if done.get("timeout") else "failed")
+    rec["message"] = done.get("error") or ""
+    rec["result"] = done.get("result")
+    if done.get("traceback"):
+        rec["traceback"] = done["traceback"]
+    if rec["status"] == "ok":
+        try:
+            rec["summary"] = summarize(name, rec["result"])
+        except (KeyError, TypeError, IndexError, ZeroDivisionError, ValueError) as e:
+            rec["summary"] = f"(no summary: {type(e).__name__} {e})"
+    say(f"{name}: {rec['status']} in {rec['elapsed_s']:.0f}s; {rec.get('summary') or rec['message']}")
+    return rec
 
 
 def format_summary(report: dict) -> str:
@@ -268,17 +304,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmarks/gpu/run.sh", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.environ.get("OUT") or "runs/gpu/out",
-                   help="folder for gpu_run.json, summary.txt, stages/ and tests.xml (default: $OUT, else runs/gpu/out)")
-    p.add_argument("--budget-s", type=float, default=450, help="wall-clock budget in seconds (default: 450)")
+                   help="folder for gpu_run.json and summary.txt (default: $OUT, else runs/gpu/out)")
+    p.add_argument("--budget-s", type=float, default=470, help="wall-clock budget in seconds (default: 470)")
     p.add_argument("--data", help="the CIFAR-10 archive or folder (e.g. .data/cifar10-jpeg.tar.gz)")
     p.add_argument("--device", default="cuda", help="default: cuda (cpu with --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="every stage on a tiny model and a few images, on the CPU")
     p.add_argument("--stages", default="all", help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
-    p.add_argument("--methods", default="pgd_at,trades,mart,ca_at,agr,raat", help="methods of bench_large")
-    p.add_argument("--epochs", type=int, help="schedule epochs (default: chosen to fit the budget, 10-15 if it can)")
-    p.add_argument("--aa-n", type=int, help="AutoAttack test images (default: chosen to fit, 1000 if it can; 0: none)")
+    p.add_argument("--methods", default=",".join(BENCH_METHODS), help="methods of the bench stage")
+    p.add_argument("--epochs", type=int, help="schedule epochs (default: chosen to fit the budget, up to 10)")
+    p.add_argument("--aa-n", type=int, help="AutoAttack test images (default: chosen to fit, 1000 if it can, "
+                                            f"at least {AA_MIN}; 0: none)")
     p.add_argument("--compile-mode", help="torch.compile mode of bench_compile (default: torch's)")
-    p.add_argument("--runs", help="folder for the training runs (default: runs/gpu; a temp folder with --dry-run)")
+    p.add_argument("--runs", help="folder for the training runs and stage files (default: runs/gpu; a temp "
+                                  "folder with --dry-run)")
+    p.add_argument("--plan", action="store_true", help="print the plan as JSON and exit (runs nothing)")
     return p
 
 
@@ -297,6 +336,11 @@ def main(argv=None) -> int:
     if a.data and not Path(a.data).exists():
         print(f"run.sh: --data={a.data} does not exist; allowed: the CIFAR-10 archive (docs/gpu.md)", file=sys.stderr)
         return 2
+    if a.plan:
+        wanted = STAGES if a.stages == "all" else a.stages.split(",")
+        print(json.dumps(plan_run(SIZES["dry" if a.dry_run else "cuda"], a.budget_s, wanted, a.epochs, a.aa_n,
+                                  MARGIN_S), indent=1))
+        return 0
     report = run(a)
     print(report["summary"])
     return 0 if all(r["status"] in ("ok", "skipped") for r in report["stages"]) else 1
