@@ -155,8 +155,10 @@ def interp(pts: list[tuple[float, float]], x: float) -> float:
 
 def verdict(parts: list[tuple[dict | None, int]]) -> str:
     """parts: (paired difference, claimed sign); see the module docstring."""
-    if any(d is None or d["n_seeds"] < 2 for d, _ in parts):
+    if any(d is None for d, _ in parts):
         return "not run"
+    if any(d["n_seeds"] < 2 for d, _ in parts):
+        return "one seed so far: no noise estimate"
     signs = [beyond(d) * want for d, want in parts]
     if any(s < 0 for s in signs):
         return "does not hold"
