@@ -96,6 +96,14 @@ def _provenance(args, src, inp, eps_strs) -> dict:
 
 def _finish(out: dict, args, target, fallback: Path) -> int:
     save_result(out, target, fallback)
+    if getattr(args, "wandb", None):  # the run folder's W&B run where the checkpoint has one, else a new run
+        from ..tracking import WandbRun
+        in_run = (fallback / "config.yaml").is_file()
+        run = WandbRun(args.wandb, fallback if in_run else (target.parent if target else Path(".")),
+                       config={"eval": {k: v for k, v in vars(args).items() if k != "func"}}, job_type="eval",
+                       keep_id=in_run)
+        run.summary(out)
+        run.finish()
     print(json.dumps(out, indent=2))
     return 0
 
@@ -106,6 +114,9 @@ def cmd_eval(args) -> int:
     from ..eval.shards import device_for_rank
     from ..eval.suite_state import build_result, merge_evaluations, missing_chunks, read_folder, SuiteState
     target = writable_target(args.out)
+    if args.wandb:  # before the evaluation, not after it
+        from ..tracking import import_wandb
+        import_wandb(args.wandb)
     srcs = sources(args, merge=bool(args.merge))
     if args.merge:
         merged = merge_evaluations(*args.merge)
@@ -248,6 +259,8 @@ def add_commands(sub) -> None:
                    "or the batch size when larger); all = one chunk, the official runner's batching")
     p.add_argument("--aa-budget", metavar="n_iter=K,n_queries=Q", help="reduced AutoAttack budgets for quick "
                    "looks (APGD/FAB iterations, Square queries); the result says official_budgets: false")
+    p.add_argument("--wandb", metavar="PROJECT", help="also log the result to Weights & Biases (the checkpoint's "
+                   "run where it has one; pip install 'robustfront[wandb]')")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("analyze", parents=[parent], help="weight loss landscape or decision-boundary distance "

@@ -11,7 +11,8 @@
 
 A timm architecture loads without robustfront:
     timm.create_model(config["architecture"], pretrained=True, num_classes=..., **config["model_args"],
-                      pretrained_cfg_overlay=dict(file="DIR/model.safetensors"))
+                      pretrained_cfg_overlay=dict(file="DIR/model.safetensors", num_classes=...))
+(num_classes in the overlay too: else timm drops a head that differs from its 1000-class default)
 Reading needs `huggingface_hub` (pip install 'robustfront[hub]'); offline (HF_HUB_OFFLINE=1) it reads
 its local cache.
 """

@@ -50,7 +50,8 @@ def model_card_text(config: dict, title: str) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in args.items())
         load += ["", "Without robustfront (timm; normalise the inputs yourself):", "", "```python", "import timm",
                  f"net = timm.create_model({arch!r}, pretrained=True, num_classes={config['num_classes']}{extra},",
-                 '                        pretrained_cfg_overlay=dict(file="model.safetensors"))',
+                 '                        pretrained_cfg_overlay=dict(file="model.safetensors", '
+                 f'num_classes={config["num_classes"]}))',
                  f"# inputs: (x - {norm['mean']}) / {norm['std']} per channel, x in [0, 1]", "```"]
     body = [f"# {title}", "", f"Adversarially trained `{arch}` ({config['num_classes']} classes), exported by "
             "robustfront.", "", "## Normaliser", "",
