@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from pathlib import Path
 
 INSTALL = "pip install 'robustfront[wandb]'"
@@ -52,7 +53,7 @@ class WandbRun:
         out.mkdir(parents=True, exist_ok=True)
         ids = out / "wandb.json"
         known = json.loads(ids.read_text()) if keep_id and ids.is_file() else {}
-        run_id = known.get("id") or wandb.util.generate_id()
+        run_id = known.get("id") or uuid.uuid4().hex[:8]
         self.run = wandb.init(project=project, id=run_id, resume="allow", name=known.get("name") or out.name,
                               group=group or known.get("group"), job_type=job_type, dir=str(out),
                               config=config or {}, reinit=True)
@@ -63,7 +64,9 @@ class WandbRun:
         self.run.log(flat_numbers(metrics), step=step)
 
     def summary(self, result: dict, prefix: str = "eval") -> None:
-        values = flat_numbers(result, prefix + "/")
+        """The accuracies of an evaluation result (not its per-point masks), as summary values and one row."""
+        keep = ("clean_acc", "robust_acc", "worst_case_acc", "n", "eps", "sweep", "aggregate")
+        values = flat_numbers({k: result[k] for k in keep if k in result}, prefix + "/")
         self.run.summary.update(values)
         self.run.log(values)
 

@@ -4,8 +4,9 @@ skipped where they are not installed. Every weights file is built here (pretrain
 Covers: the built-in ViT against timm.create_model on the same weights; `timm:` ViT, Swin and ResNet
 fine-tuned from a 224-px file at 32 px (timm's own filter adapts it) with two CA-AT steps in each
 fine-tuning mode, then evaluated from the checkpoint and, exported, as `--model timm:NAME --weights`;
-robustfront's LoRA against peft's; a peft-wrapped model through the Trainer; a hub export loaded by
-timm.create_model(..., pretrained_cfg_overlay=dict(file=...))."""
+robustfront's LoRA against peft's; a hub export loaded by timm.create_model(..., pretrained_cfg_overlay=
+dict(file=...)). The peft library through the Trainer: tests/test_peft.py's peft_library tests, run in
+the same environment (.ci/run names them)."""
 import json
 
 import pytest
@@ -16,7 +17,6 @@ timm = pytest.importorskip("timm")
 peft = pytest.importorskip("peft")
 
 from robustfront.cli import main  # noqa: E402
-from robustfront.combiners import CAAT  # noqa: E402
 from robustfront.models import (attack_view, create_model, export_merged, load_model, prepare_finetune,  # noqa: E402
                                 trainable_parameters)
 from robustfront.models.vit import TIMM_TAGS  # noqa: E402
@@ -60,6 +60,21 @@ def files_224(tmp_path_factory):
     return out
 
 
+def rgb_folder(root, classes=3, train=6, test=2):
+    """train/<class>/ + test/<class>/ of 40-px RGB PNGs: class c is a bright block at row 10 c."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("test", test)):
+        for c in range(classes):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                img = rng.integers(0, 60, (40, 40, 3), dtype=np.uint8)
+                img[10 * c:10 * c + 12, 5:35] = 220
+                Image.fromarray(img).save(root / split / f"c{c}" / f"{i}.png")
+    return root
+
+
 CASES = [("vit_tiny_patch16_224", m) for m in ("linear", "adapter", "lora")] + \
         [("swin_tiny_patch4_window7_224", m) for m in ("linear", "adapter", "lora")] + \
         [("resnet18", m) for m in ("linear", "full")]   # a CNN has no *.mlp / qkv for adapters and LoRA
@@ -69,11 +84,10 @@ CASES = [("vit_tiny_patch16_224", m) for m in ("linear", "adapter", "lora")] + \
 def test_timm_224_file_fine_tunes_at_32_px_with_ca_at_and_evaluates(name, mode, files_224, tmp_path, capsys,
                                                                       monkeypatch):
     monkeypatch.setenv("ROBUSTFRONT_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "run"
-    # 16 images, batches of 8: two CA-AT steps
-    assert main(["train", "--data", "digits", "--resize", "32", "--model", f"timm:{name}", "--pretrained",
-                 str(files_224[name]), "--finetune", mode, "--method", "ca_at", "--epochs", "1", "--train-n", "16",
-                 "--batch-size", "8", "--attack-steps", "1", "--eps", "8/255", "--eval-n", "8", "--eval-steps", "1",
+    out, data = tmp_path / "run", str(rgb_folder(tmp_path / "imgs"))
+    # 18 training images less 2 held out, batches of 8: two CA-AT steps
+    assert main(["train", "--data", data, "--val-size", "2", "--resize", "32", "--model", f"timm:{name}", "--pretrained",
+                 str(files_224[name]), "--finetune", mode, "--method", "ca_at", "--epochs", "1", "--batch-size", "8", "--attack-steps", "1", "--eps", "8/255", "--eval-steps", "1",
                  "--lr", "0.01", "--no-progress", "--out", str(out)]) == 0
     err = capsys.readouterr().err
     report = json.loads((out / "pretrained.json").read_text())
@@ -87,21 +101,44 @@ def test_timm_224_file_fine_tunes_at_32_px_with_ca_at_and_evaluates(name, mode, 
     assert (adapted is None and report["notes"] == []) or any(adapted in n for n in report["notes"]), report["notes"]
     assert report["finetune"]["mode"] == mode
     ck = out / "checkpoints" / "last.pt"
-    assert main(["eval", "--checkpoint", str(ck), "--attacks", "pgd20", "--n", "8", "--no-state", "--out",
+    assert main(["eval", "--checkpoint", str(ck), "--attacks", "pgd20", "--no-state", "--out",
                  str(tmp_path / "eval.json")]) == 0
     ev = json.loads((tmp_path / "eval.json").read_text())
-    assert ev["n"] == 8 and 0 <= ev["robust_acc"]["pgd20"] <= ev["clean_acc"] <= 1
+    assert ev["n"] == 6 and 0 <= ev["robust_acc"]["pgd20"] <= ev["clean_acc"] <= 1
     if mode not in ("lora", "full"):
         return
     # the fine-tuned model as bare timm tensors, evaluated as foreign weights of timm:NAME
     assert main(["export", str(ck), "--merge", "--out", str(tmp_path / "merged.safetensors")]) == 0
     capsys.readouterr()
     assert main(["eval", "--model", f"timm:{name}", "--weights", str(tmp_path / "merged.safetensors"), "--data",
-                 "digits", "--resize", "32", "--attacks", "pgd20", "--n", "8", "--no-state", "--out",
+                 data, "--resize", "32", "--attacks", "pgd20", "--no-state", "--out",
                  str(tmp_path / "foreign.json")]) == 0
     fe = json.loads((tmp_path / "foreign.json").read_text())
     assert "assumed: timm pretrained_cfg" in capsys.readouterr().err
     assert fe["clean_acc"] == ev["clean_acc"] and fe["robust_acc"] == ev["robust_acc"]
+
+
+def test_timm_wrapper_contract(tmp_path):
+    """Normalize first, timm's pretrained_cfg statistics, timm's classifier as the head, a plain timm
+    state dict loading with a new head, and load_model rebuilding the wrapper (a CNN: no img_size)."""
+    from robustfront.models import Normalize, find_head, load_model, load_pretrained
+    model = create_model("timm:resnet18", 4, input_size=16).eval()
+    cfg = timm.models.get_pretrained_cfg("resnet18")
+    assert isinstance(next(model.children()), Normalize) and model.rf_config["name"] == "timm:resnet18"
+    assert model.rf_config["mean"] == pytest.approx(list(cfg.mean)) and find_head(model) == "net.fc"
+    net = timm.create_model("resnet18", pretrained=False).eval()   # 1000 classes
+    torch.save(net.state_dict(), tmp_path / "timm.pth")
+    report = load_pretrained(model, tmp_path / "timm.pth", num_classes=None)
+    assert report["head"] == "new (the file's head does not fit)" and report["notes"] == []
+    x = x_batch(2, 16)
+    with torch.no_grad():
+        feats = net.forward_head(net.forward_features(model.normalize(x)), pre_logits=True)
+        assert torch.allclose(model(x), model.net.fc(feats), atol=1e-5)
+        again = load_model({"model": model.state_dict(), "model_config": model.rf_config})
+        assert torch.equal(again(x), model(x))
+    assert create_model("timm:resnet18", 4, mean=[0.5], std=[0.25]).rf_config["mean"] == [0.5]
+    with pytest.raises(ValueError, match=r"^timm_kwargs=\[1\] is invalid"):
+        create_model("timm:resnet18", 2, timm_kwargs=[1])
 
 
 def test_timm_unknown_name_and_a_file_of_no_size(tmp_path):
@@ -177,36 +214,3 @@ def test_lora_targets_map_to_peft_and_compute_the_same():
     assert all(torch.allclose(mine[n + ".weight"], merged[n + ".weight"], atol=1e-6) for n in ours_lora)
     with torch.no_grad():
         assert torch.allclose(attack_view(ours)(x), ours(x), atol=1e-5)
-
-
-def test_peft_library_lora_model_trains_through_the_trainer():
-    """A model wrapped by the `peft` library is an ordinary module for robustfront's Trainer: CA-AT's
-    step updates the LoRA and head parameters only."""
-    import numpy as np
-
-    from robustfront.data import DeviceLoader
-    from robustfront.train import TrainConfig
-    from robustfront.train.build import build_optimizer, training_threat
-    from robustfront.train.methods import build_method
-    from robustfront.train.schedule import Schedule
-    from robustfront.train.trainer import Trainer
-    pm = peft.get_peft_model(small_vit(), peft.LoraConfig(r=4, lora_alpha=4, target_modules=r".*attn\.(qkv|proj)",
-                                                          modules_to_save=["head"]))
-    cfg = TrainConfig(method="ca_at", opts={"gamma": 0.9}, eps="8/255", alpha="2/255", attack_steps=2, lr=0.5,
-                      batch_size=8)
-    objective, combiner = build_method(cfg, training_threat(cfg, (0.0, 1.0)))
-    params = trainable_parameters(pm)
-    x, y = x_batch(16, 16), torch.arange(16) % K
-    loader = DeviceLoader((x * 255).round().to(torch.uint8).numpy(), y.numpy().astype(np.int64), 8, crop=0,
-                          flip=False)
-    tr = Trainer(pm, objective, combiner, build_optimizer(cfg, params, torch.device("cpu")), loader,
-                 __import__("robustfront.train.schedule", fromlist=["Schedule"]).Schedule("constant", 0.5, 2, 2))
-    assert sum(p.numel() for p in tr.params) == sum(p.numel() for p in params)
-    before = {n: p.detach().clone() for n, p in pm.named_parameters()}
-    tr.on_epoch(0)
-    for xb, yb in tr.loader:
-        tr.step(xb, yb)
-    moved = {n for n, p in pm.named_parameters() if not torch.equal(p, before[n])}
-    assert moved and all("lora_" in n or "head" in n for n in moved), sorted(moved)[:5]
-    assert any("lora_B" in n for n in moved)
-    assert isinstance(CAAT(gamma=0.9), type(combiner))
