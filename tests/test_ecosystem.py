@@ -168,3 +168,26 @@ def test_assumed_normaliser_is_said_in_the_report_and_on_stderr(tmp_path, capsys
     report = load_pretrained(ares, tmp_path / "vit.pth", input_mean="imagenet", input_std="imagenet")
     assert report["normalize"].startswith("from arguments: mean=[0.485, 0.456, 0.406]")
     assert capsys.readouterr().err == ""   # nothing assumed, nothing said
+
+
+def test_wandb_sweep_logs_one_run_per_point_grouped_by_the_sweep(cache, monkeypatch):
+    pytest.importorskip("wandb")
+    import yaml
+
+    from robustfront.sweep import run_sweep
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    spec = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "tiny_digits.yaml").read_text())
+    spec.update(seeds=None, methods={"ca_at": {"grid": {"opts.gamma": [0.7, 0.9]}}}, eval={**spec["eval"], "n": 16})
+    spec["base"].update(epochs=1, wandb="rf-sweep")
+    s = run_sweep(spec, cache / "mysweep", executor="inline", threads=1, log=lambda m: None)
+    assert s["counts"]["done"] == 2
+    points = sorted((cache / "mysweep" / "points").iterdir())
+    ids = [json.loads((p / "wandb.json").read_text()) for p in points]
+    assert [i["group"] for i in ids] == ["mysweep", "mysweep"] and ids[0]["id"] != ids[1]["id"]
+    for p, i in zip(points, ids):
+        train_rec, eval_rec = (wandb_records(next(f.glob("run-*.wandb")))
+                               for f in sorted((p / "wandb").glob("offline-run-*")))
+        assert train_rec["run"][0].run.run_group == "mysweep" and train_rec["run"][0].run.display_name == p.name
+        summary = {k: v for r in eval_rec["summary"] for k, v in items(r.summary.update).items()}
+        assert summary["eval/clean_acc"] == json.loads((p / "eval.json").read_text())["clean_acc"]
