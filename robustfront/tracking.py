@@ -54,9 +54,14 @@ class WandbRun:
         ids = out / "wandb.json"
         known = json.loads(ids.read_text()) if keep_id and ids.is_file() else {}
         run_id = known.get("id") or uuid.uuid4().hex[:8]
-        self.run = wandb.init(project=project, id=run_id, resume="allow", name=known.get("name") or out.name,
-                              group=group or known.get("group"), job_type=job_type, dir=str(out),
-                              config=config or {}, reinit=True)
+        try:
+            self.run = wandb.init(project=project, id=run_id, resume="allow", name=known.get("name") or out.name,
+                                  group=group or known.get("group"), job_type=job_type, dir=str(out),
+                                  config=config or {}, reinit=True)
+        except Exception as e:  # noqa: BLE001 - not logged in, no network, a bad project name: one line
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            raise ValueError(f"wandb={project!r}: the W&B run could not start ({type(e).__name__}: {first}); allowed: "
+                             f"wandb login (or WANDB_API_KEY), WANDB_MODE=offline, or leave --wandb out") from None
         if keep_id and not known:
             ids.write_text(json.dumps({"id": run_id, "project": project, "name": out.name, "group": group}))
 

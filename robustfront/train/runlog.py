@@ -64,6 +64,9 @@ class RunLog:
         self._lock = ckpt.RunLock(self.out).__enter__()
         try:
             self._open()
+            if self.cfg.wandb:  # started before any work: a W&B failure (not logged in) costs no epoch
+                from ..tracking import WandbRun
+                self._wandb = WandbRun(self.cfg.wandb, self.out, config=self.cfg.to_dict(), group=self.cfg.wandb_group)
         except BaseException:
             self.__exit__(None, None, None)  # a refused run leaves no lock behind
             raise
@@ -199,10 +202,7 @@ class RunLog:
                 f.writelines(json.dumps(r) + "\n" for r in self.steps)
         self.steps = []
         self._tensorboard(metrics)
-        if self.cfg.wandb:  # a copy of the metrics line (with the combiner's diagnostics); JSONL stays the record
-            if self._wandb is None:
-                from ..tracking import WandbRun
-                self._wandb = WandbRun(self.cfg.wandb, self.out, config=self.cfg.to_dict(), group=self.cfg.wandb_group)
+        if self._wandb is not None:  # a copy of the metrics line (with the combiner's diagnostics); JSONL stays the record
             self._wandb.log(metrics, step=metrics["epoch"])
         if self.cfg.progress:
             print(_summary(metrics), file=sys.stderr, flush=True)
