@@ -144,7 +144,11 @@ def _map_location(device) -> torch.device:
 
 
 def load(path: str | Path, device="cpu", *, what: str = "checkpoint") -> dict:
-    """A checkpoint as a dict, read safely; one ValueError line for any bad file."""
+    """A checkpoint as a dict, read safely; one ValueError line for any bad file. "hf-hub:ORG/NAME" reads
+    a model repository in robustfront's hub layout (models/hub.py) through huggingface_hub."""
+    if isinstance(path, str) and path.startswith("hf-hub:"):
+        from .models.hub import read_hub
+        return read_hub(path, device)
     path = Path(path)
     where = one_line(f"{what} {path}")
     if not path.exists():

@@ -313,7 +313,7 @@ def test_adapter_export_keeps_adapters_and_loads_back(base_file, tmp_path):
         assert torch.allclose(again(x), model(x), atol=1e-6)
 
 
-# ---------------------------------------------------------------- the `peft` library (not installed here)
+# ---------------------------------------------------------------- the `peft` library (real in .venv-timm: .ci/run)
 
 def test_peft_library_lora_trains_through_trainable_parameters():
     peft = pytest.importorskip("peft")

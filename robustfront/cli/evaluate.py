@@ -52,8 +52,16 @@ def save_result(obj, target: Path | None, fallback_dir: Path) -> None:
         save(obj, target, fallback_dir)
 
 
-def _finish(out: dict, target, fallback: Path) -> int:
+def _finish(out: dict, args, target, fallback: Path) -> int:
     save_result(out, target, fallback)
+    if args.wandb:  # the run folder's W&B run where the checkpoint has one, else a new run
+        from ..tracking import WandbRun
+        in_run = (fallback / "config.yaml").is_file()
+        run = WandbRun(args.wandb, fallback if in_run else (target.parent if target else Path(".")),
+                       config={"eval": {k: v for k, v in vars(args).items() if k != "func"}}, job_type="eval",
+                       keep_id=in_run)
+        run.summary(out)
+        run.finish()
     print(json.dumps(out, indent=2))
     return 0
 
@@ -63,11 +71,14 @@ def cmd_eval(args) -> int:
     from ..eval.shards import rank
     from ..eval.suite_state import merge_evaluations
     target = writable_target(args.out)
+    if args.wandb:  # before the evaluation, not after it
+        from ..tracking import import_wandb
+        import_wandb(args.wandb)
     srcs = sources(args, merge=bool(args.merge))
     if args.merge:
         merged = merge_evaluations(*args.merge)
         _err(f"merged {len(args.merge)} state folder(s): {', '.join(args.merge)}")
-        return _finish(merged, target, Path(args.merge[0]).resolve().parent)
+        return _finish(merged, args, target, Path(args.merge[0]).resolve().parent)
     cfg = EvalConfig(**given(args, EvalConfig))
     if cfg.state is None and not cfg.no_state and args.out:
         cfg = cfg.replace(state=state_beside_out(args.out))
@@ -78,7 +89,7 @@ def cmd_eval(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     first = srcs[0].get("checkpoint") or srcs[0].get("weights") or "."
-    return _finish(result, target, Path(first).resolve().parent.parent)
+    return _finish(result, args, target, Path(first).resolve().parent.parent)
 
 
 def cmd_analyze(args) -> int:
@@ -125,6 +136,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", help="write the JSON result here (atomically; checked before the run)")
     p.add_argument("--merge", nargs="+", metavar="STATE_DIR", help="no attack: the result of the shards' state "
                    "folders, identical to the unsharded run")
+    p.add_argument("--wandb", metavar="PROJECT", help="also log the result to Weights & Biases (the checkpoint's "
+                   "run where it has one; pip install 'robustfront[wandb]')")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("analyze", parents=[parent], help="weight loss landscape or decision-boundary distance "

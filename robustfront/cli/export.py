@@ -3,12 +3,14 @@
     robustfront export runs/ca_at/checkpoints/best.pt --out release/ca_at.safetensors
     robustfront export delta.pt --merge [--base vit_b.pth] --out release/vit_lora.safetensors
     robustfront export TRADES_wrn34.pt --model wrn34_10 --out release/trades_wrn34.pt
+    robustfront export runs/ca_at/checkpoints/best.pt --hub-dir release/ca_at [--eval runs/ca_at/eval.json]
 
 The suffix of --out picks the format (.pt/.pth: torch.save of a flat {name: tensor}; .safetensors;
 none: both); a .json beside it records the architecture and the normalisation. Layouts: see
 models/export.py (robustfront and foreign models: normalisation inside as normalize.mean/std) and
 models/peft.py export_file (fine-tuned models, --merge: LoRA folded into the weights, timm's keys,
-normalisation NOT inside: the .json gives its mean/std).
+normalisation NOT inside: the .json gives its mean/std). --hub-dir writes a Hugging Face model
+repository instead (models/hub.py: model.safetensors, config.json, README.md).
 """
 from __future__ import annotations
 
@@ -45,10 +47,51 @@ def _merged(args, state, out: Path) -> list[Path]:
     return files + [write_json_atomic(out.with_suffix(".json"), info)]
 
 
+def _hub(args) -> int:
+    """--hub-dir: the checkpoint (a fine-tuning delta merged first) in the model-hub layout, with the
+    run's threat model and an evaluation (--eval, else the run folder's one eval*.json)."""
+    import json
+
+    from .. import checkpoint as ckpt
+    from ..models import load_model
+    from ..models.hub import write_hub
+    if args.out or args.model or args.model_file:
+        raise ValueError("--hub-dir exports a robustfront checkpoint; allowed: without --out/--model/--model-file")
+    out = ckpt.check_out_dir(args.hub_dir, "--hub-dir")
+    state = ckpt.load(args.checkpoint)
+    model = load_model(state, base=args.base)
+    if "peft" in state:  # LoRA folded in: the plain architecture; adapters cannot be folded
+        from ..models.peft import merged_checkpoint
+        if state["peft"].get("mode") == "adapter":
+            raise ValueError(f"{args.checkpoint} is an adapter fine-tuning checkpoint: its adapter modules are not "
+                             f"part of the architecture a hub config rebuilds; allowed: --out FILE --merge")
+        model = load_model(merged_checkpoint(model))
+    run = Path(args.checkpoint).resolve().parent.parent
+    evals = [Path(args.eval)] if args.eval else sorted(run.glob("eval*.json")) if (run / "config.yaml").is_file() \
+        else []
+    if len(evals) > 1:
+        raise ValueError(f"run folder {run} holds {len(evals)} eval files ({', '.join(f.name for f in evals)}); "
+                         f"allowed: --eval naming one")
+    evaluation = None
+    if evals:
+        try:
+            evaluation = json.loads(evals[0].read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--eval {evals[0]} is not a readable eval JSON ({e})") from None
+    for f in write_hub(model, out, evaluation=evaluation, eval_source=evals[0].name if evals else None,
+                       train_config=state.get("config"), name=args.hub_name):
+        print(f)
+    return 0
+
+
 def cmd_export(args) -> int:
     from .. import checkpoint as ckpt
     from ..models import load_model
     from ..models.export import export_plain
+    if args.hub_dir:
+        return _hub(args)
+    if not args.out:
+        raise ValueError("export needs --out FILE (plain weights) or --hub-dir DIR (a model-hub repository)")
     out = ckpt.check_out_file(args.out, "--out")   # '', a folder, under a file or a device: before any work
     if out.suffix not in SUFFIXES:
         raise invalid("out", args.out, "FILE.pt, FILE.pth, FILE.safetensors, or FILE without a suffix (both)",
@@ -88,7 +131,12 @@ def add_commands(sub) -> None:
                        "without robustfront loads", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a robustfront checkpoint (training run, fine-tuning "
                    "delta) or, with --model/--model-file, weights trained elsewhere")
-    p.add_argument("--out", required=True, help="FILE.pt, FILE.safetensors (the format), or FILE (both); FILE.json "
+    p.add_argument("--hub-dir", metavar="DIR", help="write a Hugging Face model repository (model.safetensors, "
+                   "config.json with architecture, arguments, normaliser, threat model and evaluation, README.md)")
+    p.add_argument("--hub-name", metavar="NAME", help="--hub-dir: the model card's title (default: DIR's name)")
+    p.add_argument("--eval", metavar="EVAL.json", help="--hub-dir: the evaluation to summarise (default: the run "
+                   "folder's one eval*.json)")
+    p.add_argument("--out", help="FILE.pt, FILE.safetensors (the format), or FILE (both); FILE.json "
                    "is written beside it")
     p.add_argument("--merge", action="store_true", help="fine-tuning checkpoint: fold LoRA into the weights and "
                    "write the whole model (adapter mode keeps its adapter modules)")

@@ -2,6 +2,7 @@
 
     model = create_model("resnet18", num_classes=10)      # names: list_models()
     model = load_model("run/checkpoints/best.pt")         # rebuilt from its rf_config, eval mode
+    model = load_model("hf-hub:ORG/NAME")                 # a model repository (export --hub-dir; models/hub.py)
     model = create_model("vit_base_patch16_224", 200)     # or "timm:swin_tiny_patch4_window7_224"
     report = load_pretrained(model, "ares_vit_b.pth")     # a timm state dict; the head is left new
     prepare_finetune(model, "adapter")                    # full | linear | adapter | lora

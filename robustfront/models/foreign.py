@@ -237,7 +237,8 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
     """(model in eval mode on `device`, report) for a weights file from another code base.
 
     model_name: a robustfront architecture (resnet18, resnet34, preact_resnet18, wrn28_10, wrn34_10,
-    small_cnn, mlp); ignored when `model_file` ("module.py:factory") builds the network instead, and
+    small_cnn, mlp) or "timm:<name>" (models/timm_foreign.py: the input size read off the file, the
+    normaliser from timm's pretrained_cfg unless given); ignored when `model_file` ("module.py:factory") builds the network instead, and
     then weights_path may be None (the factory loads its own weights). Architecture options (input
     channels, width, the classifier's classes, PreAct's final BN) are read off the file; num_classes,
     when given, must agree. report: {"file", "model", "layout", "options", "normalization": {mean, std,
@@ -247,7 +248,8 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
     if model_file is not None:
         model = _load_user_model(model_file, weights_path, input_mean, input_std, num_classes, report)
         return model.to(device).eval(), report
-    MODELS.get(model_name)  # unknown names: one line listing the allowed ones
+    if not str(model_name).startswith("timm:"):
+        MODELS.get(model_name)  # unknown names: one line listing the allowed ones
     if weights_path is None:
         raise invalid("weights", None, "a .pt/.pth/.safetensors file (or model_file=module.py:factory)", "missing")
     obj = read_file(weights_path, "cpu")
@@ -257,6 +259,11 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
         norm = next(model.children())
         report["normalization"] = _normalization({"mean": norm.mean_values, "std": norm.std_values,
                                                   "key": "normalize.mean"}, _check_stats(input_mean, input_std))
+        return model.to(device).eval(), report
+    if model_name.startswith("timm:"):
+        from .timm_foreign import load_timm_weights
+        model = load_timm_weights(model_name, unwrap(obj), weights_path, _check_stats(input_mean, input_std),
+                                  num_classes, report)
         return model.to(device).eval(), report
     family = FAMILY.get(model_name, "other")
     state, found = split_normalization(unwrap(obj))

@@ -6,11 +6,13 @@
 Everything must match except the classifier head (`find_head`): a head of another shape (or none)
 in the file leaves the model's new head; any other missing, unexpected or mis-shaped key fails with
 one line (`weights.format_report`). The file's own normaliser is usually held outside the model:
-without `normalize.*` keys the model's Normalize keeps its defaults, or takes `input_mean/input_std`.
+without `normalize.*` keys the model's Normalize takes `input_mean/input_std`, else keeps its defaults,
+and the report and stderr say which statistics were assumed and why (`model.rf_norm_source`).
 """
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
 from torch import nn
@@ -80,13 +82,24 @@ def _fit_stats(name: str, value, current: list[float]) -> list[float]:
     return vals
 
 
+def _assumed(model: nn.Module, path: Path, norm: Normalize) -> str:
+    """The report's line for a file without a normaliser when none was given, also said on stderr:
+    a wrong guess here trains on wrongly scaled inputs without any error."""
+    source = getattr(model, "rf_norm_source", "the model's default")
+    why = f"assumed: {source} (the file holds no normaliser and input_mean/input_std were not given)"
+    print(f"robustfront: {path.name}: normaliser mean={norm.mean_values}, std={norm.std_values} {why}; if "
+          f"the weights were trained with other statistics give --input-mean/--input-std (imagenet, inception, "
+          f"or numbers)", file=sys.stderr, flush=True)
+    return f"model default, {why}"
+
+
 def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, input_std=None,
                     num_classes: int | None = None, device="cpu") -> dict:
     """Load weights from `path` (.pt/.pth/.safetensors, any common wrapper/prefix) into `model` in place.
 
     input_mean/input_std: the normaliser the weights were trained with (per channel, or one value),
     written into the model's Normalize; None keeps the file's `normalize.*` keys if it has them, else
-    the model's defaults (ImageNet statistics for the 224-px ViTs).
+    the model's defaults (for the 224-px ViTs timm's augreg 0.5/0.5), announced on stderr.
     num_classes: replace the head by a new one with this many outputs after loading (None: keep the
     model's head; a file head of another shape is then dropped, as when the model was built for the
     new classes).
@@ -117,7 +130,7 @@ def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, inpu
         normalize, values = "from the file", None
     else:
         state = {**state, keys[0]: norm.mean, keys[1]: norm.std}
-        normalize, values = "model default", (list(norm.mean_values), list(norm.std_values))
+        normalize, values = _assumed(model, path, norm), (list(norm.mean_values), list(norm.std_values))
 
     head = find_head(model)
 

@@ -3,9 +3,12 @@
 timm is optional (`pip install 'robustfront[timm]'`) and imported only here, when such a model is
 built: it imports torchvision, which cannot be imported next to some CPU builds of torch. timm is
 never asked to download weights (pretrained=False); load a file with `load_pretrained`, which maps a
-plain timm state dict onto the wrapper (`rf_weights_prefix`).
+plain timm state dict onto the wrapper (`rf_weights_prefix`) and adapts it to the model's input size
+through timm's own per-model filter (`TimmModel.adapt_pretrained`).
 """
 from __future__ import annotations
+
+import sys
 
 from torch import nn
 
@@ -25,6 +28,15 @@ def _import_timm(full_name: str):
     return timm
 
 
+def pretrained_stats(net: nn.Module, what: str) -> tuple[list[float], list[float], str]:
+    """(mean, std, where they come from): the timm model's pretrained_cfg, else ImageNet's."""
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    if "mean" in cfg and "std" in cfg:
+        tag = cfg.get("tag")
+        return list(cfg["mean"]), list(cfg["std"]), f"timm pretrained_cfg of {what}" + (f".{tag}" if tag else "")
+    return list(IMAGENET_MEAN), list(IMAGENET_STD), f"ImageNet (timm gives {what} no pretrained_cfg statistics)"
+
+
 class TimmModel(nn.Module):
     """Normalize(mean, std) then a timm model `net`; the head is the timm model's classifier."""
 
@@ -41,6 +53,31 @@ class TimmModel(nn.Module):
 
     def forward(self, x):
         return self.net(self.normalize(x))
+
+    def adapt_pretrained(self, state: dict) -> tuple[dict, list[str]]:
+        """`state` run through timm's own filter for this architecture (`checkpoint_filter_fn` of the
+        model's timm module: ViT position embeddings and patch embedding resampled, Swin's relative
+        position tables resized, old key layouts renamed); notes name each tensor it changed."""
+        module = sys.modules.get(type(self.net).__module__)
+        filt = getattr(module, "checkpoint_filter_fn", None)
+        p = self.rf_weights_prefix
+        inner = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+        if filt is None or not inner:
+            return state, []
+        head = self.rf_head[len(p):] + "." if hasattr(self, "rf_head") else None
+        try:
+            out = filt(inner, self.net)
+        except Exception as e:  # noqa: BLE001 - a file timm's filter cannot read: the match report names it
+            return state, [f"timm's {module.__name__}.checkpoint_filter_fn could not adapt the file "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"]
+        where = f"{module.__name__}.checkpoint_filter_fn"
+        notes = [f"{k} {tuple(inner[k].shape)} -> {tuple(v.shape)} by timm's {where}" for k, v in out.items()
+                 if k in inner and tuple(v.shape) != tuple(inner[k].shape) and not (head and k.startswith(head))]
+        renamed = sorted(set(out) - set(inner))
+        if renamed:
+            notes.append(f"{len(renamed)} key(s) renamed by timm's {where} (e.g. {renamed[0]})")
+        rest = {k: v for k, v in state.items() if not k.startswith(p)}
+        return {**rest, **{p + k: v for k, v in out.items()}}, notes
 
 
 def timm_builder(full_name: str):
@@ -62,10 +99,12 @@ def timm_builder(full_name: str):
         except RuntimeError as e:  # timm: "Unknown model (name)"
             raise ValueError(f"model={full_name!r} is unknown to timm ({str(e).splitlines()[0][:120]}); allowed: "
                              f"a name from timm.list_models()") from None
-        cfg = getattr(net, "pretrained_cfg", None) or {}
-        if mean is None and in_channels == 3:  # the timm recipe's own statistics, else ImageNet's
-            mean = list(cfg.get("mean", IMAGENET_MEAN))
-        if std is None and in_channels == 3:
-            std = list(cfg.get("std", IMAGENET_STD))
-        return TimmModel(net, mean, std, in_channels)
+        source = "given"
+        if in_channels == 3 and (mean is None or std is None):  # the timm recipe's own statistics
+            cfg_mean, cfg_std, source = pretrained_stats(net, timm_name)
+            mean = cfg_mean if mean is None else mean
+            std = cfg_std if std is None else std
+        model = TimmModel(net, mean, std, in_channels)
+        model.rf_norm_source = source
+        return model
     return build

@@ -7,7 +7,10 @@ with strict=True (plus our `normalize.*` buffers, which `load_pretrained` fills)
 logits. Weights trained at another image size load through `adapt_pretrained`, which resamples the
 position embedding (bicubic, class token kept), as timm does.
 
-    vit_tiny_patch16_224 / vit_small_patch16_224 / vit_base_patch16_224: ImageNet sizes, ImageNet mean/std
+    vit_tiny_patch16_224 / vit_small_patch16_224 / vit_base_patch16_224: ImageNet sizes; the normaliser
+        defaults to that timm name's default tag's pretrained_cfg (augreg: mean = std = 0.5, TIMM_TAGS),
+        so `vit_base_patch16_224` and `timm:vit_base_patch16_224` agree; ARES/RobustBench ImageNet
+        files need `input_mean/input_std="imagenet"` (docs/finetuning.md lists the families)
     vit_tiny_patch4_32 / vit_small_patch4_32: 4-px patches for 32-px inputs (8x8 grid), CIFAR mean/std
 """
 from __future__ import annotations
@@ -19,7 +22,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .factory import MODELS
-from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from .normalize import NAMED_STATS, Normalize
+
+# the timm tag each 224-px name resolves to by default (timm 1.0) and its pretrained_cfg statistics;
+# tests/timm check these against the real timm
+TIMM_TAGS = {"vit_tiny_patch16_224": ("augreg_in21k_ft_in1k", "inception"),
+             "vit_small_patch16_224": ("augreg_in21k_ft_in1k", "inception"),
+             "vit_base_patch16_224": ("augreg2_in21k_ft_in1k", "inception")}
 
 
 class Attention(nn.Module):
@@ -129,21 +138,26 @@ def resample_pos_embed(pos_embed: torch.Tensor, grid: int, prefix_tokens: int = 
     return torch.cat([prefix, body], dim=1)
 
 
-def _vit(patch, width, blocks, heads, default_size, imagenet):
+def _vit(name, patch, width, blocks, heads, default_size):
     def build(num_classes=10, in_channels=3, input_size=default_size, mean=None, std=None, embed_dim=None,
               depth=None, num_heads=None, mlp_ratio=4.0):
         """embed_dim / depth / num_heads / mlp_ratio override the variant's (small models for tests)."""
-        if imagenet and in_channels == 3:  # ImageNet recipes normalise with ImageNet statistics
-            mean = list(IMAGENET_MEAN) if mean is None else mean
-            std = list(IMAGENET_STD) if std is None else std
-        return VisionTransformer(input_size, patch, num_classes, in_channels, mean, std, embed_dim or width,
-                                 depth or blocks, num_heads or heads, mlp_ratio)
+        source = "given" if mean is not None and std is not None else "robustfront default (CIFAR-10 statistics)"
+        if name in TIMM_TAGS and in_channels == 3 and source != "given":  # the same name's timm statistics
+            tag, stats = TIMM_TAGS[name]
+            mean = list(NAMED_STATS[stats][0]) if mean is None else mean
+            std = list(NAMED_STATS[stats][1]) if std is None else std
+            source = f"timm pretrained_cfg of {name}.{tag} (mean = std = 0.5; ARES/RobustBench: imagenet)"
+        model = VisionTransformer(input_size, patch, num_classes, in_channels, mean, std, embed_dim or width,
+                                  depth or blocks, num_heads or heads, mlp_ratio)
+        model.rf_norm_source = source
+        return model
     return build
 
 
-for _name, _args in {"vit_tiny_patch16_224": (16, 192, 12, 3, 224, True),
-                     "vit_small_patch16_224": (16, 384, 12, 6, 224, True),
-                     "vit_base_patch16_224": (16, 768, 12, 12, 224, True),
-                     "vit_tiny_patch4_32": (4, 192, 12, 3, 32, False),
-                     "vit_small_patch4_32": (4, 384, 12, 6, 32, False)}.items():
-    MODELS.register(_name)(_vit(*_args))
+for _name, _args in {"vit_tiny_patch16_224": (16, 192, 12, 3, 224),
+                     "vit_small_patch16_224": (16, 384, 12, 6, 224),
+                     "vit_base_patch16_224": (16, 768, 12, 12, 224),
+                     "vit_tiny_patch4_32": (4, 192, 12, 3, 32),
+                     "vit_small_patch4_32": (4, 384, 12, 6, 32)}.items():
+    MODELS.register(_name)(_vit(_name, *_args))

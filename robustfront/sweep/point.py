@@ -26,7 +26,7 @@ from ..checkpoint import read_jsonl, write_json_atomic
 from .names import short_hash
 
 # execution details that do not change what is computed (recorded in the run, left out of the hash)
-CONFIG_EXCLUDE = ("out", "device", "progress", "tensorboard")
+CONFIG_EXCLUDE = ("out", "device", "progress", "tensorboard", "wandb", "wandb_group")
 EVAL_EXCLUDE = ("batch_size",)
 STALE = "_stale"
 POINT_LOCK = ".point.lock"   # not the run folder's .lock, which RunLog takes inside the same process
@@ -217,12 +217,19 @@ def run_point(folder: str | Path, *, threads: int | None = None, device: str | N
         try:
             from ..train import TrainConfig, train
             cfg = dict(rec["config"], out=str(folder), progress=False, **({"device": device} if device else {}))
+            if cfg.get("wandb") and not cfg.get("wandb_group"):  # one W&B run per point, grouped by the sweep
+                cfg["wandb_group"] = folder.resolve().parent.parent.name
             train(TrainConfig.from_dict(cfg), resume=resume)
             t1 = time.time()
             from .evaluate import evaluate_point
             res = evaluate_point(folder, rec["eval"], device=cfg.get("device", "auto"), log=log)
             res.update(config_hash=rec["config_hash"], eval_hash=rec["eval_hash"], point=rec["name"])
             write_json_atomic(folder / "eval.json", res)
+            if cfg.get("wandb"):
+                from ..tracking import WandbRun
+                run = WandbRun(cfg["wandb"], folder, group=cfg["wandb_group"])
+                run.summary(res)
+                run.finish()
             _update_status(folder, status="done", finished=time.time(), train_wall_s=t1 - t0,
                            eval_wall_s=time.time() - t1)
             return "done"

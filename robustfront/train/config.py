@@ -37,7 +37,7 @@ class Stats(list, Checked):
 
 
 # keys a --resume may change: they alter what is logged or how long the run goes, not its trajectory so far
-RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out")
+RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out", "wandb", "wandb_group")
 
 
 @dataclass
@@ -117,6 +117,8 @@ class TrainConfig:
     log_every: int = 0                   # >0: also write combiner diagnostics every N steps (a host sync each)
     progress: bool = True                # progress bar and one line per epoch on stderr
     tensorboard: bool = False            # also write TensorBoard scalars
+    wandb: Optional[str] = None          # Weights & Biases project: per-epoch metrics, diagnostics, config (pip install 'robustfront[wandb]')
+    wandb_group: Optional[str] = None    # W&B run group (a sweep sets its name)
     out: Optional[str] = None            # the run folder (required)
 
     def __post_init__(self):

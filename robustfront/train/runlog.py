@@ -1,7 +1,8 @@
 """Everything a run writes, and the rules that keep it whole.
 
 A run folder holds config.yaml, metrics.jsonl (one line per epoch), steps.jsonl (with log_every),
-checkpoints/{last,best}.pt and optionally tensorboard/. `RunLog`:
+checkpoints/{last,best}.pt and optionally tensorboard/ and a Weights & Biases run (wandb.json names it,
+tracking.py). `RunLog`:
 
 - locks the folder while it is written (a second writer is refused, naming the holder's PID);
 - refuses to overwrite an existing run unless `force`, and on `resume` refuses a config that differs
@@ -43,6 +44,7 @@ class RunLog:
         self.steps: list[dict] = []
         self._lock = None
         self._writer = None
+        self._wandb = None
         self._pending = None          # a resume's safe config changes, recorded with its first epoch
         self._config_written = False
 
@@ -56,9 +58,15 @@ class RunLog:
         ckpt.check_out_dir(self.out)
         if self.cfg.tensorboard:
             self._tensorboard_writer_class()  # fail before any work, not after the first epoch
+        if self.cfg.wandb:
+            from ..tracking import import_wandb
+            import_wandb(self.cfg.wandb)
         self._lock = ckpt.RunLock(self.out).__enter__()
         try:
             self._open()
+            if self.cfg.wandb:  # started before any work: a W&B failure (not logged in) costs no epoch
+                from ..tracking import WandbRun
+                self._wandb = WandbRun(self.cfg.wandb, self.out, config=self.cfg.to_dict(), group=self.cfg.wandb_group)
         except BaseException:
             self.__exit__(None, None, None)  # a refused run leaves no lock behind
             raise
@@ -79,6 +87,9 @@ class RunLog:
     def __exit__(self, *exc) -> None:
         if self._writer:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
         if self._lock is not None:
             self._lock.__exit__(*exc)
             self._lock = None
@@ -191,6 +202,8 @@ class RunLog:
                 f.writelines(json.dumps(r) + "\n" for r in self.steps)
         self.steps = []
         self._tensorboard(metrics)
+        if self._wandb is not None:  # a copy of the metrics line (with the combiner's diagnostics); JSONL stays the record
+            self._wandb.log(metrics, step=metrics["epoch"])
         if self.cfg.progress:
             print(_summary(metrics), file=sys.stderr, flush=True)
 
