@@ -57,6 +57,20 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask (mkstemp creates 0600 files; an ordinary open() would honour the umask)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str | Path, write, hooks: bool = False) -> Path:
     path = Path(path)
     if path.exists() and not path.is_file():  # renaming onto /dev/null (as root) would replace the device
@@ -65,15 +79,18 @@ def _atomic(path: str | Path, write, hooks: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # what open() would create: a group can read the results
         write(tmp)
         with open(tmp, "rb") as f:  # on disk before the rename, so a crash cannot leave an empty file
             os.fsync(f.fileno())
         if hooks:
             _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE", f"holding {tmp} before the rename to {path.name}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and not e.filename:  # "no space left" should name the file being written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     _fsync_dir(path.parent)
     if hooks:

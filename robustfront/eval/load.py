@@ -16,6 +16,7 @@ from .. import checkpoint as ckpt
 from ..data import Dataset, load_dataset, subset_indices
 from ..device import resolve_device
 from ..models import load_model
+from ..models.checks import check_loaded
 from ..models.weights import check_input_fits
 from ..validation import check_choice, check_int
 
@@ -85,6 +86,7 @@ def load_for_eval(checkpoint=None, *, weights=None, model: str | None = None, mo
     x, y = ds.tensors(split, dev, n=n, seed=seed)
     if foreign:
         _check_shape(net, x, name, source)
+    check_loaded(net, x, ds.num_classes, str(name), source, "--weights" if foreign else "--checkpoint")
     return EvalInput(net, x, y, ds, str(name), cfg, source, subset_indices(size, n, seed), report)
 
 
