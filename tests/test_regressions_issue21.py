@@ -81,3 +81,88 @@ def test_model_and_data_class_counts_must_agree(tmp_path, world, classes):
                     "--attacks", "fgsm", "--no-state"], timeout=120)
     line = one_error(res, "--weights", f"{classes} outputs", "--data='digits'", "10 classes")
     assert "internal error" not in res.err and "clean" not in res.err, line
+
+
+def test_report_card_eps_of_another_budget_is_refused_not_ignored(tmp_path):
+    res_file = tmp_path / "eval.json"
+    res_file.write_text(json.dumps({"clean_acc": 0.8, "robust_acc": {"autoattack": 0.5}, "worst_case_acc": 0.5,
+                                    "n": 100, "eps": 8 / 255, "eps_str": "8/255", "norm": "Linf"}))
+    base = ["report", "--card", str(res_file), "--card-name", "m", "--card-architecture", "a", "--out",
+            str(tmp_path / "cards")]
+    res = run_main([*base, "--card-eps", "1/255"], timeout=60)
+    one_error(res, "card_eps", "1/255", "8/255")
+    assert not (tmp_path / "cards").exists()
+    res = run_main([*base, "--card-eps", "8/255"], timeout=60)   # its own budget: honoured
+    assert res.rc == 0, res.err
+    assert json.loads(Path(res.out.strip().splitlines()[-1]).read_text())["eps"] == "8/255"
+
+
+def test_export_never_overwrites_a_file_beside_out_that_no_export_wrote(world, tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(world["ck"].read_bytes())
+    (run / "eval.json").write_text('{"clean_acc": 0.9}\n')
+    before = snapshot(run)
+    res = run_main(["export", str(run / "checkpoints" / "best.pt"), "--out", str(run / "eval")], timeout=60)
+    one_error(res, "out=", "eval.json", "overwrite")
+    assert snapshot(run) == before
+    for _ in range(2):   # an earlier export's own files are replaced: the same command twice works
+        res = run_main(["export", str(run / "checkpoints" / "best.pt"), "--out", str(tmp_path / "rel" / "m")])
+        assert res.rc == 0, res.err
+
+
+def test_export_of_a_bare_state_dict_says_give_model(world, tmp_path):
+    torch.save(torch.load(world["ck"], weights_only=True)["model"], tmp_path / "sd.pt")
+    res = run_main(["export", str(tmp_path / "sd.pt"), "--out", str(tmp_path / "x.pt")], timeout=60)
+    one_error(res, "sd.pt", "bare state dict", "--model")
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_input_mean_of_three_values_on_one_channel_names_the_flag(world, tmp_path):
+    sd = torch.load(world["ck"], weights_only=True)["model"]
+    torch.save({k: v for k, v in sd.items() if not k.startswith("normalize.")}, tmp_path / "sd.pt")
+    res = run_main(["export", str(tmp_path / "sd.pt"), "--model", "small_cnn", "--input-mean", "0.1,0.2,0.3",
+                    "--input-std", "0.2,0.2,0.2", "--out", str(tmp_path / "x.pt")], timeout=60)
+    line = one_error(res, "--input-mean", "[0.1, 0.2, 0.3]", "1 channels")
+    assert "1 or 1" not in line
+
+
+def test_atomically_written_files_follow_the_umask(world, tmp_path):
+    old = os.umask(0o022)
+    try:
+        res = run_main(["train", *TINY, "--out", str(tmp_path / "run")], timeout=180)
+        assert res.rc == 0, res.err
+        res = run_main(["eval", "--checkpoint", str(tmp_path / "run" / "checkpoints" / "best.pt"), "--attacks",
+                        "fgsm", "--out", str(tmp_path / "eval.json")], timeout=120)
+        assert res.rc == 0, res.err
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path).rglob("*") if p.is_file() and p.name != ".lock"]
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert {"run/config.yaml", "run/checkpoints/best.pt", "eval.json"} <= set(modes)
+    assert all(m == 0o644 for m in modes.values()), modes
+
+
+def _sweep_file(tmp_path, methods) -> Path:
+    spec = yaml.safe_load((ROOT / "configs" / "sweeps" / "tiny_digits.yaml").read_text())
+    spec.update(seeds=None, methods=methods)
+    spec["base"].update(epochs=1, train_n=64, model_args={"width": 4})
+    spec["eval"].update(attacks=["fgsm"], n=20)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_a_sweep_with_a_failed_point_exits_non_zero_and_names_it(tmp_path):
+    cfg = _sweep_file(tmp_path, {"standard": {}, "pgd_at": {"set": {"data": str(tmp_path / "no_such_data")}}})
+    res = run_main(["sweep", "--config", str(cfg), "--out", str(tmp_path / "out"), "--executor", "inline"],
+                   timeout=300)
+    line = one_error(res, "1 of 2", "method=pgd_at", "error.txt", rc=1)
+    assert "method=standard" not in line
+    assert json.loads(res.out.strip().splitlines()[0])["failed"] == 1
+    # --fronts on the same folder: an unreadable eval.json is refused as `report` refuses it, not left out
+    done = tmp_path / "out" / "points" / "method=standard" / "eval.json"
+    assert done.is_file()
+    done.write_text("{not json")
+    res = run_main(["sweep", "--out", str(tmp_path / "out"), "--fronts"], timeout=120)
+    one_error(res, "--fronts", "eval.json", "not a readable JSON")

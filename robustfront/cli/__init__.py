@@ -103,7 +103,9 @@ def main(argv=None) -> int:
         if debug:
             raise
         what = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system"}.get(e.errno)
-        text = one_line(e) if what is None else f"{e.filename or 'a file'}: {what}"
+        text = one_line(e) if what is None else (f"{e.filename or 'a file being written'}: {what}; allowed: free "
+                                                  f"space (or another --out) and re-run the same command: finished "
+                                                  f"work is kept, sweep.json and state folders are re-read")
         print(f"robustfront: error: {text}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - a bug in robustfront: still one line, but say so

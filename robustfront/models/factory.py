@@ -125,6 +125,10 @@ def load_model(checkpoint: str | Any, device: str | torch.device = "cpu", *, bas
         from .peft import load_peft
         return load_peft(ckpt, base=base, device=device)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
+    if len(missing) == 2 and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise ValueError(one_line(f"{where} is a bare state dict ({len(ckpt)} tensors, no architecture recorded); "
+                                  f"allowed: give --model NAME (or --model-file FILE.py:FACTORY) to name its "
+                                  f"architecture, as for weights trained elsewhere"))
     if missing:
         raise ValueError(one_line(f"{where} lacks {missing}; found keys {shown(sorted(map(str, ckpt)))}; allowed: "
                                   "robustfront's {'model': state_dict, 'model_config': rf_config}"))
