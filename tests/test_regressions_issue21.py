@@ -166,3 +166,39 @@ def test_a_sweep_with_a_failed_point_exits_non_zero_and_names_it(tmp_path):
     done.write_text("{not json")
     res = run_main(["sweep", "--out", str(tmp_path / "out"), "--fronts"], timeout=120)
     one_error(res, "--fronts", "eval.json", "not a readable JSON")
+
+
+def _digit_tree(folder: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    for split, rows in (("train", range(0, 120)), ("test", range(1500, 1560))):
+        for i in rows:
+            d = folder / split / str(y[i])
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((x[i].reshape(8, 8) * 15).astype(np.uint8)).save(d / f"{i}.png")
+
+
+def test_a_run_trained_with_a_relative_data_path_evaluates_from_another_directory(tmp_path, monkeypatch):
+    _digit_tree(tmp_path / "a" / "tree")
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    res = run_main(["train", *TINY[2:], "--data", "tree", "--out", "run"], timeout=180)
+    assert res.rc == 0, res.err
+    cfg = yaml.safe_load((tmp_path / "a" / "run" / "config.yaml").read_text())
+    assert cfg["data"] == str(tmp_path / "a" / "tree") and cfg["as_typed"] == {"data": "tree"}
+    monkeypatch.chdir(tmp_path / "b")
+    ck = str(tmp_path / "a" / "run" / "checkpoints" / "best.pt")
+    res = run_main(["eval", "--checkpoint", ck, "--attacks", "fgsm", "--no-state"], timeout=120)
+    assert res.rc == 0 and json_out(res)["data"], res.err
+    # a run recorded before this (the path as typed) or whose data moved: the error says where the path came
+    # from and which flag overrides it
+    state = torch.load(ck, weights_only=True)
+    state["config"].update(data="tree", as_typed=None)
+    torch.save(state, tmp_path / "b" / "old.pt")
+    res = run_main(["eval", "--checkpoint", "old.pt", "--attacks", "fgsm", "--no-state"], timeout=120)
+    one_error(res, "'tree'", "training config stored in old.pt", "--data PATH")
+    res = run_main(["eval", "--checkpoint", "old.pt", "--data", "../a/tree", "--attacks", "fgsm", "--no-state"],
+                   timeout=120)
+    assert res.rc == 0, res.err

@@ -17,6 +17,7 @@ from typing import Literal, Optional
 
 from ..checkpoint import read_yaml
 from ..validation import check_bool, check_choice, check_int, check_number, invalid, parse_number
+from .paths import absolute_paths
 
 
 class Num(float):
@@ -54,7 +55,7 @@ class Stats(list):
 
 
 # keys a --resume may change: they alter what is logged or how long the run goes, not its trajectory so far
-RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out")
+RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out", "as_typed")
 
 
 @dataclass
@@ -134,11 +135,15 @@ class TrainConfig:
     progress: bool = True                # progress bar and one line per epoch on stderr
     tensorboard: bool = False            # also write TensorBoard scalars
     out: Optional[str] = None            # the run folder (required)
+    as_typed: Optional[dict] = None      # data/data_root/pretrained as typed, where stored absolute (train/paths.py)
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        typed = absolute_paths(self.__dict__)  # another working directory must find the same files
+        if typed:
+            self.as_typed = {**(self.as_typed or {}), **typed}
         if self.alpha is None:  # the spelling follows eps: 8/255 -> 2/255
             q = Fraction(self.eps.text) / 4 if "/" in self.eps.text else None
             self.alpha = Num(f"{q.numerator}/{q.denominator}" if q is not None else repr(self.eps / 4))
