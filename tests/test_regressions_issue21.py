@@ -202,3 +202,32 @@ def test_a_run_trained_with_a_relative_data_path_evaluates_from_another_director
     res = run_main(["eval", "--checkpoint", "old.pt", "--data", "../a/tree", "--attacks", "fgsm", "--no-state"],
                    timeout=120)
     assert res.rc == 0, res.err
+
+
+VIT = ["--data", "digits", "--model", "vit_tiny_patch4_32", "--model-arg", "embed_dim=24", "--model-arg", "depth=2",
+       "--model-arg", "num_heads=3", "--epochs", "1", "--train-n", "32", "--batch-size", "32", "--no-progress"]
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--finetune", "lora", "--lora-rank", "100000000"], ["lora_rank=100000000", "--lora-rank", "1 to 24"]),
+    (["--finetune", "adapter", "--adapter-reduction", "1000"], ["adapter_reduction=1000", "--adapter-reduction"]),
+    (["--model-arg", "mlp_ratio=100000000"], ["vit_tiny_patch4_32", "parameters", "memory available"]),
+])
+def test_sizes_are_bounded_before_anything_is_allocated(tmp_path, flags, needles):
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    res = run_main(["train", *VIT, *flags, "--out", str(tmp_path / "run")], timeout=120)
+    one_error(res, *needles)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 500, f"peak memory grew by {grown_mb:.0f} MB before the refusal"
+
+
+def test_a_class_count_beyond_memory_is_refused_before_allocating(tmp_path):
+    from robustfront.models import create_model
+    with pytest.raises(ValueError, match=r"num_classes=3000000000 .*memory available"):
+        create_model("mlp", num_classes=3_000_000_000, input_dim=64, hidden=[8])
+    # through the CLI the head follows the data: a num_classes option is one line, not a TypeError
+    res = run_main(["train", "--data", "digits", "--model", "mlp", "--model-arg", "num_classes=3000000000",
+                    "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r")], timeout=60)
+    one_error(res, "model_args.num_classes=3000000000", "--model-arg", "10 classes")

@@ -13,6 +13,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from .. import checkpoint as _checkpoint
 from ..registry import Registry
 from ..validation import invalid, one_line, reason, shown
+from .budget import check_elements, meta_parameter_count
 from .normalize import Normalize
 
 MODELS = Registry("model")
@@ -88,9 +89,15 @@ def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, inpu
         raise ValueError(f"unknown option {unknown[0]!r} for model '{name}'; allowed: {', '.join(options) or 'none'}")
     for k, v in kw.items():
         _check_option(name, k, v, params[k].default)
+    def build():
+        return builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, mean=mean, std=std,
+                       **kw)
+    n = meta_parameter_count(build)  # shapes only: a huge width or class count is refused before allocating
+    if n is not None:
+        check_elements(n, one_line(f"model '{name}' with num_classes={num_classes} and options {shown(kw)}"),
+                       "smaller sizes (--model-arg, --num-classes)")
     try:
-        model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                        mean=mean, std=std, **kw)
+        model = build()
     except (TypeError, OverflowError, RuntimeError, MemoryError) as e:
         # a value of the right type that still builds nothing: width=10**30, hidden=[-1], ...
         raise ValueError(one_line(f"model '{name}' with options {shown(kw)} cannot be built ({reason(e)}); "
