@@ -231,3 +231,46 @@ def test_a_class_count_beyond_memory_is_refused_before_allocating(tmp_path):
     res = run_main(["train", "--data", "digits", "--model", "mlp", "--model-arg", "num_classes=3000000000",
                     "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r")], timeout=60)
     one_error(res, "model_args.num_classes=3000000000", "--model-arg", "10 classes")
+
+
+# ------------------------------------------------------------------ torchrun: ranks agree on the config
+
+def _rank_main(rank, port, out, result_dir):
+    """One rank of a 2-rank group (gloo) running the CLI in-process; rank 1 gets another seed and, in the
+    second case, a bad flag value that only it parses."""
+    import contextlib
+    import io
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from robustfront.cli import main
+    argv = ["train", "--data", "digits", "--model", "mlp", "--model-arg", "hidden=[8]", "--epochs", "1",
+            "--train-n", "64", "--batch-size", "32", "--device", "cpu", "--no-progress", "--out", out,
+            "--seed", str(rank)]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = main(argv)
+    Path(result_dir, f"rank{rank}.json").write_text(json.dumps({"rc": rc, "err": err.getvalue()}))
+
+
+def test_torchrun_ranks_with_different_configs_are_refused_naming_the_key(tmp_path):
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_rank_main, args=(port, str(tmp_path / "run"), str(tmp_path)), nprocs=2,
+                       start_method="spawn", join=True)
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["rc"] == 2 and r1["rc"] == 2
+    errs = [l for l in r0["err"].splitlines() if l.startswith("robustfront: error:")]
+    assert len(errs) == 1 and "rank 1 has seed=1" in errs[0] and "rank 0 has seed=0" in errs[0], r0["err"]
+    assert "error" not in r1["err"], r1["err"]          # printed once, by rank 0
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_an_error_on_one_rank_before_the_ranks_meet_is_printed_naming_that_rank(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    res = run_main(["train", "--data", "digits", "--epochs", "-3", "--out", "x"], timeout=60)
+    one_error(res, "rank 1 of 2", "epochs=-3")
