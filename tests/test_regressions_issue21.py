@@ -274,3 +274,27 @@ def test_an_error_on_one_rank_before_the_ranks_meet_is_printed_naming_that_rank(
     monkeypatch.setenv("WORLD_SIZE", "2")
     res = run_main(["train", "--data", "digits", "--epochs", "-3", "--out", "x"], timeout=60)
     one_error(res, "rank 1 of 2", "epochs=-3")
+
+
+# ------------------------------------------------------------------ progress from inside a batch
+
+def _between(lines, start, end):
+    """The lines after the first holding `start` and before the next one matching the regex `end`."""
+    import re
+    i = next(i for i, l in enumerate(lines) if start in l)
+    j = next(j for j, l in enumerate(lines) if re.search(end, l) and j > i)
+    return lines[i + 1:j]
+
+
+def test_a_single_batch_attack_prints_before_it_ends(world, monkeypatch):
+    monkeypatch.setenv("ROBUSTFRONT_PROGRESS_EVERY", "0")   # every model pass, so the test does not wait
+    res = run_main(["eval", "--checkpoint", str(world["ck"]), "--attacks", "pgd20,autoattack", "--n", "40",
+                    "--aa-budget", "n_iter=2,n_queries=5", "--no-state"], timeout=300)
+    assert res.rc == 0, res.err[-2000:]
+    lines = res.lines()
+    inside = _between(lines, "pgd20: starting on 40 images", r"pgd20: [\d.]+% \(")
+    assert any("has run the model" in l and "0/40 images done" in l for l in inside), lines[:10]
+    for attack in ("apgd-ce", "apgd-t", "fab-t", "square"):   # the official cascade, each attack from inside
+        if any(f"{attack}: starting" in l for l in lines):
+            inside = _between(lines, f"{attack}: starting", f"robust after {attack.upper()}")
+            assert any("has run the model" in l for l in inside), (attack, lines)

@@ -121,6 +121,7 @@ class _Runner:
             k = int(self._before(r, attack).sum())
             left += max(0, k - self._resume(r, attack)[0] * self.bs)
         prog = Progress(attack, left, label=self.label, write=self.write)
+        prog.begin()
         for r in todo:
             self._attack_chunk(attack, r, prog)
         robust = sum(int(from_bits(r["masks"][attack]).sum()) for r in all_recs)
@@ -135,7 +136,8 @@ class _Runner:
             sel = idx[b * self.bs:(b + 1) * self.bs]
             g = torch.as_tensor(sel + rec["start"], device=self.x.device)
             xb, yb = self.x[g].clone().to(self.device), self.y[g].clone().to(self.device)
-            adv = official.perturb(self.aa, attack, xb, yb)
+            with prog.watch(self.aa.model):  # lines from inside the official attack's batch
+                adv = official.perturb(self.aa, attack, xb, yb)
             broken = (~yb.eq(self.aa.get_logits(adv).max(dim=1)[1])).cpu().numpy()
             robust[sel[broken]] = False
             rec["partial"] = {"attack": attack, "batches": b + 1, "mask": to_bits(robust)}
