@@ -164,7 +164,8 @@ def cmd_eval(args) -> int:
         if args.sanity:
             i = max(range(len(eps_list)), key=eps_list.__getitem__)  # the largest ε: masking shows most there
             res["sanity"] = sanity_check(inp.model, inp.x, inp.y, eps=eps_list[i], norm=norm, seed=args.seed,
-                                         batch_size=res.get("batch_size") or 500, bounds=inp.dataset.bounds)
+                                         batch_size=res.get("batch_size") or 500, bounds=inp.dataset.bounds,
+                                         log=log, state=folder)  # lines as it goes; resumable in the state folder
             res["sanity"]["eps_str"] = eps_strs[i]
             for line in format_sanity(res["sanity"]):
                 _err(line)
