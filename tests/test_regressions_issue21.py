@@ -298,3 +298,34 @@ def test_a_single_batch_attack_prints_before_it_ends(world, monkeypatch):
         if any(f"{attack}: starting" in l for l in lines):
             inside = _between(lines, f"{attack}: starting", f"robust after {attack.upper()}")
             assert any("has run the model" in l for l in inside), (attack, lines)
+
+
+# ------------------------------------------------------------------ a resumable quickstart
+
+def test_an_interrupted_quickstart_resumes_and_writes_results_after_every_model(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    out = tmp_path / "qs"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ROBUSTFRONT_CACHE": str(tmp_path / "c")}
+    cmd = [sys.executable, "-m", "robustfront", "quickstart", "--out", str(out), "--epochs", "1", "--n", "20"]
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        for line in p.stderr:   # kill -9 once the first model is in results.json
+            if "holds 1/4 model(s)" in line:
+                p.send_signal(signal.SIGKILL)
+                break
+    finally:
+        p.kill()
+        p.wait()
+    first = json.loads((out / "results.json").read_text())
+    assert [r["method"] for r in first] == ["standard"]
+    kept = (out / "standard" / "checkpoints" / "best.pt").read_bytes()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"kept: {out / 'standard'} has finished its 1 epochs" in r.stderr
+    assert (out / "standard" / "checkpoints" / "best.pt").read_bytes() == kept
+    res = json.loads((out / "results.json").read_text())
+    assert [x["method"] for x in res] == ["standard", "pgd_at", "vanilla", "ca_at"]
+    assert res[0] == first[0] | {"train_time_s": res[0]["train_time_s"], "eval_time_s": res[0]["eval_time_s"]}
+    assert "holds 4/4 model(s)" in r.stderr
