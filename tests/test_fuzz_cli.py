@@ -604,7 +604,8 @@ def test_sweep(world, name):
 @pytest.mark.parametrize("name", _params("fuzz"))
 def test_fuzz(world, name):
     """Random combinations of 1-3 mutations (hypothesis, derandomized: the same examples every run)."""
-    spec, fuzz, n = COMMANDS[name], Fuzz(f"fuzz {name}"), FUZZ_N[name]
+    scale = float(os.environ.get("ROBUSTFRONT_FUZZ_SCALE", "1"))   # < 1 while developing: fewer examples
+    spec, fuzz, n = COMMANDS[name], Fuzz(f"fuzz {name}"), max(1, int(FUZZ_N[name] * scale))
 
     @settings(max_examples=n, **SETTINGS)
     @given(data=st.data())
