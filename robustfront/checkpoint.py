@@ -1,8 +1,8 @@
 """Files that must never be half-written or unsafe to read: checkpoints, results, RNG state.
 
-- `save_atomic` / `write_text_atomic` write to a temporary file in the target folder, fsync it
-  and rename it into place, so a kill or a full disk leaves either the old file or the new one;
-  `clean_temp_files` removes what a killed write left behind.
+- `save_atomic` / `write_text_atomic` write to a temporary file in the target folder (with the
+  process umask's mode), fsync it and rename it into place, so a kill or a full disk leaves either
+  the old file or the new one; `clean_temp_files` removes what a killed write left behind.
 - `check_out_dir` / `check_out_file` refuse an output that cannot be written before any work;
   `RunLock` keeps a second process out of a run folder; `save_result` never loses a finished result.
 - `load` reads with `torch.load(weights_only=True)` (no code from the file runs) and turns every
@@ -65,15 +65,20 @@ def _atomic(path: str | Path, write, hooks: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
+        mask = os.umask(0o022)  # read the umask (by setting it back): mkstemp's 0600 would keep a group out
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         write(tmp)
         with open(tmp, "rb") as f:  # on disk before the rename, so a crash cannot leave an empty file
             os.fsync(f.fileno())
         if hooks:
             _test_sleep("ROBUSTFRONT_TEST_SLOW_SAVE", f"holding {tmp} before the rename to {path.name}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and not e.filename:  # "no space left" names the file being written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     _fsync_dir(path.parent)
     if hooks:
@@ -333,5 +338,6 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-__all__ = ["RunLock", "read_jsonl", "read_yaml", "check_out_dir", "check_out_file", "clean_temp_files", "load", "rng_state", "save_atomic",
-           "save_result", "set_rng_state", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = ["RunLock", "read_jsonl", "read_yaml", "check_out_dir", "check_out_file", "clean_temp_files", "load",
+           "rng_state", "save_atomic", "save_result", "set_rng_state", "write_bytes_atomic", "write_json_atomic",
+           "write_text_atomic"]

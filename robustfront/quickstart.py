@@ -4,7 +4,7 @@ Trains `standard`, `pgd_at`, the weighted average `vanilla` (λ = 0.5) and `ca_a
 small CNN (width 16) on scikit-learn's 8×8 digits (ships with scikit-learn: no download), evaluates
 each model's best checkpoint on the 360 test images with clean accuracy, PGD-20 and the official
 AutoAttack (standard version), and draws the clean-vs-AutoAttack front of the runs. Minutes on a
-2-core CPU.
+2-core CPU; resumable (re-run the same command after an interruption).
 
 The weighted average L = (1-λ)·CE(x) + λ·CE(x') (λ weighting the adversarial loss, as in the CA-AT
 paper) runs from standard training (λ = 0) to PGD-AT (λ = 1), so the front draws standard, λ = 0.5
@@ -12,11 +12,12 @@ and PGD-AT as one family. λ = 0.5 is the same run whichever loss `--opt lam` we
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from .checkpoint import write_json_atomic
+from .checkpoint import read_jsonl, read_yaml, write_json_atomic
 from .eval import EvalConfig, run
 from .fronts import results_from_eval, write_fronts
 from .train import TrainConfig, train
@@ -34,7 +35,27 @@ BASE = dict(data="digits", model="small_cnn", model_args={"width": 16}, epochs=1
             weight_decay=5e-4, eps=EPS, alpha="8/255", attack_steps=7, crop=0, flip=False, seed=0)
 
 
+def _train(cfg: TrainConfig, say) -> bool:
+    """Train, or continue the run the folder holds (an interrupted quickstart resumes: finished models are
+    kept, a half-trained one goes on from last.pt). Returns True when the weights are new."""
+    run = Path(cfg.out)
+    done = [m["epoch"] for m in read_jsonl(run / "metrics.jsonl")] if (run / "metrics.jsonl").is_file() else []
+    stored = read_yaml(run / "config.yaml") if (run / "config.yaml").is_file() else {}
+    if (run / "checkpoints" / "last.pt").is_file() and stored.get("epochs") == cfg.epochs:
+        if done and done[-1] >= cfg.epochs:
+            say(f"  kept: {run} has finished its {cfg.epochs} epochs")
+            return False
+        say(f"  resuming {run} after epoch {done[-1] if done else 0} of {cfg.epochs}")
+        train(cfg, resume=True)
+        return True
+    train(cfg, force=True)
+    return True
+
+
 def quickstart(out: str, *, epochs: int | None = None, device: str = "auto", n_eval: int | None = None) -> list[dict]:
+    """Re-running the same command continues where it stopped: trained models are kept, an interrupted
+    training resumes from last.pt, an interrupted evaluation from its state folder (RUN/eval-state-quickstart),
+    and results.json is rewritten after every model."""
     out_dir = Path(out)
     results, points = [], []
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -43,10 +64,13 @@ def quickstart(out: str, *, epochs: int | None = None, device: str = "auto", n_e
         say(f"[{i}/{len(METHODS)}] training {method} on digits ({BASE['epochs'] if not epochs else epochs} epochs)")
         cfg = TrainConfig(**{**BASE, "method": method, "out": str(out_dir / method), "device": device,
                              **({"epochs": epochs} if epochs else {})})
-        train(cfg, force=True)
+        state = out_dir / method / f"eval-state-quickstart-n{n_eval or 'all'}"
+        if _train(cfg, say) and state.is_dir():
+            shutil.rmtree(state)  # the state of other weights: this model is evaluated afresh
         t_train = time.perf_counter() - t0
-        say(f"[{i}/{len(METHODS)}] evaluating {method}: clean, PGD-20, AutoAttack (the longest part)")
-        request = EvalConfig(attacks=ATTACKS, eps=EPS, norm="Linf", seed=0, n=n_eval, device=device, no_state=True)
+        say(f"[{i}/{len(METHODS)}] evaluating {method}: clean, PGD-20, AutoAttack (the longest part; resumable "
+            f"from {state})")
+        request = EvalConfig(attacks=ATTACKS, eps=EPS, norm="Linf", seed=0, n=n_eval, device=device, state=str(state))
         res = run(request, [out_dir / method / "checkpoints" / "best.pt"], log=say).raw
         results.append({"method": method, "clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"],
                         "worst_case_acc": res["worst_case_acc"], "data": "digits (test split)", "model": MODEL,
@@ -55,9 +79,10 @@ def quickstart(out: str, *, epochs: int | None = None, device: str = "auto", n_e
         family, knob, value = FRONT[method]
         points += results_from_eval(res, cfg.to_dict(), knob=knob, knob_value=value, family=family,
                                     run=str(out_dir / method))
-        print(f"[{method}] trained in {t_train:.0f}s, evaluated in {sum(res['time_s'].values()):.0f}s",
-              file=sys.stderr, flush=True)
-    write_json_atomic(out_dir / "results.json", results)
+        write_json_atomic(out_dir / "results.json", results)
+        say(f"[{method}] trained in {t_train:.0f}s, evaluated in {sum(res['time_s'].values()):.0f}s; "
+            f"{out_dir / 'results.json'} holds {len(results)}/{len(METHODS)} model(s) (re-run the same command "
+            f"to continue after an interruption)")
     front = next(f for f in write_fronts(points, out_dir / "fronts") if f.suffix == ".png")
     print(table(results))
     print(f"\nresults: {out_dir / 'results.json'}\nfront:   {front}")

@@ -43,6 +43,7 @@ class Result:
     tb: str = ""
     timed_out: bool = False
     seconds: float = 0.0
+    silence: float = 0.0           # the longest time with no output on stderr (start to end, seconds)
     warnings: list = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -68,11 +69,24 @@ def isolated_root(tmp_path_factory, name: str):
         mp.undo()
 
 
+class _TimedIO(io.StringIO):
+    """stderr that notes when each line was written: the progress stream's longest silence."""
+
+    def __init__(self):
+        super().__init__()
+        self.stamps: list[float] = []
+
+    def write(self, text):
+        if "\n" in text:
+            self.stamps.append(time.perf_counter())
+        return super().write(text)
+
+
 def run_main(argv, timeout: float = 30.0) -> Result:
     from robustfront.cli import main
 
     res = Result([str(a) for a in argv])
-    out, err = io.StringIO(), io.StringIO()
+    out, err = io.StringIO(), _TimedIO()
 
     def alarm(signum, frame):
         raise Timeout()
@@ -103,6 +117,8 @@ def run_main(argv, timeout: float = 30.0) -> Result:
         signal.signal(signal.SIGALRM, old)
     res.seconds = time.perf_counter() - t0
     res.out, res.err = out.getvalue(), err.getvalue()
+    stamps = [t0] + err.stamps + [t0 + res.seconds]
+    res.silence = max(b - a for a, b in zip(stamps, stamps[1:]))
     return res
 
 

@@ -51,3 +51,42 @@ def digits_model():
             opt.step()
     model.eval().zero_grad(set_to_none=True)
     return model, x[1500:1756], y[1500:1756]
+
+
+# -- a loaded machine must not make the suite look hung (issue 21) ---------------------------------
+# Every HEARTBEAT_S seconds a running test prints "[still running] TEST (N s)" to the terminal, and the
+# summary lists the tests that took longer than BUDGET_S (the README's stated budget per test).
+import os
+import sys
+import threading
+import time
+
+HEARTBEAT_S = float(os.environ.get("ROBUSTFRONT_TEST_HEARTBEAT_S", "60"))
+BUDGET_S = float(os.environ.get("ROBUSTFRONT_TEST_BUDGET_S", "300"))
+_over_budget: list = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    t0, stop = time.monotonic(), threading.Event()
+
+    def beat():
+        while not stop.wait(HEARTBEAT_S):
+            sys.__stderr__.write(f"\n[still running] {item.nodeid} ({time.monotonic() - t0:.0f} s)\n")
+            sys.__stderr__.flush()
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        took = time.monotonic() - t0
+        if took > BUDGET_S:
+            _over_budget.append((item.nodeid, took))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _over_budget:
+        terminalreporter.write_line(f"tests over the {BUDGET_S:.0f} s budget per test (ROBUSTFRONT_TEST_BUDGET_S; "
+                                    f"a loaded machine stretches them): " + ", ".join(
+                                        f"{n} {t:.0f} s" for n, t in sorted(_over_budget, key=lambda p: -p[1])))

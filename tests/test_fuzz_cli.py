@@ -19,6 +19,7 @@ remove the mark then.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import tarfile
@@ -63,6 +64,9 @@ def _png(path: Path, value: int, size=8):
 def world(tmp_path_factory):
     with isolated_root(tmp_path_factory, "clifuzz") as root:   # own cache and cwd, one thread
         w = {"root": root, "n": count()}
+        env = pytest.MonkeyPatch()   # progress lines often enough for the silence oracle; a known umask
+        env.setenv("ROBUSTFRONT_PROGRESS_EVERY", PROGRESS_EVERY)
+        old_umask = os.umask(0o022)
         run = root / "run"
         res = run_main(["train", *BASE_TRAIN, "--out", str(run)], timeout=120)
         assert res.rc == 0, res.err + res.tb
@@ -75,6 +79,11 @@ def world(tmp_path_factory):
         (bad / "trunc.pt").write_bytes(raw[: len(raw) // 2])
         torch.save([1, 2], bad / "list.pt")
         torch.save({"model": {}}, bad / "nomodel.pt")
+        for name, value in (("nan.pt", float("nan")), ("inf.pt", float("inf"))):   # issue 21: no accuracy for these
+            state = torch.load(w["ck"], weights_only=True)
+            next(v for v in state["model"].values() if v.is_floating_point()).view(-1)[0] = value
+            torch.save(state, bad / name)
+        w["nonfinite"] = {str(bad / "nan.pt"), str(bad / "inf.pt")}
         w["marker"] = root / "PAYLOAD-RAN"
         with open(bad / "payload.pt", "wb") as f:
             pickle.dump({"model": _Payload(w["marker"])}, f, protocol=2)
@@ -109,7 +118,7 @@ def world(tmp_path_factory):
                      str(bad / "text.txt"), str(bad / "emptydir"), "digits ", str(bad / "good.tar.gz")]
         w["checkpoints"] = [str(w["ck"]), str(run / "checkpoints" / "last.pt")] + [
             str(bad / n) for n in ("random.pt", "empty.pt", "trunc.pt", "list.pt", "nomodel.pt", "payload.pt",
-                                   "text.txt", "emptydir")] + ["/nonexistent.pt", ""]
+                                   "text.txt", "emptydir", "nan.pt", "inf.pt")] + ["/nonexistent.pt", ""]
         (root / "good.yaml").write_text("data: digits\nmodel: mlp\nmodel_args: {hidden: [8]}\nepochs: 1\ntrain_n: 32\n"
                                         "attack_steps: 1\neval_steps: 1\neval_n: 16\nprogress: false\n")
         (root / "syntax.yaml").write_text("epochs: [1, 2\nlr: 0.1\n")
@@ -122,7 +131,11 @@ def world(tmp_path_factory):
         shutil.copytree(run, broken)
         (broken / "metrics.jsonl").write_text('{"epoch": 1, "val_pgd_acc": 0.1}\n{"epoch": 2, "val_pg')
         w["broken_run"] = str(broken)
-        yield w
+        try:
+            yield w
+        finally:
+            env.undo()
+            os.umask(old_umask)
     assert not w["marker"].exists(), "a pickle / YAML payload ran code"
 
 
@@ -247,9 +260,27 @@ def names_a_token(line: str, tokens) -> bool:
     return not tokens
 
 
+SILENCE_S = 20.0   # longest quiet stretch allowed on stderr (progress every PROGRESS_EVERY s; slack for load)
+PROGRESS_EVERY = "2"
+
+
+def new_files_readable(argv) -> str | None:
+    """Files a command wrote under its --out keep the process umask (022 here): a group can read them."""
+    out = arg(argv, "--out")
+    if not out or not Path(out).exists():
+        return None
+    paths = [Path(out)] if Path(out).is_file() else [p for p in Path(out).rglob("*") if p.is_file()]
+    closed = [f"{p.name} {oct(p.stat().st_mode & 0o777)}" for p in paths
+              if p.name != ".lock" and p.stat().st_mode & 0o044 != 0o044]
+    return f"files not readable by the group: {closed[:3]}" if closed else None
+
+
 def judge(fuzz: Fuzz, res, tokens, why_invalid) -> None:
+    if res.silence > SILENCE_S and not res.timed_out:
+        fuzz.fail(f"stderr silent for {res.silence:.0f} s (allowed: {SILENCE_S:.0f} s)", res)
+        return
     if res.rc == 0 and not res.exc and not res.timed_out:
-        why = why_invalid(res)
+        why = why_invalid(res) or new_files_readable(res.argv)
         fuzz.fail(f"exit 0 with an invalid result: {why}", res) if why else fuzz.ok("exit 0")
         return
     line, why = error_line(res)
@@ -385,6 +416,8 @@ def eval_flags():
 
 
 def valid_eval(res, argv, w):
+    if arg(argv, "--checkpoint") in w["nonfinite"]:
+        return "an accuracy was reported for non-finite weights"
     r = json_out(res)
     if not isinstance(r, dict):
         return "stdout is not a JSON result"
@@ -442,6 +475,8 @@ REPORT = Command("report", lambda w: ["report", str(w["run"]), "--out", fresh(w,
 
 
 def valid_analyze(res, argv, w):
+    if arg(argv, "--checkpoint") in w["nonfinite"]:
+        return "an analysis was written for non-finite weights"
     r = json_out(res)
     if not isinstance(r, dict) or not r.get("files") or not all(Path(f).is_file() for f in r["files"]):
         return "stdout does not list the written files"
@@ -569,7 +604,8 @@ def test_sweep(world, name):
 @pytest.mark.parametrize("name", _params("fuzz"))
 def test_fuzz(world, name):
     """Random combinations of 1-3 mutations (hypothesis, derandomized: the same examples every run)."""
-    spec, fuzz, n = COMMANDS[name], Fuzz(f"fuzz {name}"), FUZZ_N[name]
+    scale = float(os.environ.get("ROBUSTFRONT_FUZZ_SCALE", "1"))   # < 1 while developing: fewer examples
+    spec, fuzz, n = COMMANDS[name], Fuzz(f"fuzz {name}"), max(1, int(FUZZ_N[name] * scale))
 
     @settings(max_examples=n, **SETTINGS)
     @given(data=st.data())
@@ -587,3 +623,59 @@ def test_help_of_every_command_exits_0(world):
                  ["report", "--help"], ["analyze", "--help"], ["quickstart", "--help"]):
         res = run_main(argv)
         assert res.rc == 0 and "usage:" in res.out and not res.exc, (argv, res.err)
+
+
+# ---------------------------------------------------------------- issue 21: oracles for quiet wrong results
+
+@settings(max_examples=int(os.environ.get("ROBUSTFRONT_FUZZ_ORACLE_N", "6")), **SETTINGS)
+@given(classes=st.sampled_from([2, 5, 9, 11, 100, 20000]), command=st.sampled_from(["eval", "analyze"]))
+def test_oracle_class_count_mismatch_is_refused(world, classes, command):
+    """Foreign weights with another class count than the data's: refused naming both counts, never a number."""
+    from robustfront.models import create_model
+    path = world["root"] / f"classes{classes}.pt"
+    if not path.is_file():
+        torch.save(create_model("small_cnn", num_classes=classes, in_channels=1, input_size=8, width=4).state_dict(),
+                   path)
+    argv = (["eval", "--attacks", "fgsm", "--n", "8", "--no-state"] if command == "eval" else
+            ["analyze", "landscape", "--n", "4", "--eps", "0", "--out", fresh(world, "analyze")])
+    res = run_main([*argv, "--weights", str(path), "--model", "small_cnn", "--data", "digits"], timeout=60)
+    line, why = error_line(res)
+    assert line is not None, (why, res.argv, res.err[-500:])
+    assert f"{classes} outputs" in line and "10 classes" in line, line
+
+
+@settings(max_examples=int(os.environ.get("ROBUSTFRONT_FUZZ_ORACLE_N", "3")), **SETTINGS)
+@given(failing=st.sampled_from([0, 1, 2]))
+def test_oracle_partial_failure_exit_code(world, failing):
+    """A sweep exits 0 only when no point failed; otherwise 1, naming the failed points."""
+    import yaml
+    methods = {"standard": {}, **{m: {"set": {"data": "/nonexistent/set"}} for m in ["pgd_at", "trades"][:failing]}}
+    spec = {"name": "oracle", "base": {"data": "digits", "model": "mlp", "model_args": {"hidden": [8]}, "epochs": 1,
+                                       "train_n": 32, "batch_size": 32, "attack_steps": 1, "eval_steps": 1,
+                                       "eval_n": 16},
+            "methods": methods, "eval": {"attacks": ["fgsm"], "n": 8, "seed": 0, "split": "test"}}
+    cfg = world["root"] / f"oracle{failing}.yaml"
+    cfg.write_text(yaml.safe_dump(spec))
+    res = run_main(["sweep", "--config", str(cfg), "--out", fresh(world, "osweep"), "--executor", "inline"],
+                   timeout=300)
+    assert not res.exc, res.tb
+    counts = json_out(res) if res.out.strip() else None
+    assert counts and counts["failed"] == failing, res.out
+    assert res.rc == (1 if failing else 0), (res.rc, res.err[-500:])
+    if failing:
+        assert f"{failing} of {failing + 1} sweep point(s) failed" in res.lines()[-1]
+
+
+@pytest.mark.parametrize("spelling", ["tree", "./tree", "../cwd2/tree"])
+def test_oracle_relative_paths_evaluate_from_another_directory(world, tmp_path, monkeypatch, spelling):
+    """A run trained with a relative --data path evaluates from any working directory (stored absolute)."""
+    home = tmp_path / "cwd2"
+    shutil.copytree(world["root"] / "tree", home / "tree")
+    monkeypatch.chdir(home)
+    run = tmp_path / "run"
+    res = run_main(["train", *BASE_TRAIN[2:], "--data", spelling, "--out", str(run)], timeout=120)
+    assert res.rc == 0, res.err[-500:]
+    monkeypatch.chdir(world["root"])
+    res = run_main(["eval", "--checkpoint", str(run / "checkpoints" / "best.pt"), "--attacks", "fgsm",
+                    "--no-state"], timeout=120)
+    assert res.rc == 0 and json_out(res)["n"] == 4, (res.rc, res.err[-500:])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..models.modes import eval_mode
+from ..ticker import Ticker
 
 
 def boundary_distance(model, x, y=None, *, directions: int = 1000, step: float = 1 / 255, max_steps: int = 64,
@@ -23,6 +24,7 @@ def boundary_distance(model, x, y=None, *, directions: int = 1000, step: float =
     mins, means, hits = [], [], []
     # per module, so a submodule kept in eval mode inside a training model comes back as it was
     with eval_mode(model), torch.no_grad():
+        tick = Ticker("boundary", len(x), "images")
         for i in range(len(x)):
             xi = x[i:i + 1].float()
             pred = model(xi).argmax(1)
@@ -46,5 +48,7 @@ def boundary_distance(model, x, y=None, *, directions: int = 1000, step: float =
             mins.append(dist.min())
             means.append(dist[finite].mean() if finite.any() else torch.tensor(float("inf")))
             hits.append(finite.float().mean())
+            tick.step()
+        tick.done()
     return {"min": torch.stack(mins), "mean": torch.stack(means), "hit_frac": torch.stack(hits), "step": step,
             "max_steps": max_steps}

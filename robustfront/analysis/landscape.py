@@ -13,6 +13,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from ..ticker import Ticker
+
 
 def filter_normalised_direction(model, generator: torch.Generator | None = None) -> list[torch.Tensor]:
     dirs = []
@@ -37,6 +39,7 @@ def loss_landscape_1d(model, x, y, *, alphas=None, seed: int = 0, attack=None, b
     base = [p.detach().clone() for p in work.parameters()]
     dirs = filter_normalised_direction(work, g)
     losses = []
+    tick = Ticker("landscape", len(alphas), "points along the direction")
     for a in alphas:
         with torch.no_grad():
             for p, p0, d in zip(work.parameters(), base, dirs):
@@ -49,4 +52,6 @@ def loss_landscape_1d(model, x, y, *, alphas=None, seed: int = 0, attack=None, b
             with torch.no_grad():
                 total += F.cross_entropy(work(xb).float(), yb, reduction="sum").item()
         losses.append(total / len(y))
+        tick.step()
+    tick.done()
     return alphas, losses

@@ -14,6 +14,7 @@ for `robust_mask`, the official per-sample result with its log.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 import sys
 
 import torch
@@ -119,8 +120,9 @@ class AutoAttack(Attack):
                             seed=self.seed, batch_size=self.batch_size, n_iter=self.n_iter, return_adv=True)[2]
 
     def robust_mask(self, model, x, y, *, batch_size: int = 500, seed: int = 0, progress=None):
-        return run_official(model, x, y, eps=self.eps, norm=self.norm, version=self.version, attacks=self.attacks,
-                            seed=seed, batch_size=batch_size, n_iter=self.n_iter, progress=progress)
+        with progress.watch(model) if progress is not None else nullcontext():  # lines inside the runner's batch
+            return run_official(model, x, y, eps=self.eps, norm=self.norm, version=self.version, attacks=self.attacks,
+                                seed=seed, batch_size=batch_size, n_iter=self.n_iter, progress=progress)
 
 
 __all__ = ["AutoAttack", "MIN_CLASSES", "OFFICIAL", "VERSIONS", "run_official", "too_few_classes"]

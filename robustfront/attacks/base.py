@@ -3,6 +3,7 @@ and per-sample robustness masks."""
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -83,7 +84,8 @@ class Attack:
         out = []
         for i in range(0, len(y), batch_size):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-            xa = self(model, xb, yb)
+            with progress.watch(model) if progress is not None else nullcontext():  # lines inside the batch
+                xa = self(model, xb, yb)
             with torch.no_grad():
                 out.append(model(xa).argmax(1) == yb)
             if progress is not None:

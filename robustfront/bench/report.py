@@ -43,6 +43,14 @@ def _mfu_fields(flops: int | None, step_s: float, kind: str, peaks: dict) -> dic
             "peak_flops_per_s": peak, "mfu": None if achieved is None else achieved / peak}
 
 
+def _isolated(i: int, n: int, sp: dict, say) -> dict:
+    """Peak memory in a fresh process, announced: each is a silent subprocess of seconds to minutes."""
+    say(f"memory {i + 1}/{n}: {sp['method']} [{sp['variant']}] in a fresh process ...")
+    m = peak_memory_isolated(sp)
+    say(f"memory {i + 1}/{n}: {sp['method']} [{sp['variant']}] peak {m['peak_mem_bytes'] / 2**20:.0f} MiB")
+    return m
+
+
 def run_bench(*, quick: bool = True, data: str | None = None, device: str = "auto", model: str | None = None,
               model_args: dict | None = None, batch_size: int | None = None, steps: int | None = None,
               warmup: int | None = None, attack_steps: int = 10, methods=METHODS, threads: int | None = None,
@@ -88,11 +96,13 @@ def run_bench(*, quick: bool = True, data: str | None = None, device: str = "aut
     specs = [dict(spec, method="reference", variant="fp32", **REFERENCE)] if reference else []
     specs += [dict(spec, method=m, variant=v, **dict(VARIANTS[v], compile=VARIANTS[v]["compile"] or compile))
               for v in variants for m in methods]
+    say(f"counting the FLOPs of one step ({len(specs)} configuration(s))")
     passes = _flops(spec, ds, dev)
     kinds = sorted({peak_kind(sp, dev, reference=sp["method"] == "reference") for sp in specs})
+    say(f"measuring the matmul peak ({', '.join(kinds)})")
     peaks = {k: matmul_peak(dev, k) for k in kinds}
     say("peak: " + ", ".join(f"{k} {p['flops_per_s'] / 1e12:.3g} TFLOP/s" for k, p in peaks.items()))
-    mem = [peak_memory_isolated(sp) if isolate and not cuda else None for sp in specs]
+    mem = [_isolated(i, len(specs), sp, say) if isolate and not cuda else None for i, sp in enumerate(specs)]
     times, info = time_interleaved(specs, base["steps"], log=say, ds=ds)
     for k in kinds:   # once more after the timing: on a shared machine the peak drifts with the load
         again = matmul_peak(dev, k)

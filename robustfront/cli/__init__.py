@@ -71,11 +71,18 @@ def one_line(e: BaseException) -> str:
 
 def _quiet_rank() -> bool:
     """Under torchrun a user error is printed once, by rank 0: errors while a run is set up are shared
-    between the ranks (rank 0 holds the failing rank's message, as a PeerError), and errors after it
-    (divergence) happen on every rank alike."""
+    between the ranks (rank 0 holds the failing rank's message, as a PeerError; a config that differs
+    between ranks is named on all), and errors after it (divergence) happen on every rank alike. An
+    error a rank hit before the ranks met (a bad flag on that rank only) is printed by that rank."""
+    from ..train.distributed import error_shared, rank_from_env
+    rank, world = rank_from_env()
+    return world > 1 and rank != 0 and error_shared()
+
+
+def _rank_tag() -> str:
     from ..train.distributed import rank_from_env
     rank, world = rank_from_env()
-    return world > 1 and rank != 0
+    return f"rank {rank} of {world}: " if world > 1 and rank != 0 else ""
 
 
 def main(argv=None) -> int:
@@ -97,13 +104,15 @@ def main(argv=None) -> int:
             raise
         if _quiet_rank():
             return 2
-        print(f"robustfront: error: {one_line(e)}", file=sys.stderr)
+        print(f"robustfront: error: {_rank_tag()}{one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, read-only file system, ...
         if debug:
             raise
         what = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system"}.get(e.errno)
-        text = one_line(e) if what is None else f"{e.filename or 'a file'}: {what}"
+        text = one_line(e) if what is None else (f"{e.filename or 'a file being written'}: {what}; allowed: free "
+                                                  f"space (or another --out) and re-run the same command: finished "
+                                                  f"work is kept, sweep.json and state folders are re-read")
         print(f"robustfront: error: {text}", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - a bug in robustfront: still one line, but say so

@@ -88,6 +88,11 @@ def _one(result: dict, eps_text) -> dict:
     if "checkpoints" in result:
         raise invalid("eval_result", f"{len(result['checkpoints'])} checkpoints", "the result of one model")
     if "sweep" not in result:
+        if eps_text is not None:  # one ε: the flag must name it, not be ignored
+            want, have = parse_number(eps_text, "card_eps"), result.get("eps")
+            if not isinstance(have, (int, float)) or abs(have - want) > 1e-9:
+                raise invalid("card_eps", eps_text, f"the evaluated budget {result.get('eps_str') or have} (or "
+                              f"leave it out)", "not the budget of this evaluation")
         return result
     if eps_text is None:
         raise invalid("card_eps", None, "one of " + ", ".join(f"{e:.6g}" for e in result["eps"])

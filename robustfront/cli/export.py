@@ -84,6 +84,23 @@ def _hub(args) -> int:
     return 0
 
 
+def _check_sidecars(out: Path) -> None:
+    """The files written beside --out (FILE.json; FILE.pt/.safetensors for a bare FILE) replace only an
+    earlier export's: `--out RUN/eval` must not overwrite the run's eval.json."""
+    import json
+    names = [out.with_suffix(s) for s in (".json",) + ((".pt", ".safetensors") if not out.suffix else ())]
+    sidecar = out.with_suffix(".json")
+    try:
+        ours = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+    except (OSError, ValueError):
+        ours = {}
+    ours = ours if isinstance(ours, dict) and "format" in ours and "files" in ours else None
+    for p in names:
+        if p.exists() and (ours is None or (p != sidecar and p.name not in ours["files"])):
+            raise invalid("out", str(out), "a name whose .json (and, without a suffix, .pt/.safetensors) is free or "
+                          "an earlier export's", f"about to overwrite {p}, which no export wrote")
+
+
 def cmd_export(args) -> int:
     from .. import checkpoint as ckpt
     from ..models import load_model
@@ -96,6 +113,7 @@ def cmd_export(args) -> int:
     if out.suffix not in SUFFIXES:
         raise invalid("out", args.out, "FILE.pt, FILE.pth, FILE.safetensors, or FILE without a suffix (both)",
                       f"not a weights file name ({out.suffix})")
+    _check_sidecars(out)
     foreign = args.model is not None or args.model_file is not None
     if foreign:
         from ..models.foreign import describe, load_foreign
@@ -119,7 +137,7 @@ def cmd_export(args) -> int:
                                  f"{args.checkpoint} holds the whole model (allowed: without --base)")
             if args.merge:
                 _say(f"{args.checkpoint} is not a fine-tuning delta: nothing to merge, exported as it is")
-            files = list(export_plain(load_model(state), out, formats=SUFFIXES[out.suffix]).values())
+            files = list(export_plain(load_model(args.checkpoint), out, formats=SUFFIXES[out.suffix]).values())
     for f in files:
         print(f)
     return 0

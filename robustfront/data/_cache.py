@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..ticker import Ticker
 from ..validation import one_line, reason
 
 MARKER = ".robustfront-complete"
@@ -130,7 +131,7 @@ def _unsafe(name: str) -> bool:
     return p.is_absolute() or ".." in p.parts or (len(name) > 1 and name[1] == ":")
 
 
-def _unpack(archive: Path, dest: Path) -> None:
+def _unpack(archive: Path, dest: Path, tick=None) -> None:
     if archive.name.lower().endswith(".zip"):
         with zipfile.ZipFile(archive) as z:
             bad = next((n for n in z.namelist() if _unsafe(n)), None)
@@ -145,6 +146,8 @@ def _unpack(archive: Path, dest: Path) -> None:
             def safe(member, path):
                 if _unsafe(member.name):
                     raise _Unsafe(member.name)
+                if tick is not None:
+                    tick.step()
                 return tarfile.data_filter(member, path)
             t.extractall(dest, filter=safe)
             return
@@ -154,14 +157,14 @@ def _unpack(archive: Path, dest: Path) -> None:
         t.extractall(dest)
 
 
-def unpack(archive: Path, dest: Path) -> None:
+def unpack(archive: Path, dest: Path, tick=None) -> None:
     """Extract a .zip or .tar[.gz] archive into `dest`; refuses members that would land outside it
     (absolute paths, '..', absolute or escaping links) and turns a damaged archive into one line."""
     what = one_line(f"archive '{archive}'")
     if archive.stat().st_size == 0:
         raise ValueError(f"{what} is empty (0 bytes); allowed: {ALLOWED_ARCHIVE}")
     try:
-        _unpack(archive, dest)
+        _unpack(archive, dest, tick)
     except _FILTER_ERRORS as e:
         member = e.tarinfo.name if hasattr(e, "tarinfo") else e.args[0]
         kind = _UNSAFE_KINDS.get(type(e).__name__, "a path out of the extraction folder")
@@ -194,7 +197,11 @@ def extract_archive(archive: Path, cache_dir=None) -> Path:
     """Extract once into <cache>/extracted/<name>-<size>-<mtime>; a changed archive gets a new dir."""
     st = archive.stat()
     final = cache_root(cache_dir) / "extracted" / f"{archive.name}-{st.st_size}-{st.st_mtime_ns}"
-    return build_dir(final, lambda tmp: unpack(archive, tmp))
+    def build(tmp):
+        tick = Ticker(f"extracting {archive.name} into the cache (once)", 0, "members")
+        unpack(archive, tmp, tick)
+        tick.done()
+    return build_dir(final, build)
 
 
 def files_key(paths) -> str:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
+from ..ticker import Ticker
 from ..validation import invalid, one_line, reason
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
@@ -126,7 +127,15 @@ def decode_files(paths, size=None, what="dataset") -> np.ndarray:
             pixels = im.width * im.height
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
         raise _bad_image(paths[0], e) from None
-    return _stack(_map(lambda p: _read(p, size), paths, pixels), len(paths), what)
+    tick = Ticker(f"decoding {what}", len(paths), "images")
+
+    def read(p):
+        out = _read(p, size)
+        tick.step()
+        return out
+    arr = _stack(_map(read, paths, pixels), len(paths), what)
+    tick.done()
+    return arr
 
 
 def resize_array(x: np.ndarray, size) -> np.ndarray:

@@ -137,6 +137,7 @@ class _Runner:
             k = int(self._before(r, attack).sum())
             left += max(0, k - self._resume(r, attack)[0] * self.bs)
         prog = Progress(attack, left, label=self.label, write=self.write)
+        prog.begin()
         for r in todo:
             self._attack_chunk(attack, r, prog)
         robust = sum(int(from_bits(r["masks"][attack]).sum()) for r in all_recs)
@@ -151,8 +152,9 @@ class _Runner:
             sel = idx[b * self.bs:(b + 1) * self.bs]
             g = torch.as_tensor(sel + rec["start"], device=self.x.device)
             xb, yb = self.x[g].clone().to(self.device), self.y[g].clone().to(self.device)
-            broken = self._fitting(lambda a, b: ~b.eq(self.aa.get_logits(official.perturb(self.aa, attack, a, b))
-                                                      .max(dim=1)[1]), xb, yb).cpu().numpy()
+            with prog.watch(self.aa.model):  # lines from inside the official attack's batch
+                broken = self._fitting(lambda a, b: ~b.eq(self.aa.get_logits(official.perturb(self.aa, attack, a, b))
+                                                          .max(dim=1)[1]), xb, yb).cpu().numpy()
             robust[sel[broken]] = False
             rec["partial"] = {"attack": attack, "batches": b + 1, "mask": to_bits(robust)}
             rec["time_s"][attack] = rec["time_s"].get(attack, 0.0) + time.monotonic() - t

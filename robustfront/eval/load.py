@@ -16,6 +16,8 @@ from .. import checkpoint as ckpt
 from ..data import Dataset, load_dataset, subset_indices
 from ..device import resolve_device
 from ..models import load_model
+from ..models.checks import check_loaded
+from .origin import recorded_paths
 from ..models.weights import check_input_fits
 from ..validation import check_choice, check_int
 
@@ -75,8 +77,9 @@ def load_for_eval(checkpoint=None, *, weights=None, model: str | None = None, mo
         raise ValueError(f"data=None: checkpoint {checkpoint} does not name its data set; allowed: --data NAME_OR_PATH")
     if resize is not None:
         check_int("resize", resize, 1)
-    ds = load_dataset(name, root=data_root or cfg.get("data_root"), seed=cfg.get("seed", 0),
-                      val_size=cfg.get("val_size"), resize=resize if resize is not None else cfg.get("resize"))
+    with recorded_paths(None if foreign else checkpoint, data is not None, data_root is not None, cfg):
+        ds = load_dataset(name, root=data_root or cfg.get("data_root"), seed=cfg.get("seed", 0),
+                          val_size=cfg.get("val_size"), resize=resize if resize is not None else cfg.get("resize"))
     if not foreign:  # before any other complaint: data the model was not built for
         check_input_fits(state["model_config"], ds.shape, ds.num_classes, what=f"data {name}")
     size = len(ds.arrays(split)[1])
@@ -85,6 +88,7 @@ def load_for_eval(checkpoint=None, *, weights=None, model: str | None = None, mo
     x, y = ds.tensors(split, dev, n=n, seed=seed)
     if foreign:
         _check_shape(net, x, name, source)
+    check_loaded(net, x, ds.num_classes, str(name), source, "--weights" if foreign else "--checkpoint")
     return EvalInput(net, x, y, ds, str(name), cfg, source, subset_indices(size, n, seed), report)
 
 

@@ -1,13 +1,21 @@
 """A progress line per attack on stderr: images done of the attack's total, images/s and ETA.
 
     p = Progress("apgd-t", total=480, label="autoattack[0/2]")
-    p.update(96)          # printed at most every `every` seconds, and always when the attack is done
+    p.begin()             # "autoattack[0/2] apgd-t: starting on 480 images"
+    with p.watch(model):  # inside a batch: a line every `every` s counting the model's passes
+        p.update(96)      # printed at most every `every` seconds, and always when the attack is done
     p.done("robust after APGD-T: 51.20%")
+
+The passes are counted by a forward hook on the model, so every attack reports from inside its
+batch (iterations, restarts, targets, queries all run the model) without any attack, ours or the
+official AutoAttack code, knowing about it. ROBUSTFRONT_PROGRESS_EVERY=SECONDS sets the interval.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
+from contextlib import contextmanager
 
 
 def to_stderr(line: str) -> None:
@@ -24,6 +32,7 @@ class Progress:
 
     def __init__(self, attack: str, total: int, *, label: str = "autoattack", every: float = 10.0,
                  write=to_stderr, clock=time.monotonic):
+        every = float(os.environ.get("ROBUSTFRONT_PROGRESS_EVERY") or every)
         self.attack, self.total, self.label, self.every = attack, int(total), label, every
         self.write = write
         self.clock = clock
@@ -46,6 +55,29 @@ class Progress:
         if self.write and now - self.last >= self.every and self.count < self.total:
             self.last = now
             self.write(self.line())
+
+    def begin(self) -> None:
+        """The attack's start line: the user knows what runs before its first batch ends."""
+        if self.write and self.total:
+            self.write(f"{self.label} {self.attack}: starting on {self.total} images")
+
+    @contextmanager
+    def watch(self, model):
+        """While inside: a line every `every` s with the passes the model has made in this batch."""
+        if not self.write or model is None:
+            yield
+            return
+        passes, t0 = [0], self.clock()
+
+        def hook(module, args):
+            passes[0] += 1
+            self.note(f"{self.count}/{self.total} images done; the batch in progress has run the model {passes[0]} "
+                      f"times in {_clock(self.clock() - t0)}")
+        handle = model.register_forward_pre_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def note(self, text: str) -> None:
         """A line where only the official runner knows how far it is (its per-batch log)."""

@@ -155,7 +155,7 @@ def run(cfg: EvalConfig, sources, *, log=None) -> EvalResult:
             k = max(range(len(threat.eps)), key=threat.eps_values.__getitem__)  # masking shows most at the largest ε
             res["sanity"] = sanity_check(inp.model, inp.x, inp.y, eps=threat.eps_values[k], norm=threat.norm,
                                          seed=cfg.seed, batch_size=res.get("batch_size") or 500,
-                                         bounds=inp.dataset.bounds)
+                                         bounds=inp.dataset.bounds, log=say, state=folder)  # resumable, lines as it goes
             res["sanity"]["eps_str"] = threat.eps_str[k]
             for line in format_sanity(res["sanity"]):
                 say(line)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,10 @@ from ..attacks import official
 from ..attacks.official import check_unit_box, too_few_classes
 from ..device import exact_fp32, precision_flags
 from ..models.modes import eval_mode
+from ..checkpoint import write_json_atomic
+from .cascade_state import read_state_json
 from .metrics import correct_mask
+from .progress import Progress
 from .suite import UNIT_BOX
 
 # ε at which an attack can reach (nearly) any image in [0,1]^d, so accuracy must be ≈ 0
@@ -40,6 +44,7 @@ PGD_APGD_GAP = 0.08      # check 5: PGD-20 above APGD-CE+APGD-T by more flags ma
 ZERO_GRAD_FRAC = 0.01    # check 6: more than 1 % of images with an all-zero input gradient
 SQUARE_QUERIES = 1000    # check 3: official Square, fewer queries than AutoAttack's 5000
 SANITY_SPSA = {"iterations": 40, "samples": 64, "lr": 0.01, "delta": 0.01}
+SANITY_FILE = "sanity.json"   # in the evaluation's state folder: the measurements done so far
 CHECKS = ("monotone_in_eps", "more_steps_not_weaker", "gradient_free_not_stronger", "fgsm_pgd_autoattack_order",
           "apgd_agrees_with_pgd", "input_gradients")
 
@@ -80,23 +85,48 @@ def _square(model, x, y, eps, norm, seed, batch_size, n_queries: int = SQUARE_QU
 class _Measure:
     """Every accuracy the checks compare, each computed once on first use (same images, same seed)."""
 
-    def __init__(self, model, x, y, eps, norm, seed, batch_size, log):
+    def __init__(self, model, x, y, eps, norm, seed, batch_size, log, state=None):
         self.model, self.x, self.y, self.eps, self.norm = model, x, y, eps, norm
         self.seed, self.batch_size, self.log = seed, batch_size, log
         self.n = len(y)
         self.noise = max(0.03, 3 / self.n)
         self.acc: dict[str, float] = {}
         self.aa_warnings: list[str] = []
+        self.grad: dict | None = None
+        # each measurement is kept in the evaluation's state folder as it ends: a killed check resumes
+        self.file = None if state is None else Path(state) / SANITY_FILE
+        self.key = {"eps": float(eps), "norm": norm, "seed": int(seed), "n": self.n}
+        old = (read_state_json(self.file, "sanity state", "robustfront eval --sanity")
+               if self.file is not None and self.file.is_file() else None)
+        if old and old.get("key") == self.key:
+            self.acc, self.aa_warnings, self.grad = dict(old["acc"]), list(old["aa_warnings"]), old.get("gradients")
+            if self.log and self.acc:
+                self.log(f"sanity: {len(self.acc)} measurement(s) read back from {self.file}")
+
+    def _save(self) -> None:
+        if self.file is not None:
+            write_json_atomic(self.file, {"key": self.key, "acc": self.acc, "aa_warnings": self.aa_warnings,
+                                          "gradients": self.grad})
+
+    def measure(self, name: str, fn) -> float:
+        """acc[name] = fn() unless read back, with a start line, lines from inside its batches, a result line."""
+        if name not in self.acc:
+            bar = Progress(name, self.n, label="sanity", write=self.log or None)
+            bar.begin()
+            with bar.watch(self.model):
+                self.acc[name] = float(fn())
+            if self.log:
+                self.log(f"sanity {name}: {100 * self.acc[name]:.2f}%")
+            self._save()
+        return self.acc[name]
 
     def run(self, name: str, spec: str | None, eps: float | None = None, **kw) -> float:
-        if name not in self.acc:
+        def fn():
             atk = None if spec is None else create_attack(
                 spec, ThreatModel(norm=self.norm, eps=self.eps if eps is None else eps), **kw)
             torch.manual_seed(self.seed)
-            self.acc[name] = correct_mask(self.model, self.x, self.y, atk, self.batch_size).float().mean().item()
-            if self.log:
-                self.log(f"sanity {name}: {100 * self.acc[name]:.2f}%")
-        return self.acc[name]
+            return correct_mask(self.model, self.x, self.y, atk, self.batch_size).float().mean().item()
+        return self.measure(name, fn)
 
     @cached_property
     def grid(self) -> list[float]:
@@ -130,20 +160,23 @@ class _Measure:
         """APGD-CE then APGD-T (official runner, per-sample worst case); also records APGD-CE alone."""
         if self.eps == 0:
             self.acc["apgd_ce"] = self.acc["apgd_ce+apgd_t"] = self.grid_accs[0]
-        else:
+
+        def official():
             torch.manual_seed(self.seed)
             ok, info = run_official(self.model, self.x, self.y, eps=self.eps, norm=self.norm, attacks=self.official,
                                     seed=self.seed, batch_size=self.batch_size)
             self.acc["apgd_ce"] = info["after"].get("apgd_ce", ok.float().mean().item())
-            self.acc["apgd_ce+apgd_t"] = ok.float().mean().item()
             self.aa_warnings = info["warnings"]
-        return self.acc["apgd_ce+apgd_t"]
+            return ok.float().mean().item()
+        return self.measure("apgd_ce+apgd_t", official)
 
-    @cached_property
+    @property
     def gradients(self) -> dict:
-        g = input_gradient_stats(self.model, self.x, self.y, self.batch_size)
-        self.acc["grad_zero_frac"] = g["zero"] / self.n
-        return g
+        if self.grad is None:
+            self.grad = input_gradient_stats(self.model, self.x, self.y, self.batch_size)
+            self.acc["grad_zero_frac"] = self.grad["zero"] / self.n
+            self._save()
+        return self.grad
 
 
 def monotone_in_eps(m: _Measure) -> tuple[bool, str]:
@@ -163,9 +196,9 @@ def more_steps_not_weaker(m: _Measure) -> tuple[bool, str]:
 
 def gradient_free_not_stronger(m: _Measure) -> tuple[bool, str]:
     spsa = m.run("spsa", "spsa", **SANITY_SPSA) if m.eps > 0 else m.grid_accs[0]
-    if "square" not in m.acc:
-        m.acc["square"] = (_square(m.model, m.x, m.y, m.eps, m.norm, m.seed, m.batch_size) if m.eps > 0
-                           else m.grid_accs[0])
+    if "square" not in m.acc and m.eps == 0:
+        m.acc["square"] = m.grid_accs[0]
+    m.measure("square", lambda: _square(m.model, m.x, m.y, m.eps, m.norm, m.seed, m.batch_size))
     grad_best = min(m.pgd20, m.run("pgd100x2", "pgd100x2"), m.aa)
     free = min(spsa, m.acc["square"])
     # against PGD-20, not only the best gradient attack: with masked CE gradients APGD-T (scale-free
@@ -203,21 +236,24 @@ def input_gradients(m: _Measure) -> tuple[bool, str]:
 
 
 def sanity_check(model, x, y, *, eps: float = 8 / 255, norm: str = "Linf", seed: int = 0, batch_size: int = 500,
-                 bounds=UNIT_BOX, log=None) -> dict:
+                 bounds=UNIT_BOX, log=None, state=None) -> dict:
     """Run the six checks on (x, y) at budget `eps`; returns {"passed", "checks", "acc", "autoattack_warnings", ...}.
 
     APGD-T needs >= 4 classes: with fewer it is left out (recorded under "autoattack_skipped").
     bounds: only (0, 1) is allowed (ValueError otherwise): the official attacks clamp to [0,1] and
-    check 1's large ε assumes that box.
+    check 1's large ε assumes that box. log: each check's start and result line, and each measurement's.
+    state: a folder (the evaluation's) keeping each measurement as it ends, so that a re-run resumes.
     """
     check_unit_box(bounds, "sanity_check (for other inputs use evaluate() with own attacks)")
-    m = _Measure(model, x.float(), y.long(), eps, norm, seed, batch_size, log)
+    m = _Measure(model, x.float(), y.long(), eps, norm, seed, batch_size, log, state)
     checks = []
     with eval_mode(model), exact_fp32():  # TF32 off, as in evaluate()
         precision = precision_flags()
         m.gradients  # the cheapest numbers first: they explain the rest when bad
-        for fn in (monotone_in_eps, more_steps_not_weaker, gradient_free_not_stronger, fgsm_pgd_autoattack_order,
-                   apgd_agrees_with_pgd, input_gradients):
+        for i, fn in enumerate((monotone_in_eps, more_steps_not_weaker, gradient_free_not_stronger,
+                                fgsm_pgd_autoattack_order, apgd_agrees_with_pgd, input_gradients), 1):
+            if log:
+                log(f"sanity check {i}/{len(CHECKS)} {fn.__name__}: starting")
             ok, detail = fn(m)
             checks.append({"name": fn.__name__, "passed": bool(ok), "detail": detail})
             if log:

@@ -215,6 +215,7 @@ class _Run:
         todo = [r for r in recs.values() if name not in r["masks"]]
         bar = Progress(name, sum(r["stop"] - r["start"] for r in todo), label=f"  eps={eps:.4g}", every=5.0,
                        write=self.log)
+        bar.begin()
         for rec in todo:
             s, e = rec["start"], rec["stop"]
             t0 = time.perf_counter()

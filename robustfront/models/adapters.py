@@ -45,6 +45,11 @@ def add_adapters(model: nn.Module, reduction: int = 8, where: str = "mlp") -> li
     ours and timm's ViT/Swin/ConvNeXt alike); its width is the MLP's last linear's out_features.
     Returns the adapted module names."""
     found = [(n, m) for n, m in model.named_modules() if n.split(".")[-1] == where and _last_linear(m) is not None]
+    widest = max((_last_linear(m).out_features for _, m in found), default=None)
+    narrowest = min((_last_linear(m).out_features for _, m in found), default=None)
+    if found and reduction > narrowest:  # width dim // reduction would be 0: a silent 1-wide adapter
+        raise ValueError(f"adapter_reduction={reduction} leaves no adapter width for blocks of width {narrowest}; "
+                         f"allowed: 1 to {narrowest} (--adapter-reduction; the widest block is {widest})")
     for _, mlp in found:
         ref = _last_linear(mlp).weight
         mlp.adapter = Adapter(_last_linear(mlp).out_features, reduction).to(ref.device, ref.dtype)
@@ -98,6 +103,11 @@ def add_lora(model: nn.Module, rank: int, alpha: float, targets, exclude: str = 
     LoRALinear; `exclude` (the head) is never adapted. Returns the replaced names."""
     names = [n for n, m in model.named_modules()
              if type(m) is nn.Linear and n.split(".")[-1] in targets and n != exclude]
+    if names:  # before allocating: a rank beyond min(in, out) adds nothing and can ask for gigabytes
+        most = min(min(model.get_submodule(n).in_features, model.get_submodule(n).out_features) for n in names)
+        if rank > most:
+            raise ValueError(f"lora_rank={rank} is larger than the adapted layers allow; allowed: 1 to {most} "
+                             f"(--lora-rank; the smallest side of the {len(names)} adapted linear layers)")
     for n in names:
         _set(model, n, LoRALinear(model.get_submodule(n), rank, alpha))
     return names

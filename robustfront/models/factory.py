@@ -12,6 +12,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from .. import checkpoint as _checkpoint
 from ..registry import Registry, parameters
 from ..validation import invalid, one_line, reason, shown
+from .budget import check_elements, meta_parameter_count
 from .normalize import Normalize
 
 MODELS = Registry("model")
@@ -87,9 +88,15 @@ def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, inpu
         raise ValueError(f"unknown option {unknown[0]!r} for model '{name}'; allowed: {', '.join(options) or 'none'}")
     for k, v in kw.items():
         _check_option(name, k, v, params[k])
+    def build():
+        return builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, mean=mean, std=std,
+                       **kw)
+    n = meta_parameter_count(build)  # shapes only: a huge width or class count is refused before allocating
+    if n is not None:
+        check_elements(n, one_line(f"model '{name}' with num_classes={num_classes} and options {shown(kw)}"),
+                       "smaller sizes (--model-arg, --num-classes)")
     try:
-        model = builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size,
-                        mean=mean, std=std, **kw)
+        model = build()
     except (TypeError, OverflowError, RuntimeError, MemoryError) as e:
         # a value of the right type that still builds nothing: width=10**30, hidden=[-1], ...
         raise ValueError(one_line(f"model '{name}' with options {shown(kw)} cannot be built ({reason(e)}); "
@@ -120,6 +127,10 @@ def load_plain(checkpoint: str | Any, device: str | torch.device = "cpu", *, whe
     where = where or ("checkpoint" if isinstance(checkpoint, dict) else one_line(f"checkpoint {checkpoint}"))
     ckpt = checkpoint if isinstance(checkpoint, dict) else _checkpoint.load(checkpoint, device)
     missing = [k for k in ("model", "model_config") if k not in ckpt]
+    if len(missing) == 2 and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise ValueError(one_line(f"{where} is a bare state dict ({len(ckpt)} tensors, no architecture recorded); "
+                                  f"allowed: give --model NAME (or --model-file FILE.py:FACTORY) to name its "
+                                  f"architecture, as for weights trained elsewhere"))
     if missing:
         raise ValueError(one_line(f"{where} lacks {missing}; found keys {shown(sorted(map(str, ckpt)))}; allowed: "
                                   "robustfront's {'model': state_dict, 'model_config': rf_config}"))

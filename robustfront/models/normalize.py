@@ -62,8 +62,11 @@ class Normalize(nn.Module):
         std = [float(v) for v in (d_std if std is None else std)]
         # flat vectors (channels=None) may take one value per feature
         if len(mean) != len(std) or (channels is not None and len(mean) not in {1, channels}):
-            raise ValueError(f"mean/std lengths {len(mean)}/{len(std)} do not fit {channels} channels; "
-                             f"allowed: equal lengths of 1 or {channels}")
+            fits = "one value each" if channels in (None, 1) else f"1 or {channels} values each, as many as stds"
+            raise ValueError(f"--input-mean/--input-std (the normalisation mean/std)={mean}/{std}: {len(mean)}/"
+                             f"{len(std)} values do not fit {channels} channels (the model's input); allowed: {fits}"
+                             if channels is not None else f"--input-mean/--input-std={mean}/{std} have "
+                             f"{len(mean)}/{len(std)} values; allowed: equal lengths")
         if min(std) <= 0:
             raise ValueError(f"std={std} has a value <= 0; allowed: all > 0")
         self.mean_values, self.std_values = mean, std

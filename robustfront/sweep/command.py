@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_args(args) -> int:
     from .results import sweep_fronts
     from .runner import run_sweep
+    failed = []
     if args.config:
         gpus = None if args.gpus is None else [g for g in args.gpus.split(",") if g.strip()]
         summary = run_sweep(args.config, args.out, jobs=args.jobs, executor=args.executor, gpus=gpus,
@@ -57,6 +58,7 @@ def run_args(args) -> int:
                             retry_failed=not args.no_retry_failed, slurm=dict(args.slurm or []),
                             wait=not args.no_wait, dry_run=args.dry_run)
         print(json.dumps(summary["counts"]))
+        failed = [r for r in summary["points"] if r["status"] == "failed"]
     elif not args.fronts:
         raise ValueError("--config is required to run a sweep; allowed: --config FILE, or --fronts alone to draw "
                          "the fronts of OUT")
@@ -69,6 +71,12 @@ def run_args(args) -> int:
             raise ValueError(f"--fronts: {e}") from None
         for f in files:
             print(f)
+    if args.config and failed:  # a partial failure is a failure for a script or a CI job
+        names = ", ".join(r["name"] for r in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+        print(f"robustfront: error: {len(failed)} of {summary['counts']['total']} sweep point(s) failed: {names} "
+              f"(see {args.out}/points/NAME/error.txt); allowed: fix the cause and re-run the same command (failed "
+              f"points are retried)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -34,6 +34,13 @@ def point_dirs(sweep_dir: str | Path) -> list[Path]:
     return [root / "points" / n for n in point_names(root) if (root / "points" / n / "config.yaml").is_file()]
 
 
+def _check_readable(path: Path) -> None:
+    """An eval.json that exists but does not parse is refused, as `report` does, not left out unsaid."""
+    if path.is_file() and read_json(path) is None:
+        raise ValueError(f"{path} is not a readable JSON evaluation result; allowed: a file robustfront wrote "
+                         f"(delete it and re-run the sweep to evaluate that point again)")
+
+
 def point_results(sweep_dir: str | Path) -> list[dict]:
     """Results of every finished point under SWEEP_DIR/points (those listed in sweep.json when it exists)."""
     root = Path(sweep_dir)
@@ -41,6 +48,7 @@ def point_results(sweep_dir: str | Path) -> list[dict]:
     for name in point_names(root):
         folder = root / "points" / name
         rec = read_json(folder / "point.json")
+        _check_readable(folder / "eval.json")
         if rec is None or not is_done(folder, rec):
             continue
         knob, value = _knob(rec["varied"])

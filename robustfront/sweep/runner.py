@@ -229,7 +229,12 @@ def run_sweep(spec, out, *, jobs: int | None = None, executor: str = "local", gp
                 tracker.running.clear()
             for n in todo:
                 tracker.rows[n] = point_summary(out / POINTS / n, records[n], busy=n in tracker.running)
-            summary = tracker.write()
+            try:
+                summary = tracker.write()
+            except OSError:  # e.g. the disk is full: say that sweep.json is stale, not only that a write failed
+                log(f"[sweep] {out / 'sweep.json'} could not be updated and may still call points 'running'; the "
+                    f"point folders are the truth and re-running the same command rewrites it")
+                raise
         c = summary["counts"]
         log(f"[sweep] {sp.name}: {c['done']}/{c['total']} done, {c['failed']} failed, {c['pending']} pending after "
             f"{_dur(summary['wall_s'])} ({out / 'sweep.json'})")

@@ -46,6 +46,9 @@ def build_model(cfg: TrainConfig, ds, device) -> torch.nn.Module:
         kw.setdefault("input_size", ds.shape[1])
     else:
         kw.setdefault("input_shape", list(ds.shape))
+    if "num_classes" in kw:  # the head's size is the data's class count, never a free option
+        raise invalid("model_args.num_classes", kw["num_classes"], f"leave it out: the data has {len(ds.classes)} "
+                      f"classes and the model gets that many outputs (--model-arg)")
     model = create_model(cfg.model, num_classes=len(ds.classes), **kw)
     if cfg.pretrained is not None:  # the file's normaliser, or input_mean/std, or the model's default
         model.rf_pretrained_report = load_pretrained(model, cfg.pretrained, input_mean=cfg.input_mean,

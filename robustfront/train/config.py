@@ -16,6 +16,7 @@ from ..attacks.threat import Norm
 from ..checkpoint import read_yaml
 from ..fields import Checked, Num, coerce_fields, field_comments, plain, same_value
 from ..validation import check_int, check_number, invalid
+from .paths import absolute_paths
 
 
 Schedule = Literal["multistep", "cosine", "onecycle", "onecycle_epoch", "constant"]
@@ -37,7 +38,8 @@ class Stats(list, Checked):
 
 
 # keys a --resume may change: they alter what is logged or how long the run goes, not its trajectory so far
-RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out", "wandb", "wandb_group")
+RESUME_SAFE = ("epochs", "progress", "tensorboard", "log_every", "device", "out", "wandb", "wandb_group",
+               "as_typed")
 
 
 @dataclass
@@ -120,9 +122,13 @@ class TrainConfig:
     wandb: Optional[str] = None          # Weights & Biases project: per-epoch metrics, diagnostics, config (pip install 'robustfront[wandb]')
     wandb_group: Optional[str] = None    # W&B run group (a sweep sets its name)
     out: Optional[str] = None            # the run folder (required)
+    as_typed: Optional[dict] = None      # data/data_root/pretrained as typed, where stored absolute (train/paths.py)
 
     def __post_init__(self):
         coerce_fields(self)
+        typed = absolute_paths(self.__dict__)  # another working directory must find the same files
+        if typed:
+            self.as_typed = {**(self.as_typed or {}), **typed}
         if self.alpha is None:  # the spelling follows eps: 8/255 -> 2/255
             q = Fraction(self.eps.text) / 4 if "/" in self.eps.text else None
             self.alpha = Num(f"{q.numerator}/{q.denominator}" if q is not None else repr(self.eps / 4))

@@ -18,6 +18,8 @@ The design (docs/distributed.md), chosen because it is simple and exact for ever
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -31,6 +33,15 @@ from ..launch import process_group, torchrun_env
 
 class PeerError(ValueError):
     """Another rank failed during set-up; that rank reports the error itself (this one stays quiet)."""
+
+
+_SHARED = [False]  # the ranks have met (same_config, agree): from then on rank 0 reports every error
+
+
+def error_shared() -> bool:
+    """True once the ranks have met: an error is then either exchanged (rank 0 names the failing rank) or
+    hits every rank alike (a differing config, divergence), so rank 0 alone reports it."""
+    return _SHARED[0]
 
 
 @dataclass
@@ -85,6 +96,7 @@ class Dist:
                 raise error
             return value
         msgs = self.all_gather_object(None if error is None else " ".join(str(error).split()) or type(error).__name__)
+        _SHARED[0] = True
         if error is not None:
             raise error
         failed = [(r, m) for r, m in enumerate(msgs) if m is not None]
@@ -92,6 +104,24 @@ class Dist:
             r, m = failed[0]
             raise PeerError(f"rank {r} failed: {m}")
         return value
+
+    def same_config(self, cfg: dict) -> None:
+        """Refuse, on every rank, ranks given different configs (another --seed on one rank would train on
+        shards of another permutation without a word): a hash of the whole config is compared, and the
+        first differing key is named."""
+        if not self.active:
+            return
+        text = json.dumps(cfg, sort_keys=True, default=str)
+        mine = (hashlib.sha256(text.encode()).hexdigest(), json.loads(text))
+        ranks = self.all_gather_object(mine)
+        _SHARED[0] = True
+        ref = ranks[0][1]
+        for r, (digest, other) in enumerate(ranks):
+            if digest != ranks[0][0]:
+                key = sorted(k for k in set(ref) | set(other) if ref.get(k) != other.get(k))[0]
+                raise ValueError(f"the ranks were given different configs: rank {r} has {key}={other.get(key)!r}, "
+                                 f"rank 0 has {key}={ref.get(key)!r}; allowed: the same flags and config file on "
+                                 f"every rank")
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -138,4 +168,4 @@ def rank_from_env() -> tuple[int, int]:
     return launch.rank, launch.world
 
 
-__all__ = ["Dist", "PeerError", "rank_from_env", "rank_seed", "session"]
+__all__ = ["Dist", "PeerError", "error_shared", "rank_from_env", "rank_seed", "session"]

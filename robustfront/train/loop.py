@@ -33,6 +33,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = No
     writes the run (train/distributed.py).
     """
     with distributed.session(cfg.device) as (dist, device), ExitStack() as stack:
+        dist.same_config(cfg.to_dict())   # collective, before anything else: one config on every rank
         # a refusal on one rank (e.g. rank 0's RunLog) is raised on every rank, none waits in a collective
         log, trainer, check = dist.agree(lambda: _setup(cfg, stack, dist, device, resume, force))
         trainer.distribute(dist, seed=cfg.seed, sync_bn=cfg.sync_bn)   # collective: rank 0's weights to all
