@@ -11,7 +11,7 @@ from ..validation import check_int
 def cmd_quickstart(args) -> int:
     from ..checkpoint import check_out_dir
     from ..device import resolve_device
-    from ..quickstart import quickstart
+    from .quickstart import quickstart
     for name in ("epochs", "n"):
         if getattr(args, name) is not None:
             check_int(name, getattr(args, name), 1)
@@ -22,13 +22,13 @@ def cmd_quickstart(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..report import report
+    from ..fronts.report import report
     if args.card:  # a model card (cli/card.py), not the tables
         from .card import cmd_card
         return cmd_card(args)
     if not args.run_dirs:
         raise ValueError("report needs RUN_DIR...; allowed: run folders, or --card EVAL_OR_RUN for a model card")
-    for f in report(args.run_dirs, args.out):
+    for f in report(args.run_dirs, args.out, html=args.html, reproduce=args.reproduce):
         print(f)
     return 0
 
@@ -88,8 +88,13 @@ def add_commands(sub) -> None:
                        "folders; --card: a RobustBench model card")
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders (config.yaml, metrics.jsonl, "
                    "eval*.json), or sweep folders (sweep.json: their points' rows and the fronts)")
-    p.add_argument("--out", required=True, help="folder for report.md, results.csv and the plots (--card: the "
+    p.add_argument("--out", required=True, help="folder for report.md, results.csv and the figures (--card: the "
                    "model_info folder)")
+    p.add_argument("--html", action="store_true", help="also write OUT/index.html: one self-contained page (figures "
+                   "embedded, no network) with the fronts, a sortable table, each run's curves and each "
+                   "evaluation's provenance and gradient-masking checks (default: off)")
+    p.add_argument("--reproduce", metavar="FILE", help="reproduce.json for the HTML's paper | ours | verdict table "
+                   "(default: a reproduce.json found in a RUN_DIR, else none)")
     from .card import add_card_flags
     add_card_flags(p)
     p.set_defaults(func=cmd_report)

@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import write_json_atomic
-from .eval import evaluate, load_for_eval
-from .fronts import results_from_eval, write_fronts
-from .train import TrainConfig, train
-from .validation import parse_number
+from ..checkpoint import write_json_atomic
+from ..eval import evaluate, load_for_eval
+from ..fronts.report import write_fronts
+from ..fronts.rows import rows_from_eval
+from ..train import TrainConfig, train
+from ..validation import parse_number
 
 METHODS = ("standard", "pgd_at", "vanilla", "ca_at")
 # where each run sits on a front: (family, knob label, knob value); λ = the adversarial loss's weight
@@ -55,8 +56,7 @@ def quickstart(out: str, *, epochs: int | None = None, device: str = "auto", n_e
                         "eps": EPS, "norm": "Linf", "n": res["n"], "seed": 0,
                         "train_time_s": round(t_train, 1), "eval_time_s": res["time_s"]})
         family, knob, value = FRONT[method]
-        points += results_from_eval(res, cfg.to_dict(), knob=knob, knob_value=value, family=family,
-                                    run=str(out_dir / method))
+        points += rows_from_eval(res, cfg.to_dict(), knob=knob, knob_value=value, family=family, run=method)
         print(f"[{method}] trained in {t_train:.0f}s, evaluated in {sum(res['time_s'].values()):.0f}s",
               file=sys.stderr, flush=True)
     write_json_atomic(out_dir / "results.json", results)
