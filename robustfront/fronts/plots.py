@@ -16,7 +16,8 @@ from .table import eps_with_decimal
 
 BASELINES = ("vanilla", "weighted average", "pgd_at", "standard", "trades", "mart")  # drawn grey, dashed
 GREEK = {"gamma": "γ", "lam": "λ", "lambda": "λ", "beta": "β", "alpha": "α", "eps": "ε", "tau": "τ", "mu": "μ"}
-SPLIT_STYLE = {"train": ":", "val": "-"}
+SPLIT_STYLE = {"train": ":", "val": "-", "epoch": "-"}
+SPLIT_LABEL = {"train": "train (this epoch's batches)", "val": "val (held-out split)", "epoch": ""}
 
 
 def colours(n: int) -> list:
@@ -232,7 +233,8 @@ def _wrap(text: str, width: int) -> list[str]:
 CURVE_PANELS = (("clean accuracy (%)", {"train": "train_clean_acc", "val": "val_clean_acc"}, 100),
                 ("robust accuracy (%)", {"train": "train_adv_acc", "val": "val_pgd_acc"}, 100),
                 ("training loss", {"train": "train_loss"}, 1))
-CONFLICT_PANELS = (("cos(g_clean, g_adv)", {"train": "cos"}, 1), ("μ (CA-AT's mixing weight)", {"train": "mu"}, 1))
+CONFLICT_PANELS = (("cos(g_clean, g_adv) (epoch mean)", {"epoch": "cos"}, 1),
+                   ("μ = |g_c|·|g_a|·(1 − cos), the conflict", {"epoch": "mu"}, 1))
 
 
 def _series(run: dict, key: str, scale: float):
@@ -265,8 +267,9 @@ def curves_figure(runs: list[dict], panels=CURVE_PANELS, title: str = ""):
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=col[i], lw=2) for i in range(len(runs))]
     labels = [r["name"] for r in runs]
-    handles += [Line2D([], [], color="0.2", ls=SPLIT_STYLE[s]) for s in sorted(splits, reverse=True)]
-    labels += [{"train": "train (this epoch's batches)", "val": "val (held-out split)"}[s] for s in sorted(splits, reverse=True)]
+    keyed = [s for s in sorted(splits, reverse=True) if SPLIT_LABEL[s]]
+    handles += [Line2D([], [], color="0.2", ls=SPLIT_STYLE[s]) for s in keyed]
+    labels += [SPLIT_LABEL[s] for s in keyed]
     _key_legend(fig, handles, labels, title)
     _freeze(fig, runs_note(runs))
     return fig

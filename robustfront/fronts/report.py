@@ -78,7 +78,7 @@ def collect(run_dirs: list[str]) -> dict:
     sweep_results = {s: point_results(s) for s in sweeps}
     for s, res in sweep_results.items():
         rows += [{**r, "run": Path(r["run"]).name} for r in res]
-    return {"runs": runs, "rows": rows, "groups": analyze(run_rows(plain)) if plain else [],
+    return {"dirs": list(run_dirs), "runs": runs, "rows": rows, "groups": analyze(run_rows(plain)) if plain else [],
             "sweeps": sweep_results}
 
 
@@ -99,6 +99,11 @@ def figures(data: dict, out: Path) -> list[Path]:
 
 def report(run_dirs: list[str], out: str, *, html: bool = False, reproduce: str | None = None) -> list[Path]:
     """Write report.md, results.csv and the figures (and index.html with `html`); returns the files written."""
+    if reproduce is not None:
+        from .html import read_reproduce
+        if not html:
+            raise ValueError(f"--reproduce {reproduce} is shown only in the HTML report; allowed: with --html")
+        read_reproduce(Path(reproduce))  # a bad file fails before minutes of drawing
     data = collect(run_dirs)
     out_p = Path(out)
     out_p.mkdir(parents=True, exist_ok=True)
