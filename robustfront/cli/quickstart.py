@@ -42,7 +42,8 @@ def quickstart(out: str, *, epochs: int | None = None, device: str = "auto", n_e
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     for i, method in enumerate(METHODS, 1):
         t0 = time.perf_counter()
-        say(f"[{i}/{len(METHODS)}] training {method} on digits ({BASE['epochs'] if not epochs else epochs} epochs)")
+        n_ep = epochs or BASE["epochs"]
+        say(f"[{i}/{len(METHODS)}] training {method} on digits ({n_ep} epoch{'s' if n_ep != 1 else ''})")
         cfg = TrainConfig(**{**BASE, "method": method, "out": str(out_dir / method), "device": device,
                              **({"epochs": epochs} if epochs else {})})
         train(cfg, force=True)

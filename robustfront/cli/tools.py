@@ -107,13 +107,15 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("bench", help="training-step images/s of each method vs a reference-style PGD-AT loop")
     p.add_argument("--quick", action="store_true", help="CPU-sized: small_cnn on random CIFAR-shaped uint8 data")
-    p.add_argument("--data", help="full mode: CIFAR-10 folder or archive (quick: random CIFAR-shaped data)")
+    p.add_argument("--data", help="full mode: CIFAR-10 folder or archive (default: "
+                   "none; quick: random CIFAR-shaped data)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     p.add_argument("--model", help="default: small_cnn (quick), resnet18 (full)")
     p.add_argument("--batch-size", type=int, metavar="N", help="default: 128")
     p.add_argument("--steps", type=int, metavar="N", help="timed rounds; each times one step of every "
                    "configuration (default: 8 quick, 30 full)")
-    p.add_argument("--warmup", type=int, metavar="N", help="untimed warm-up steps per configuration")
+    p.add_argument("--warmup", type=int, metavar="N", help="untimed warm-up steps per configuration "
+                   "(default: 1 quick, 5 full)")
     p.add_argument("--attack-steps", type=int, default=10, metavar="N", help="PGD steps (default: 10)")
     p.add_argument("--methods", default="pgd_at,trades,mart,ca_at,agr,raat", help="comma-separated method names "
                    "(default: pgd_at,trades,mart,ca_at,agr,raat)")
@@ -127,16 +129,18 @@ def add_commands(sub) -> None:
                    "4 on CUDA)")
     p.add_argument("--no-isolate", action="store_true", help="skip the per-configuration processes that measure "
                    "peak memory (memory is then not reported)")
-    p.add_argument("--json", help="write the report here (a path you name; nothing is written otherwise)")
+    p.add_argument("--json", help="write the report here (default: none, nothing "
+                   "is written)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("data", help="data set utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=type(p))
     q = dsub.add_parser("info", help="print split sizes, classes and image shape as JSON")
     q.add_argument("--data", required=True, help="digits, gaussian, cifar10, cifar100, tiny-imagenet, or a path")
-    q.add_argument("--data-root", help="folder of the named data sets")
+    q.add_argument("--data-root", help="folder of the named data sets (default: the cache folder, "
+                   "$ROBUSTFRONT_CACHE or ~/.cache/robustfront)")
     q.add_argument("--resize", type=int, metavar="N", help="resize images to this side (needed for mixed-size "
-                   "sets: CUB, Dogs)")
+                   "sets: CUB, Dogs; default: none, the stored size)")
     q.set_defaults(func=cmd_data_info)
 
 

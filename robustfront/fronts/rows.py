@@ -39,6 +39,14 @@ def model_label(cfg: dict) -> str:
     return cfg.get("model", "?") + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(args.items())) + ")" if args else "")
 
 
+def schedule(cfg: dict) -> str:
+    """"15 epochs cosine" ("1 epoch ..." for one; "" without a config)."""
+    if not cfg:
+        return ""
+    n = cfg.get("epochs")
+    return f"{n} epoch{'' if n == 1 else 's'} {cfg.get('schedule')}"
+
+
 def _wa(cfg: dict) -> str:
     return f"EMA {cfg['ema']}" if cfg.get("ema") is not None else "off"
 
@@ -81,7 +89,7 @@ def rows_from_eval(ev, cfg: dict, *, knob: str = "", knob_value=None, family: st
                     "eps": float(p.eps), "eps_str": _eps_str(r, p.eps), "n": r.n,
                     "protocol": f"attacks={attacks};n={r.n};seed={r.seed}",
                     "model": _model(r, cfg),
-                    "schedule": f"{cfg.get('epochs')} epochs {cfg.get('schedule')}" if cfg else "",
+                    "schedule": schedule(cfg),
                     "run": run, "source": source, "attacks": attacks, "ra_source": p.ra_source, "n_checkpoints": r.n_checkpoints,
                     "wa": _wa(cfg), "select": _select(cfg, r.checkpoints)})
     return out
@@ -126,7 +134,7 @@ def val_row(run: dict) -> dict | None:
             "data": cfg.get("data", "?"), "split": split, "norm": cfg.get("norm", "Linf"),
             "eps": _as_float(eps), "eps_str": eps if isinstance(eps, str) else None,
             "n": cfg.get("eval_n") or "val split", "protocol": setting, "model": model_label(cfg),
-            "schedule": f"{cfg.get('epochs')} epochs {cfg.get('schedule')}", "run": run["name"],
+            "schedule": schedule(cfg), "run": run["name"],
             "source": f"metrics.jsonl epoch {m['epoch']}", "attacks": setting, "ra_source": "val_pgd", "n_checkpoints": 1,
             "wa": _wa(cfg), "select": f"epoch {m['epoch']}"}
 

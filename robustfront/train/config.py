@@ -133,7 +133,7 @@ class TrainConfig:
     log_every: int = 0                   # >0: also write combiner diagnostics every N steps (a host sync each)
     progress: bool = True                # progress bar and one line per epoch on stderr
     tensorboard: bool = False            # also write TensorBoard scalars
-    out: Optional[str] = None            # the run folder (required)
+    out: Optional[str] = None            # the run folder (required: here or in --config)
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
