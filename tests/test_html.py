@@ -121,9 +121,13 @@ def test_index_html_in_headless_chromium(page, tmp_path):
     probe = page.with_name("probe.html")
     probe.write_text(page.read_text().replace(
         "</body>", "<script>window.onload=function(){var i=Array.from(document.images);"
-        "document.title='decoded '+i.filter(function(x){return x.complete&&x.naturalWidth>0;}).length+'/'+i.length;};"
+        "var seen=function(e){var r=e.getBoundingClientRect();return r.top<2000&&r.bottom>0&&r.width>600;};"
+        "document.title='decoded '+i.filter(function(x){return x.complete&&x.naturalWidth>0;}).length+'/'+i.length"
+        "+' front '+seen(i[0])+' table '+seen(document.querySelector('table.sortable'));};"
         "</script></body>"))
     dom = subprocess.run([chromium(), *HEADLESS, f"--user-data-dir={profile}", "--dump-dom", "--virtual-time-budget=5000",
+                          "--window-size=1440,2000",
                           probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
     n = len(re.findall(r"<img ", page.read_text()))
-    assert f"<title>decoded {n}/{n}</title>" in dom, re.search(r"<title>.*?</title>", dom)
+    # every image decoded; the front and the results table lie in the screenshot's 1440 x 2000 desktop view
+    assert f"<title>decoded {n}/{n} front true table true</title>" in dom, re.search(r"<title>.*?</title>", dom)

@@ -164,6 +164,9 @@ def test_eps_is_a_budget_not_a_percentage(tmp_path):
     assert table[0]["clean"] == "80.00" and table[1]["source"] == "metrics.jsonl epoch 2"
     assert [fmt_eps(v) for v in (8 / 255, 0.031, "8/255", 128 / 255, 0.0, 12.0, 0.5)] == \
         ["8/255", "0.031", "8/255", "128/255", "0", "12", "0.5"]
+    from robustfront.fronts import eps_with_decimal   # figures and the HTML: as written, the decimal beside it
+    assert [eps_with_decimal(v) for v in ("8/255", 32 / 255, 0.031, 0.0)] == ["8/255 (0.03137)", "32/255 (0.1255)",
+                                                                             "0.031", "0"]
 
 
 def _groups(runs):

@@ -77,7 +77,7 @@ def _main_cluster(vals: list[float]) -> set[int]:
     gap, i = max((vals[order[j + 1]] - vals[order[j]], j) for j in range(len(order) - 1))
     lo, hi = order[:i + 1], order[i + 1:]
     main, other = (lo, hi) if len(lo) >= len(hi) else (hi, lo)
-    spread = vals[main[-1]] - vals[main[0]] if main is lo else vals[main[-1]] - vals[main[0]]
+    spread = vals[main[-1]] - vals[main[0]]  # `order` is sorted, so main's ends are its extremes
     if len(other) <= max(1, len(vals) // 4) and gap > max(3 * abs(spread), 2.0):
         return set(main)
     return idx
