@@ -118,16 +118,17 @@ def dominance_line(g: dict) -> str:
         if hit:
             beats.append(f"{d['b']} dominates {hit}/{len(own)} of {d['a']}'s points")
     aside = f" ({' = '.join(sorted(pretty_knob(k) for k in shared))}, shared, left aside)" if shared else ""
-    return ("; ".join(beats) + " beyond the seed noise" if beats else
-            "no front dominates the other beyond the seed noise") + aside
+    one_seed = all(p["n_seeds"] == 1 for f in g["families"].values() for p in f["points"])
+    noise = " (one seed: strictly better in both, no noise estimate)" if one_seed else " beyond the seed noise"
+    return ("; ".join(beats) + noise if beats else "no front dominates the other" + noise) + aside
 
 
 def front_note(g: dict) -> str:
     k = g["group"]
     seeds = sorted({p["n_seeds"] for f in g["families"].values() for p in f["points"]})
     return (f"{k['data']} ({k['split']}) · {k['model'] or '?'}, {k['schedule'] or '?'} · {k['norm']} "
-            f"ε={eps_with_decimal(k['eps'])} · y: {g['robust_name']}, n={g['n']} · mean ± sample std over "
-            f"{'/'.join(map(str, seeds))} seed(s)")
+            f"ε={eps_with_decimal(k['eps'])} · y: {g['robust_name']}, n={g['n']} · "
+            + ("1 seed" if seeds == [1] else f"mean ± sample std over {'/'.join(map(str, seeds))} seeds"))
 
 
 def draw_front(ax, g: dict) -> tuple[list, list, list]:
