@@ -12,7 +12,7 @@
 #    of a point that does not).
 set -euo pipefail
 OUT=${1:-benchmarks/results}
-CIFAR=${2:-/work/shared/datasets/cifar10-jpeg.tar.gz}
+CIFAR=${2:-../shared/datasets/cifar10-jpeg.tar.gz}   # relative to the working folder (the repository root, as above)
 TMP=$(mktemp -d)
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1

@@ -164,7 +164,7 @@ def test_write_fronts_plot_exists_and_its_data_matches(tmp_path):
 
 
 def test_results_from_eval_json_pick_aa_the_strongest_pgd_and_split_eps_sweeps():
-    from robustfront.fronts import results_from_eval
+    from robustfront.fronts import rows_from_eval as results_from_eval
     cfg = {"method": "ca_at", "seed": 2, "model": "small_cnn", "model_args": {"width": 16}, "epochs": 15,
            "schedule": "cosine", "data": "digits"}
     one = {"clean_acc": 0.9, "robust_acc": {"pgd20": 0.6, "pgd100x2": 0.58, "autoattack": 0.55}, "worst_case_acc": 0.54,

@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from robustfront import report as rep
+from robustfront.fronts import report as rep  # the module: fronts/__init__ does not re-export report()
+from robustfront.fronts import fmt_eps, read_run, run_rows, analyze
 from robustfront.cli import main
 from robustfront.eval import evaluate
 from robustfront.eval.metrics import aggregate, mean_nrr
@@ -161,8 +162,15 @@ def test_eps_is_a_budget_not_a_percentage(tmp_path):
     rows, table = _report(tmp_path, *runs)
     assert [t.get("ε", t.get("eps")) for t in table] == ["0.031", "8/255"] and [r["eps"] for r in rows] == ["0.031", "8/255"]
     assert table[0]["clean"] == "80.00" and table[1]["source"] == "metrics.jsonl epoch 2"
-    assert [rep.fmt_eps(v) for v in (8 / 255, 0.031, "8/255", 128 / 255, 0.0, 12.0, 0.5)] == \
+    assert [fmt_eps(v) for v in (8 / 255, 0.031, "8/255", 128 / 255, 0.0, 12.0, 0.5)] == \
         ["8/255", "0.031", "8/255", "128/255", "0", "12", "0.5"]
+    from robustfront.fronts import eps_with_decimal   # figures and the HTML: as written, the decimal beside it
+    assert [eps_with_decimal(v) for v in ("8/255", 32 / 255, 0.031, 0.0)] == ["8/255 (0.03137)", "32/255 (0.1255)",
+                                                                             "0.031", "0"]
+
+
+def _groups(runs):
+    return analyze(run_rows([read_run(r) for r in runs]))
 
 
 def test_fronts_never_mix_robustness_sources(tmp_path):
@@ -170,30 +178,26 @@ def test_fronts_never_mix_robustness_sources(tmp_path):
     runs = [_run(tmp_path, "aa", [_eval_json([_result(0.9, {"autoattack": 0.4})], "8/255")]),
             _run(tmp_path, "pgd", [_eval_json([_result(0.8, {"pgd20": 0.6})], "8/255")]),
             _run(tmp_path, "val", val=(0.7, 0.5))]
-    fronts = rep.pareto_fronts(rep.table_rows([rep._read_run(r) for r in runs]))
-    assert sorted(k[4] for k in fronts) == ["AutoAttack", "held-out PGD (val)", "worst case of pgd20"]
-    assert all(len(pts) == 1 for pts, _ in fronts.values())
-    lo, hi = rep.percent_range([0.9, 0.902])
-    assert hi - lo >= 10 and lo <= 90 and hi >= 90.2  # never a 0.5-point zoom
-    lo, hi = rep.percent_range([0.0, 0.01])
-    assert lo == 0.0 and hi >= 10
+    groups = _groups(runs)
+    assert sorted(g["robust_name"] for g in groups) == ["AutoAttack", "held-out PGD-10 (val)", "pgd20"]
+    assert all(len(p) == 1 for g in groups for p in [[q for f in g["families"].values() for q in f["points"]]])
 
 
-def test_one_pareto_front_per_data_norm_eps(tmp_path, monkeypatch):
+def test_one_pareto_front_per_data_norm_eps(tmp_path):
     def ev(sa, ra, eps=8 / 255, data="digits", norm="Linf"):
         return _eval_json([_result(sa, {"autoattack": ra}, eps=eps, norm=norm)], "x", data=data)
     runs = [_run(tmp_path, "a", [ev(0.9, 0.4)]), _run(tmp_path, "b", [ev(0.8, 0.5)]), _run(tmp_path, "c", [ev(0.7, 0.3)]),
             _run(tmp_path, "d", [ev(0.85, 0.2, eps=16 / 255)]), _run(tmp_path, "e", [ev(0.6, 0.1, data="cifar10")]),
             _run(tmp_path, "f", [ev(0.5, 0.1, norm="L2")])]
-    fronts = rep.pareto_fronts(rep.table_rows([rep._read_run(r) for r in runs]))
-    assert fronts[("digits", "test", "Linf", "8/255", "AutoAttack")][1] == [(0.8, 0.5), (0.9, 0.4)]
-    assert fronts[("digits", "test", "Linf", "16/255", "AutoAttack")][1] == [(0.85, 0.2)]  # not dropped behind run a
-    assert len(fronts) == 4
-    legends = {}
-    save = rep._save
-    monkeypatch.setattr(rep, "_save", lambda fig, path: legends.setdefault(path.name, [
-        t.get_text() for t in fig.axes[0].get_legend().get_texts()]) and save(fig, path))
+    groups = {(g["group"]["data"], g["group"]["norm"], fmt_eps(g["group"]["eps"])): g for g in _groups(runs)}
+    assert len(groups) == 4
+    front = lambda g: sorted((p["clean"]["mean"], p["robust"]["mean"])  # noqa: E731
+                             for f in g["families"].values() for p in f["points"] if p["pareto"])
+    assert front(groups[("digits", "Linf", "8/255")]) == [(0.8, 0.5), (0.9, 0.4)]
+    assert front(groups[("digits", "Linf", "16/255")]) == [(0.85, 0.2)]  # not dropped behind run a
+    # the runs differ in nothing but their folders: each is its own point, labelled by its name
+    assert sorted(p["knob"] for f in groups[("digits", "Linf", "8/255")]["families"].values() for p in f["points"]) \
+        == ["a", "b", "c"]
     _report(tmp_path, *runs)
-    assert sorted(legends["pareto.png"]) == sorted(
-        f"Pareto front: {d} (test), {n} eps={e}, RA = AutoAttack" for d, n, e in
-        (("digits", "Linf", "8/255"), ("digits", "Linf", "16/255"), ("cifar10", "Linf", "8/255"), ("digits", "L2", "8/255")))
+    from matplotlib.image import imread
+    assert imread(tmp_path / "report" / "pareto.png").shape[1] > 1000  # one panel per group, 2 columns

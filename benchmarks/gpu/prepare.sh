@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare what the GPU machine cannot download (docs/gpu.md), on a machine with a package index:
-#   .data/cifar10-jpeg.tar.gz   the CIFAR-10 archive (default source: /work/shared/datasets/cifar10-jpeg.tar.gz)
+#   .data/cifar10-jpeg.tar.gz   the CIFAR-10 archive (default source: ../shared/datasets/cifar10-jpeg.tar.gz,
+#                               relative to the repository root)
 #   .whl/site/pyautoattack/     pyautoattack 0.2.0, unpacked from its wheel without examples/ (a 42 MB model file)
 #   .whl/site/pytest/           pytest with pluggy and iniconfig; .whl/site/pygments/, .whl/site/packaging/
 #                               (pytest's other dependencies), all unpacked (pure Python)
@@ -13,7 +14,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-ARCHIVE="${1:-/work/shared/datasets/cifar10-jpeg.tar.gz}"
+ARCHIVE="${1:-../shared/datasets/cifar10-jpeg.tar.gz}"
 PY="${PYTHON:-$(command -v python3 || command -v python)}"
 mkdir -p .data .whl/site
 cp -f "$ARCHIVE" .data/cifar10-jpeg.tar.gz

@@ -30,7 +30,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (tools, train, sweep, reproduce, evaluate, export):
         module.add_commands(sub)
+    complete_help(parser)
     return parser
+
+
+_NO_VALUE = (argparse._HelpAction, argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._StoreConstAction,
+             argparse._AppendConstAction, argparse._CountAction, argparse._VersionAction)
+
+
+def complete_help(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand's --help opens with its description (its one-line help where it has no other), and
+    every flag that takes a value names its default: flags whose help does not say it get argparse's
+    value appended ("default: none" where there is none), so generated flags cannot drift."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, p in action.choices.items():
+                if not p.description and helps.get(name):
+                    p.description = helps[name][0].upper() + helps[name][1:] + "."
+                complete_help(p)
+        elif action.option_strings and not isinstance(action, _NO_VALUE) and not action.required:
+            h = action.help or ""
+            if "default" not in h.lower() and h is not argparse.SUPPRESS:
+                d = action.default
+                shown = "none" if d is None or d == [] else ",".join(map(str, d)) if isinstance(d, (list, tuple)) else d
+                action.help = f"{h} (default: {shown})".strip().replace("%", "%%")
 
 
 def join_negative_values(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:

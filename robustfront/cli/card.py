@@ -26,8 +26,8 @@ def add_card_flags(p) -> None:
     p.add_argument("--card", metavar="EVAL_OR_RUN", help="write a RobustBench model card (model_info JSON) from this "
                    "eval result, or from the one eval*.json with AutoAttack in this run folder, into --out")
     p.add_argument("--card-fields", metavar="FILE.yaml", help="card fields as YAML (keys as the --card-* flags)")
-    for key, what in (("name", "the paper's or model's name (required)"),
-                      ("architecture", "e.g. WideResNet-28-10 (required)"), ("venue", "e.g. ICML 2019"),
+    for key, what in (("name", "the paper's or model's name (required with --card)"),
+                      ("architecture", "e.g. WideResNet-28-10 (required with --card)"), ("venue", "e.g. ICML 2019"),
                       ("link", "paper URL"), ("authors", "authors"), ("footnote", "a note"),
                       ("dataset", "cifar10, cifar100 or imagenet (default: the result's data)"),
                       ("id", "file name, e.g. Zhang2019Theoretically (default: from the name)"),

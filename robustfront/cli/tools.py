@@ -11,7 +11,7 @@ from ..validation import check_int
 def cmd_quickstart(args) -> int:
     from ..checkpoint import check_out_dir
     from ..device import resolve_device
-    from ..quickstart import quickstart
+    from .quickstart import quickstart
     for name in ("epochs", "n"):
         if getattr(args, name) is not None:
             check_int(name, getattr(args, name), 1)
@@ -22,13 +22,13 @@ def cmd_quickstart(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..report import report
+    from ..fronts.report import report
     if args.card:  # a model card (cli/card.py), not the tables
         from .card import cmd_card
         return cmd_card(args)
     if not args.run_dirs:
         raise ValueError("report needs RUN_DIR...; allowed: run folders, or --card EVAL_OR_RUN for a model card")
-    for f in report(args.run_dirs, args.out):
+    for f in report(args.run_dirs, args.out, html=args.html, reproduce=args.reproduce):
         print(f)
     return 0
 
@@ -88,8 +88,13 @@ def add_commands(sub) -> None:
                        "folders; --card: a RobustBench model card")
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders (config.yaml, metrics.jsonl, "
                    "eval*.json), or sweep folders (sweep.json: their points' rows and the fronts)")
-    p.add_argument("--out", required=True, help="folder for report.md, results.csv and the plots (--card: the "
+    p.add_argument("--out", required=True, help="folder for report.md, results.csv and the figures (--card: the "
                    "model_info folder)")
+    p.add_argument("--html", action="store_true", help="also write OUT/index.html: one self-contained page (figures "
+                   "embedded, no network) with the fronts, a sortable table, each run's curves and each "
+                   "evaluation's provenance and gradient-masking checks (default: off)")
+    p.add_argument("--reproduce", metavar="FILE", help="reproduce.json for the HTML's paper | ours | verdict table "
+                   "(default: a reproduce.json found in a RUN_DIR, else none)")
     from .card import add_card_flags
     add_card_flags(p)
     p.set_defaults(func=cmd_report)
@@ -102,13 +107,15 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("bench", help="training-step images/s of each method vs a reference-style PGD-AT loop")
     p.add_argument("--quick", action="store_true", help="CPU-sized: small_cnn on random CIFAR-shaped uint8 data")
-    p.add_argument("--data", help="full mode: CIFAR-10 folder or archive (quick: random CIFAR-shaped data)")
+    p.add_argument("--data", help="full mode: CIFAR-10 folder or archive (default: "
+                   "none; quick: random CIFAR-shaped data)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     p.add_argument("--model", help="default: small_cnn (quick), resnet18 (full)")
     p.add_argument("--batch-size", type=int, metavar="N", help="default: 128")
     p.add_argument("--steps", type=int, metavar="N", help="timed rounds; each times one step of every "
                    "configuration (default: 8 quick, 30 full)")
-    p.add_argument("--warmup", type=int, metavar="N", help="untimed warm-up steps per configuration")
+    p.add_argument("--warmup", type=int, metavar="N", help="untimed warm-up steps per configuration "
+                   "(default: 1 quick, 5 full)")
     p.add_argument("--attack-steps", type=int, default=10, metavar="N", help="PGD steps (default: 10)")
     p.add_argument("--methods", default="pgd_at,trades,mart,ca_at,agr,raat", help="comma-separated method names "
                    "(default: pgd_at,trades,mart,ca_at,agr,raat)")
@@ -122,16 +129,18 @@ def add_commands(sub) -> None:
                    "4 on CUDA)")
     p.add_argument("--no-isolate", action="store_true", help="skip the per-configuration processes that measure "
                    "peak memory (memory is then not reported)")
-    p.add_argument("--json", help="write the report here (a path you name; nothing is written otherwise)")
+    p.add_argument("--json", help="write the report here (default: none, nothing "
+                   "is written)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("data", help="data set utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=type(p))
     q = dsub.add_parser("info", help="print split sizes, classes and image shape as JSON")
     q.add_argument("--data", required=True, help="digits, gaussian, cifar10, cifar100, tiny-imagenet, or a path")
-    q.add_argument("--data-root", help="folder of the named data sets")
+    q.add_argument("--data-root", help="folder of the named data sets (default: the cache folder, "
+                   "$ROBUSTFRONT_CACHE or ~/.cache/robustfront)")
     q.add_argument("--resize", type=int, metavar="N", help="resize images to this side (needed for mixed-size "
-                   "sets: CUB, Dogs)")
+                   "sets: CUB, Dogs; default: none, the stored size)")
     q.set_defaults(func=cmd_data_info)
 
 

@@ -1,7 +1,7 @@
 """Datasets as in-memory numpy arrays, and a device-resident batch loader.
 
     ds = load_dataset("cifar10", root="~/data", download=True)
-    ds = load_dataset("/work/shared/datasets/cifar10-jpeg.tar.gz")
+    ds = load_dataset("../shared/datasets/cifar10-jpeg.tar.gz")
     loader = DeviceLoader(ds.x_train, ds.y_train, 512, device="cuda")
 """
 from __future__ import annotations

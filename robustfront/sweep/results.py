@@ -1,9 +1,9 @@
-"""A finished sweep's points as `robustfront.fronts` results (one per point and evaluated ε)."""
+"""A finished sweep's points as rows of the front wing (`robustfront.fronts.rows`: one per point and ε)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..fronts import results_from_eval
+from ..fronts.rows import rows_from_eval
 from .names import format_value
 from .point import is_done, read_json
 
@@ -52,14 +52,14 @@ def point_results(sweep_dir: str | Path) -> list[dict]:
         if rec is None or not is_done(folder, rec):
             continue
         knob, value = _knob(rec["varied"])
-        out += results_from_eval(read_json(folder / "eval.json"), rec["config"], knob=knob, knob_value=value,
-                                 run=str(folder))
+        out += rows_from_eval(read_json(folder / "eval.json"), rec["config"], knob=knob, knob_value=value,
+                              run=f"points/{name}", family=rec["config"].get("method"))
     return out
 
 
 def sweep_fronts(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ref=(0.0, 0.0), k: float = 1.0) -> list[Path]:
     """Fronts of a sweep (PNG, JSON, CSV per group; fronts.md/.csv) under OUT_DIR (default SWEEP_DIR/fronts)."""
-    from ..fronts import write_fronts
+    from ..fronts.report import write_fronts
     results = point_results(sweep_dir)
     if not results:
         raise ValueError(f"sweep folder {sweep_dir} has no finished point (no points/*/eval.json matching its "

@@ -121,7 +121,7 @@ class TrainConfig:
     tensorboard: bool = False            # also write TensorBoard scalars
     wandb: Optional[str] = None          # Weights & Biases project: per-epoch metrics, diagnostics, config (pip install 'robustfront[wandb]')
     wandb_group: Optional[str] = None    # W&B run group (a sweep sets its name)
-    out: Optional[str] = None            # the run folder (required)
+    out: Optional[str] = None            # the run folder (required: here or in --config)
     as_typed: Optional[dict] = None      # data/data_root/pretrained as typed, where stored absolute (train/paths.py)
 
     def __post_init__(self):

@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import read_jsonl, read_yaml, write_json_atomic
-from .eval import EvalConfig, run
-from .fronts import results_from_eval, write_fronts
-from .train import TrainConfig, train
+from ..checkpoint import read_jsonl, read_yaml, write_json_atomic
+from ..eval import EvalConfig, run
+from ..fronts.report import write_fronts
+from ..fronts.rows import rows_from_eval
+from ..train import TrainConfig, train
 
 METHODS = ("standard", "pgd_at", "vanilla", "ca_at")
 # where each run sits on a front: (family, knob label, knob value); λ = the adversarial loss's weight
@@ -61,7 +62,8 @@ def quickstart(out: str, *, epochs: int | None = None, device: str = "auto", n_e
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     for i, method in enumerate(METHODS, 1):
         t0 = time.perf_counter()
-        say(f"[{i}/{len(METHODS)}] training {method} on digits ({BASE['epochs'] if not epochs else epochs} epochs)")
+        n_ep = epochs or BASE["epochs"]
+        say(f"[{i}/{len(METHODS)}] training {method} on digits ({n_ep} epoch{'s' if n_ep != 1 else ''})")
         cfg = TrainConfig(**{**BASE, "method": method, "out": str(out_dir / method), "device": device,
                              **({"epochs": epochs} if epochs else {})})
         state = out_dir / method / f"eval-state-quickstart-n{n_eval or 'all'}"
@@ -77,8 +79,7 @@ def quickstart(out: str, *, epochs: int | None = None, device: str = "auto", n_e
                         "eps": EPS, "norm": "Linf", "n": res["n"], "seed": 0,
                         "train_time_s": round(t_train, 1), "eval_time_s": res["time_s"]})
         family, knob, value = FRONT[method]
-        points += results_from_eval(res, cfg.to_dict(), knob=knob, knob_value=value, family=family,
-                                    run=str(out_dir / method))
+        points += rows_from_eval(res, cfg.to_dict(), knob=knob, knob_value=value, family=family, run=method)
         write_json_atomic(out_dir / "results.json", results)
         say(f"[{method}] trained in {t_train:.0f}s, evaluated in {sum(res['time_s'].values()):.0f}s; "
             f"{out_dir / 'results.json'} holds {len(results)}/{len(METHODS)} model(s) (re-run the same command "
