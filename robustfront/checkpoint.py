@@ -148,12 +148,18 @@ def _map_location(device) -> torch.device:
     raise invalid("device", device, allowed, "not available" if dev.type in ("cuda", "mps") else "invalid")
 
 
+READERS: dict = {}  # "scheme:" -> reader(ref, device): checkpoints that are not files (models/hub.py registers hf-hub:)
+
+
 def load(path: str | Path, device="cpu", *, what: str = "checkpoint") -> dict:
-    """A checkpoint as a dict, read safely; one ValueError line for any bad file. "hf-hub:ORG/NAME" reads
-    a model repository in robustfront's hub layout (models/hub.py) through huggingface_hub."""
+    """A checkpoint as a dict, read safely; one ValueError line for any bad file. A reference with a
+    registered scheme ("hf-hub:ORG/NAME", registered by robustfront.models) goes to its reader."""
     if isinstance(path, str) and path.startswith("hf-hub:"):
-        from .models.hub import read_hub
-        return read_hub(path, device)
+        reader = READERS.get("hf-hub:")
+        if reader is None:
+            raise ValueError(f"{what} {path} is a model-hub reference; allowed: with robustfront.models imported "
+                             f"(it registers the hf-hub: reader)")
+        return reader(path, device)
     path = Path(path)
     where = one_line(f"{what} {path}")
     if not path.exists():

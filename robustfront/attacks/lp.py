@@ -9,7 +9,6 @@ import math
 
 import torch
 
-from .threat import NORMS
 
 
 def _per_sample(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..checkpoint import read_jsonl, read_yaml, write_json_atomic
 from ..eval import EvalConfig, run
-from ..fronts.report import write_fronts
+from ..fronts.write import write_fronts
 from ..fronts.rows import rows_from_eval
 from ..train import TrainConfig, train
 

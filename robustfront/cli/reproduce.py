@@ -6,7 +6,6 @@ configs/testbed/*.yaml, or the word `testbed` for all of them) runs as an ordina
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 

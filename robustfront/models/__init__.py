@@ -17,6 +17,7 @@ from .pretrained import find_head, load_pretrained, replace_head
 from .peft import (attack_view, export_file, export_merged, load_peft, peft_state_dict, prepare_finetune,
                    trainable_parameters)
 from .loading import load_model
+from . import hub  # noqa: F401  (registers the hf-hub: checkpoint reader with checkpoint.load)
 from .export import export_plain, plain_state_dict
 from .foreign import WithNormalize, describe as describe_foreign, load_factory, load_foreign
 

@@ -37,7 +37,7 @@ from ..validation import invalid, parse_number
 from .factory import MODELS, create_model
 from .loading import load_model
 from .normalize import Normalize
-from .weights import (fill_bn_counters, format_report, match_report, read_file, read_state_dict, split_normalization,
+from .weights import (resolve_normalization, fill_bn_counters, format_report, match_report, read_file, read_state_dict, split_normalization,
                       unwrap)
 
 FAMILY = {"resnet18": "resnet", "resnet34": "resnet", "preact_resnet18": "preact", "wrn28_10": "wrn",
@@ -136,21 +136,6 @@ def _check_stats(mean, std, name_mean="input_mean", name_std="input_std"):
     return {"mean": mean, "std": std}
 
 
-def _normalization(found: dict | None, given: dict | None) -> dict:
-    """The stats to use and where they come from; the file's and the given ones must agree."""
-    if found and given:
-        a, b = torch.tensor(found["mean"] + found["std"]), torch.tensor(given["mean"] + given["std"])
-        if a.shape != b.shape or not torch.allclose(a, b, atol=1e-6):
-            raise ValueError(f"the file holds its own normalisation ({found['key']}: mean {found['mean']}, std "
-                             f"{found['std']}) and input_mean/input_std differ ({given['mean']}, {given['std']}); "
-                             f"allowed: leave them out, or give the file's values")
-    if found:
-        return {"mean": found["mean"], "std": found["std"], "source": f"file ({found['key']})"}
-    if given:
-        return {**given, "source": "given"}
-    return {"mean": [0.0], "std": [1.0], "source": "identity (none in the file, none given)"}
-
-
 def _strict_load(model: nn.Module, state: dict, what: str, path, hint: str = "") -> None:
     rep = match_report(model, state)
     if rep["missing"] or rep["unexpected"] or rep["shape_mismatch"]:
@@ -227,7 +212,7 @@ def _load_user_model(spec, path, mean, std, num_classes, report):
         report["filled"] = fill_bn_counters(net, state)
         layout = guess_layout(state)
         _strict_load(net, state, spec, path, f" (the file looks like {layout})" if layout else "")
-    norm = _normalization(found, _check_stats(mean, std))
+    norm = resolve_normalization(found, _check_stats(mean, std))
     report["normalization"] = norm
     return WithNormalize(net, norm["mean"], norm["std"], None)
 
@@ -257,7 +242,7 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
         model = load_model(obj, "cpu")
         report.update(model=model.rf_config["name"], layout="robustfront", options=dict(model.rf_config))
         norm = next(model.children())
-        report["normalization"] = _normalization({"mean": norm.mean_values, "std": norm.std_values,
+        report["normalization"] = resolve_normalization({"mean": norm.mean_values, "std": norm.std_values,
                                                   "key": "normalize.mean"}, _check_stats(input_mean, input_std))
         return model.to(device).eval(), report
     if model_name.startswith("timm:"):
@@ -268,7 +253,7 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
     family = FAMILY.get(model_name, "other")
     state, found = split_normalization(unwrap(obj))
     layout = guess_layout(state)
-    norm = _normalization(found, _check_stats(input_mean, input_std))
+    norm = resolve_normalization(found, _check_stats(input_mean, input_std))
     opts = _infer_options(family, state)
     accepted = MODELS.options(model_name)
     opts = {k: v for k, v in opts.items() if k in accepted}

@@ -129,6 +129,9 @@ def read_hub(ref: str, device="cpu") -> dict:
     return read_hub_dir(Path(cfg_path).parent, device, where=ref, files=(Path(cfg_path), Path(weights)))
 
 
+ckpt.READERS[PREFIX] = read_hub  # checkpoint.load("hf-hub:ORG/NAME") reads through here
+
+
 def read_hub_dir(folder, device="cpu", *, where: str | None = None, files=None) -> dict:
     """The checkpoint dict from a folder in the hub layout (what read_hub downloads)."""
     folder = Path(folder)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .factory import create_model
-from .weights import format_report, match_report, split_normalization, strip_prefixes
+from .weights import format_report, resolve_normalization, match_report, split_normalization, strip_prefixes
 
 SIZES = (224, 32, 64, 96, 128, 160, 192, 256, 288, 320, 384, 448, 512, 28, 16)
 
@@ -33,8 +33,7 @@ def load_timm_weights(name: str, state: dict, path, given: dict | None, num_clas
             {k: v for k, v in state.items() if k.startswith("normalize.")}
     state, found = split_normalization(state)
     if found and given:
-        from .foreign import _normalization
-        _normalization(found, given)  # refuses differing statistics in one line
+        resolve_normalization(found, given)  # refuses differing statistics in one line
     with torch.device("meta"):
         probe = create_model(name, num_classes=num_classes or 10)
     classes = num_classes or _head_classes(probe, state) or 1000

@@ -209,5 +209,20 @@ def format_report(report: dict, limit: int = 8) -> str:
     return "; ".join(parts) or "all keys match"
 
 
+def resolve_normalization(found: dict | None, given: dict | None) -> dict:
+    """The stats to use and where they come from; the file's and the given ones must agree."""
+    if found and given:
+        a, b = torch.tensor(found["mean"] + found["std"]), torch.tensor(given["mean"] + given["std"])
+        if a.shape != b.shape or not torch.allclose(a, b, atol=1e-6):
+            raise ValueError(f"the file holds its own normalisation ({found['key']}: mean {found['mean']}, std "
+                             f"{found['std']}) and input_mean/input_std differ ({given['mean']}, {given['std']}); "
+                             f"allowed: leave them out, or give the file's values")
+    if found:
+        return {"mean": found["mean"], "std": found["std"], "source": f"file ({found['key']})"}
+    if given:
+        return {**given, "source": "given"}
+    return {"mean": [0.0], "std": [1.0], "source": "identity (none in the file, none given)"}
+
+
 __all__ = ["check_input_fits", "fill_bn_counters", "format_report", "match_report", "read_file", "read_state_dict",
-           "sniff", "split_normalization", "strip_prefixes", "unwrap"]
+           "resolve_normalization", "sniff", "split_normalization", "strip_prefixes", "unwrap"]

@@ -59,7 +59,7 @@ def point_results(sweep_dir: str | Path) -> list[dict]:
 
 def sweep_fronts(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ref=(0.0, 0.0), k: float = 1.0) -> list[Path]:
     """Fronts of a sweep (PNG, JSON, CSV per group; fronts.md/.csv) under OUT_DIR (default SWEEP_DIR/fronts)."""
-    from ..fronts.report import write_fronts
+    from ..fronts.write import write_fronts
     results = point_results(sweep_dir)
     if not results:
         raise ValueError(f"sweep folder {sweep_dir} has no finished point (no points/*/eval.json matching its "
