@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from .threat import NORMS  # noqa: F401  (re-exported: pgd.py reads it here)
 
 
 def _per_sample(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
