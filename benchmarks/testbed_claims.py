@@ -10,7 +10,8 @@ listed as missing, never guessed) and writes points.csv (one row per trained run
 
 Verdict rule, the same for every claim: a difference d between two configurations is taken per seed (the
 same seed trains both from the same initialisation and batches) and averaged; its noise is the standard
-error over seeds, se = std(d)/sqrt(#seeds). "beyond the seed noise" means |mean d| > 2·se. A claim *holds*
+error over seeds, se = std(d)/sqrt(#seeds). "beyond the seed noise" means a two-sided paired t-test at 5 %:
+|mean d| > t(0.975, #seeds - 1)·se (4.30·se with 3 seeds, 12.7·se with 2). A claim *holds*
 when each difference it names is beyond the noise in the claimed direction; *does not hold* when one is
 beyond the noise in the opposite direction; otherwise it is *inconclusive at this scale*.
 """
@@ -111,13 +112,17 @@ def paired(summary: dict, a: str, b: str, key: str, fn=None) -> dict | None:
     return {"mean": m, "se": sd / math.sqrt(len(d)), "n_seeds": len(d), "per_seed": d}
 
 
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
 def beyond(d: dict | None) -> int:
-    """+1 / -1 when the paired difference is beyond twice its standard error, 0 otherwise (or unknown)."""
+    """+1 / -1 when the paired difference passes a two-sided 5 % t-test, 0 otherwise (or unknown)."""
     if d is None or d["n_seeds"] < 2:
         return 0
-    if d["mean"] > 2 * d["se"]:
+    t = T975.get(d["n_seeds"] - 1, 1.96) * d["se"]
+    if d["mean"] > t:
         return 1
-    return -1 if d["mean"] < -2 * d["se"] else 0
+    return -1 if d["mean"] < -t else 0
 
 
 def front_gap(summary: dict, configs: list[str], baseline: list[str]) -> dict | None:
