@@ -291,6 +291,37 @@ def figure(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def conflict_figure(rows: list[dict], path: Path) -> bool:
+    """CA-AT's diagnostics over training (CA-AT Fig. 2): per epoch the mean cos(g_c, g_a), the conflict
+    mu and the fraction of steps that projected, one line per configuration (mean over seeds)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [("cos", "cos(g_c, g_a)"), ("mu", "conflict μ"), ("projected_frac", "steps projected")]
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        if all(k in r["diag"] for k, _ in keys):
+            by.setdefault(r["config"], []).append(r["diag"])
+    if not by:
+        return False
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for c, diags in sorted(by.items()):
+        for ax, (k, title) in zip(axes, keys):
+            n = min(len(d[k]) for d in diags)
+            ys = [sum(d[k][i] for d in diags) / len(diags) for i in range(n)]
+            ax.plot(range(1, n + 1), ys, marker="o", ms=3, label=f"{c} ({len(diags)} seeds)")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.grid(alpha=.3)
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("CA-AT on the CPU testbed: gradient conflict during training (per-epoch means)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("root", help="the study folder (runs/testbed)")
@@ -306,6 +337,7 @@ def main(argv=None) -> int:
     cl = claims(summary)
     write(rows, missing, summary, cl, Path(a.out))
     figure(summary, Path(a.figures) / "front.png")
+    conflict_figure(rows, Path(a.figures) / "conflict.png")
     print((Path(a.out) / "claims.md").read_text())
     return 0
 
