@@ -5,7 +5,7 @@ import torch
 
 from robustfront.eval import metrics
 from robustfront.eval.cascade import _Runner
-from robustfront.eval.official import Collector
+from robustfront.attacks.official import Collector
 
 OOM = torch.cuda.OutOfMemoryError
 
