@@ -31,7 +31,7 @@ TINY_AA_BUDGETS = {"n_iter": 2, "n_queries": 5}
 def check_protocol(p: dict, where: str) -> dict:
     """A protocol mapping {name, label, attacks: [{key, attack, alpha?, steps?, eps?, norm?, note?}]}; one line
     per problem (note: where a budget comes from, or `unverified`)."""
-    from ..eval import check_attack_name
+    from ..eval import check_attacks
     if not isinstance(p, dict) or not isinstance(p.get("attacks"), list) or not p["attacks"] \
             or not isinstance(p.get("name"), str) or p["name"] == "standard":
         raise invalid(where, p, "a mapping with a name (not 'standard'), a label and a non-empty attacks list")
@@ -42,7 +42,7 @@ def check_protocol(p: dict, where: str) -> dict:
         for k in a:
             if k not in ATTACK_KEYS:
                 raise invalid(f"{where}.attacks key", k, ", ".join(ATTACK_KEYS), "unknown")
-        check_attack_name(a["attack"])
+        check_attacks([a["attack"]])   # the one attack vocabulary (EvalConfig's rule)
         for e in _eps_list(a.get("eps")):
             parse_number(e, f"{where}.attacks.eps")
         if a.get("alpha") is not None:
