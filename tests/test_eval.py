@@ -326,3 +326,29 @@ def test_evaluate_and_boundary_restore_each_modules_mode():
     assert [m.training for m in model.modules()] == before
     boundary_distance(model, x[:2], directions=10, max_steps=4)
     assert [m.training for m in model.modules()] == before
+
+
+def test_a_papers_step_size_and_iterations_are_part_of_the_request(tmp_path):
+    """alpha/steps (e.g. PGD-10 at step 2/225, a 10-iteration APGD-CE) run exactly those budgets: the same
+    masks as the attack built by hand; the state folder refuses to resume under another step size."""
+    from robustfront.eval import EvalConfig
+    x, y = blobs(3, n=24)
+    model = linear(x, y, 3)
+    cfg = EvalConfig(attacks=["pgd10", "apgd_ce", "cw"], eps=["8/255"], norm="Linf", alpha="2/225", steps=3,
+                     state=str(tmp_path / "s"))
+    res = evaluate(model, x, y, cfg).raw
+    for name, steps in (("pgd10", 10), ("apgd_ce", 3), ("cw", 3)):   # a count in the name wins over steps
+        atk = create_attack(name, ThreatModel(eps=8 / 255, alpha=2 / 225, steps=3))
+        torch.manual_seed(0)
+        ok, _ = atk.robust_mask(model, x, y, batch_size=500, seed=0)
+        assert res["robust_acc"][name] == ok.float().mean().item(), name
+        assert res["attack_settings"][name]["steps"] == steps
+    assert res["attack_settings"]["pgd10"]["alpha"] == pytest.approx(2 / 225)
+    default = evaluate(model, x, y, cfg.replace(alpha=None, steps=None, state=None, no_state=True)).raw
+    assert default["attack_settings"]["pgd10"]["alpha"] == pytest.approx(2 / 255)
+    with pytest.raises(ValueError, match="written for alpha=.2/225"):
+        evaluate(model, x, y, cfg.replace(alpha="1/255"))
+    for bad, match in ((dict(alpha="0"), "alpha=0"), (dict(steps=0), "steps=0"),
+                       (dict(attacks=["pgd10", "autoattack"], alpha="1/255"), "official AutoAttack")):
+        with pytest.raises(ValueError, match=match):
+            EvalConfig(**bad)

@@ -4,7 +4,8 @@
 as train's are from `TrainConfig`), what a sweep's `eval:` block is checked against, and what
 `eval.run` and `eval.evaluate` take. Every rule lives here once: the attack vocabulary (canonical
 spellings, each attack once), the budgets (numbers or fractions, each >= 0, none twice), the norms
-(`attacks.threat.NORMS`), shards, chunk sizes and reduced AutoAttack budgets. eps/norm None mean
+(`attacks.threat.NORMS`), the attacks' step size and iterations (alpha/steps: the rest of the
+`ThreatModel`, e.g. a paper's PGD-10 at step 2/225), shards, chunk sizes and reduced AutoAttack budgets. eps/norm None mean
 "the checkpoint's training threat model" (`with_training_defaults`; 8/255 and Linf without one).
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..fields import Checked, Num, coerce_fields, field_comments
 from ..validation import check_int, invalid, shown
 
 Split = Literal["test", "val"]
+FIXED_BUDGETS = ("fab", "fab_t", "square")   # single official attacks at the standard version's budgets
 
 
 def check_attacks(attacks, bounds=UNIT_BOX) -> list[str]:
@@ -131,6 +133,8 @@ class EvalConfig:
     attacks: Attacks = field(default_factory=lambda: ["pgd20", "autoattack"])  # comma-separated attack names
     eps: Optional[Budgets] = None        # budget, or a comma-separated sweep 2/255,4/255 (default: the checkpoint's training eps; 8/255 for --weights)
     norm: Optional[Norm] = None          # threat model (default: the checkpoint's; Linf for --weights)
+    alpha: Optional[Num] = None          # step size of the attacks that take one, e.g. 2/255 (default: each attack's own, PGD ε/4)
+    steps: Optional[int] = None          # iterations of the attacks whose name gives no count (cw, apgd_ce, ...; pgd20 keeps 20) (default: each attack's own)
     # -- on which points
     data: Optional[str] = None           # data set (default: the one the checkpoint was trained on; required with --weights)
     data_root: Optional[str] = None      # folder of the named data sets (default: the training run's)
@@ -152,12 +156,19 @@ class EvalConfig:
     def __post_init__(self):
         coerce_fields(self)
         check_int("seed", self.seed, 0, 2**63 - 1)   # torch.manual_seed takes a signed 64-bit integer
-        for name, v in (("n", self.n), ("batch_size", self.batch_size), ("resize", self.resize)):
+        for name, v in (("n", self.n), ("batch_size", self.batch_size), ("resize", self.resize), ("steps", self.steps)):
             if v is not None:
                 check_int(name, v, 1)
         if self.aa_budget and not any(a in AUTOATTACK_NAMES for a in self.attacks):
             raise invalid("aa_budget", self.aa_budget, "with an AutoAttack cascade in --attacks (autoattack, "
                           "autoattack_plus, autoattack_rand)", "given without one")
+        if self.alpha is not None and not self.alpha > 0:
+            raise invalid("alpha", self.alpha, "a step size > 0 such as 2/255")
+        fixed = [a for a in self.attacks if a in AUTOATTACK_NAMES or a in FIXED_BUDGETS]
+        if (self.alpha is not None or self.steps is not None) and fixed:
+            raise ValueError(f"alpha/steps with {', '.join(fixed)}: the official AutoAttack attacks keep their "
+                             f"budgets; allowed: alpha/steps with robustfront's own attacks and APGD (aa_budget "
+                             f"reduces a cascade's)")
         if self.state is not None and self.no_state:
             raise ValueError("--state and --no-state: give one of them")
         if self.sanity and self.shard is not None:

@@ -70,8 +70,11 @@ def request_key(cfg: EvalConfig, src: dict) -> str:
     """12 hex digits naming the evaluation request (for a default state folder inside a run)."""
     keys = ("attacks", "eps", "norm", "n", "seed", "split", "data", "data_root", "resize", "chunk_size",
             "aa_budget", "batch_size")
+    given = ("alpha", "steps")   # named only when set, so that older requests keep their folders
     text = json.dumps({"source": str(Path(src.get("checkpoint") or src.get("weights") or "").name),
-                       **{k: plain(v) for k, v in dataclasses.asdict(cfg).items() if k in keys}}, sort_keys=True, default=str)
+                       **{k: plain(v) for k, v in dataclasses.asdict(cfg).items() if k in keys},
+                       **{k: plain(v) for k, v in dataclasses.asdict(cfg).items() if k in given and v is not None}},
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

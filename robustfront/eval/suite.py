@@ -31,7 +31,7 @@ import torch
 from ..attacks import ThreatModel, create_attack
 from ..device import exact_fp32, precision_flags
 from ..models.modes import eval_mode
-from ..validation import invalid
+from ..validation import invalid, parse_number
 from .cascade import DEFAULT_CHUNK, GATHER_TIMEOUT_S, cascade_records
 from .cascade_state import digest_model, digest_points
 from .config import UNIT_BOX, EvalConfig, check_attacks
@@ -49,6 +49,19 @@ def _settings(atk) -> dict:
     keep = ("norm", "eps", "alpha", "steps", "restarts", "random_start", "loss", "kappa", "iterations", "samples",
             "decay", "version", "attacks", "n_target_classes")
     return {k: v for k, v in vars(atk).items() if k in keep}
+
+
+def _step_budget(cfg: EvalConfig) -> dict:
+    """The request's α and steps for the state's meta, only where given (older state folders stay valid)."""
+    out = {} if cfg.alpha is None else {"alpha": str(cfg.alpha)}
+    return out if cfg.steps is None else {**out, "steps": cfg.steps}
+
+
+def _threat(meta: dict, eps: float) -> ThreatModel:
+    """The threat model of one ε: the meta's norm, input box, and α and steps where given."""
+    alpha = meta.get("alpha")
+    return ThreatModel(norm=meta["norm"], eps=eps, alpha=None if alpha is None else parse_number(alpha, "alpha"),
+                       steps=meta.get("steps"), bounds=meta["bounds"])
 
 
 def _chunk_seed(seed: int, c: int) -> int:
@@ -135,11 +148,11 @@ def _evaluate(model, x, y, cfg: EvalConfig, bounds, log, data, split, ids, prove
                 "sweep": len(values) > 1, "norm": norm, "seed": seed, "batch_size": bs, "chunk_size": chunk, "n": n,
                 "ids": to_ranges(ids), "bounds": None if bounds is None else list(map(float, bounds)),
                 "budgets": budgets, "exact_fp32": exact,
-                "attack_settings": [{a: _settings(create_attack(a, ThreatModel(norm=norm, eps=e, bounds=bounds)))
-                                     for a in names} for e in values],
+                **_step_budget(cfg),
                 "run": {"data": data, "split": split, "model": getattr(model, "rf_config", {}).get("name"),
                         "batch_size": bs, "batch_size_auto": batch_size is None, "chunk_size": chunk},
                 "provenance": dict(provenance or {})}
+        meta["attack_settings"] = [{a: _settings(create_attack(a, _threat(meta, e))) for a in names} for e in values]
         meta = json.loads(json.dumps(meta))  # as a resumed run reads it back (tuples become lists)
         if store.folder is not None:
             meta["data_sha256"], meta["model_sha256"] = digest_points(x, y), digest_model(model)
@@ -211,7 +224,7 @@ class _Run:
 
     def _attack(self, k: int, name: str, eps: float, recs: dict) -> list:
         meta = self.meta
-        atk = create_attack(name, ThreatModel(norm=meta["norm"], eps=eps, bounds=meta["bounds"]))
+        atk = create_attack(name, _threat(meta, eps))
         todo = [r for r in recs.values() if name not in r["masks"]]
         bar = Progress(name, sum(r["stop"] - r["start"] for r in todo), label=f"  eps={eps:.4g}", every=5.0,
                        write=self.log)

@@ -6,11 +6,10 @@
 (b) "standard": robustfront's own: official AutoAttack (standard), PGD-20 and CW∞ on the full test set
     in exact fp32 (`STANDARD`).
 
-Every evaluation of `robustfront reproduce` goes through `evaluate_protocol`, so that switching to
-the coming `eval.run(EvalConfig, sources)` is a change of this one function. Today it uses the public
-API: `eval.load_for_eval` for the checkpoint and its test images, `eval.evaluate` for attacks at
-their own budgets (the AutoAttack cascade included), and `attacks.create_attack(...).robust_mask`
-for attacks with a paper's step size or iteration count.
+Every evaluation of `robustfront reproduce` goes through `evaluate_protocol`, and it through the one
+driver `eval.run(EvalConfig, [checkpoint])`, one request per protocol attack: a paper's step size and
+iteration count are the request's `alpha` and `steps` (the rest of the attack's threat model), so a
+paper's PGD-10 at step 2/225 runs exactly as `robustfront eval --attacks pgd10 --alpha 2/225` does.
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ TINY_AA_BUDGETS = {"n_iter": 2, "n_queries": 5}
 def check_protocol(p: dict, where: str) -> dict:
     """A protocol mapping {name, label, attacks: [{key, attack, alpha?, steps?, eps?, norm?, note?}]}; one line
     per problem (note: where a budget comes from, or `unverified`)."""
-    from ..eval import check_attack_name
+    from ..eval import check_attacks
     if not isinstance(p, dict) or not isinstance(p.get("attacks"), list) or not p["attacks"] \
             or not isinstance(p.get("name"), str) or p["name"] == "standard":
         raise invalid(where, p, "a mapping with a name (not 'standard'), a label and a non-empty attacks list")
@@ -42,7 +41,7 @@ def check_protocol(p: dict, where: str) -> dict:
         for k in a:
             if k not in ATTACK_KEYS:
                 raise invalid(f"{where}.attacks key", k, ", ".join(ATTACK_KEYS), "unknown")
-        check_attack_name(a["attack"])
+        check_attacks([a["attack"]])   # the one attack vocabulary (EvalConfig's rule)
         for e in _eps_list(a.get("eps")):
             parse_number(e, f"{where}.attacks.eps")
         if a.get("alpha") is not None:
@@ -66,61 +65,59 @@ def metric_keys(protocol: dict, train_eps) -> list[str]:
     return out
 
 
+def _request(a: dict, *, n, seed: int, device: str, tiny: bool):
+    """The EvalConfig of one protocol attack: its eps list and norm (None: the run's training ones), its
+    step size and iterations (alpha/steps, which the official cascades do not take), the tiny caps."""
+    from ..eval import EvalConfig
+    cascade = a["attack"].replace("-", "_").startswith("autoattack")
+    steps = a.get("steps")
+    if tiny and not cascade:
+        steps = min(steps or TINY_STEPS, TINY_STEPS)   # a count in the name (pgd20) still wins, as ever
+    return EvalConfig(attacks=[a["attack"]], eps=_eps_list(a.get("eps")) or None, norm=a.get("norm"),
+                      alpha=a.get("alpha"), steps=steps, n=n, seed=seed, device=device,
+                      aa_budget=TINY_AA_BUDGETS if tiny and cascade else None)
+
+
 def evaluate_protocol(checkpoint, protocol: dict, *, n: int | None = None, seed: int = 0, device: str = "auto",
                       tiny: bool = False, log=None) -> dict:
-    """Clean and robust accuracy (fractions) of CHECKPOINT's model on its test split under PROTOCOL.
+    """Clean and robust accuracy (fractions) of CHECKPOINT's model on its test split under PROTOCOL,
+    one `eval.run` per protocol attack (its state folder inside the run makes a long one resumable).
 
     n: a seeded subset of the test split (None: all of it). tiny: every attack capped at TINY_STEPS
     iterations and AutoAttack at TINY_AA_BUDGETS (the CPU smoke scale; never a number to report).
     Returns {"protocol", "clean", "robust": {metric key: acc}, "n", "checkpoint_epoch", "settings", "time_s"}.
     """
-    import torch
-
-    from ..attacks import ThreatModel, create_attack
     from ..checkpoint import load
-    from ..device import exact_fp32
-    from ..eval import evaluate, load_for_eval
-    from ..models import eval_mode
+    from ..eval import run
 
     t0 = time.perf_counter()
-    inp = load_for_eval(checkpoint, split="test", n=n, seed=seed, device=device)
-    cfg = inp.config or {}
-    train_eps, train_norm = str(cfg.get("eps", "8/255")), cfg.get("norm", "Linf")
-    clean, robust, settings = None, {}, {}
+    clean, n_points, robust, settings = None, None, {}, {}
     for a in protocol["attacks"]:
-        eps_list = _eps_list(a.get("eps")) or [train_eps]
-        norm = a.get("norm") or train_norm
-        steps = a.get("steps")
-        if tiny:
-            steps = min(steps or TINY_STEPS, TINY_STEPS)
-        plain = a.get("alpha") is None and steps is None
+        cfg = _request(a, n=n, seed=seed, device=device, tiny=tiny)
+        res = run(cfg, [checkpoint])
+        name = cfg.attacks[0]
+        eps_list = _eps_list(a.get("eps")) or res.eps_str
         for e in eps_list:
             key = f"{a['key']}@{e}" if len(eps_list) > 1 else a["key"]
-            eps = parse_number(e, "eps")
-            if plain or a["attack"].startswith("autoattack"):   # the suite, at each attack's own budgets
-                res = evaluate(inp.model, inp.x, inp.y, [a["attack"]], eps=eps, norm=norm, seed=seed,
-                               bounds=inp.dataset.bounds, data=inp.data, split="test",
-                               budgets=TINY_AA_BUDGETS if tiny and a["attack"].startswith("autoattack") else None)
-                robust[key] = res["robust_acc"][a["attack"].replace("-", "_")]
-                clean = res["clean_acc"] if clean is None else clean
-            else:                                                # the paper's step size / iterations
-                alpha = None if a.get("alpha") is None else parse_number(a["alpha"], "alpha")
-                atk = create_attack(a["attack"], ThreatModel(norm=norm, eps=eps, alpha=alpha, steps=steps,
-                                                             bounds=inp.dataset.bounds))
-                torch.manual_seed(seed)
-                with eval_mode(inp.model), exact_fp32():   # as the suite evaluates: eval mode, no TF32
-                    ok, _ = atk.robust_mask(inp.model, inp.x, inp.y, batch_size=256, seed=seed)
-                robust[key] = float(ok.float().mean())
-            settings[key] = {"attack": a["attack"], "eps": e, "norm": norm, "alpha": a.get("alpha"), "steps": steps}
+            point = next(p for p in res.points if abs(p.eps - parse_number(e, "eps")) <= 1e-12)
+            robust[key] = point.robust[name].mean
+            clean = point.clean.mean if clean is None else clean
+            settings[key] = {"attack": a["attack"], "eps": e, "norm": res.norm, "alpha": a.get("alpha"),
+                             "steps": cfg.steps, "attack_settings": _attack_settings(res.raw, e, name)}
             if log:
                 log(f"[reproduce] {protocol['name']} {key}: {100 * robust[key]:.2f}%")
-    if clean is None:
-        from ..eval import accuracy
-        clean = accuracy(inp.model, inp.x, inp.y)
-    state = load(checkpoint)
-    return {"protocol": protocol["name"], "clean": float(clean), "robust": robust, "n": int(len(inp.y)),
-            "checkpoint_epoch": state.get("epoch"), "settings": settings, "tiny": tiny,
+        n_points = res.n
+    return {"protocol": protocol["name"], "clean": float(clean), "robust": robust, "n": int(n_points),
+            "checkpoint_epoch": load(checkpoint).get("epoch"), "settings": settings, "tiny": tiny,
             "time_s": time.perf_counter() - t0}
+
+
+def _attack_settings(raw: dict, e, name: str) -> dict | None:
+    """What the attack ran with at ε = e (its step size and iterations), from the evaluation's result."""
+    for part in raw.get("sweep") or [raw]:
+        if abs(float(part["eps"]) - parse_number(e, "eps")) <= 1e-12:
+            return (part.get("attack_settings") or {}).get(name)
+    return None
 
 
 __all__ = ["STANDARD", "check_protocol", "evaluate_protocol", "metric_keys"]
