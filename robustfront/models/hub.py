@@ -18,7 +18,6 @@ its local cache.
 """
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from ..registry import parameters
 
 PREFIX = "hf-hub:"
 TIMM_NAMES = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")  # timm's own layout
@@ -37,7 +37,7 @@ def timm_architecture(model: nn.Module) -> tuple[str | None, dict]:
     name, size = str(cfg.get("name", "")), cfg.get("input_size")
     if name.startswith("timm:"):
         net = model.net
-        takes_size = "img_size" in inspect.signature(type(net).__init__).parameters
+        takes_size = "img_size" in parameters(type(net))
         args = dict(cfg.get("timm_kwargs") or {}, **({"img_size": size} if takes_size and size else {}))
         return name[len("timm:"):], args
     plain = not any(k in cfg for k in ("embed_dim", "depth", "num_heads")) and cfg.get("mlp_ratio", 4.0) == 4.0
