@@ -59,3 +59,21 @@ def test_the_check_catches_a_planted_sync(monkeypatch, plant, why):
     monkeypatch.setattr(RAAT, "dicar", dicar)
     found = _checked_step(_trainer("raat"))
     assert found and {w for _, w in found} == {why}, found
+
+
+def test_masked_batch_norm_with_under_two_samples_keeps_outputs_and_gradients_finite():
+    """No sample (or one) selected: the outputs are masked out of the loss by the caller, but they still
+    pass through the following layers and the backward; x/sqrt(eps) per BatchNorm layer would overflow a
+    deep network into inf/NaN gradients (RAAT#'s step was undone by the finite guard)."""
+    from robustfront.models.masked_bn import masked_batch_norm
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 5).requires_grad_()
+    rm, rv = torch.zeros(3), torch.ones(3)
+    for keep in (torch.zeros(4, dtype=torch.bool), torch.tensor([True, False, False, False])):
+        out = x
+        for _ in range(20):   # twenty BatchNorm layers in a row
+            out = masked_batch_norm(out, keep, rm, rv, torch.ones(3), torch.zeros(3), 0.1, 1e-5)
+        (out.sum() * 0).backward()
+        assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+        assert torch.equal(rm, torch.zeros(3)) and torch.equal(rv, torch.ones(3))   # no statistics moved
+        x.grad = None

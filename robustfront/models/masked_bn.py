@@ -33,7 +33,10 @@ def masked_batch_norm(x: Tensor, keep: Tensor, running_mean, running_var, weight
     mean = (xf * w).sum(dims) / n.clamp_min(1)
     centred = xf - mean.view(shape)
     var = (centred.square() * w).sum(dims) / n.clamp_min(1)
-    out = centred * torch.rsqrt(var + eps).view(shape)
+    # under two samples there are no batch statistics (the caller masks these outputs out of its loss):
+    # unit variance keeps the outputs, and so their gradients, finite instead of x/sqrt(eps)
+    norm_var = torch.where(images >= 2, var, torch.ones_like(var))
+    out = centred * torch.rsqrt(norm_var + eps).view(shape)
     if weight is not None:
         out = out * weight.view(shape)
     if bias is not None:
