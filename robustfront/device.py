@@ -2,6 +2,8 @@
 the matmul precision flags. One module, so that train, eval and bench make the same choices."""
 from __future__ import annotations
 
+import os
+
 import shutil
 import sys
 from contextlib import contextmanager, nullcontext
@@ -194,6 +196,21 @@ def exact_fp32():
     return tf32_flags(False)
 
 
-__all__ = ["CompiledNet", "autocast", "cpu_bf16_native", "exact_fp32", "fused_sgd_supported", "input_gradients_only",
+__all__ = ["CompiledNet", "autocast", "available_memory", "cpu_bf16_native", "exact_fp32", "fused_sgd_supported", "input_gradients_only",
            "tf32_flags", "maybe_compile", "precision_flags",
            "resolve_device", "set_tf32", "warn_emulated_bf16"]
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (MemAvailable), else the machine's physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..ticker import Ticker
 from ..validation import invalid, one_line, reason
+from ..device import available_memory
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
 _BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
@@ -45,21 +46,6 @@ def parse_resize(resize) -> tuple[int, int] | None:
     if not ok:
         raise invalid("resize", resize, "None, an integer >= 1 (the side), or (H, W) of integers >= 1")
     return int(h), int(w)
-
-
-def available_memory() -> int:
-    """Bytes of memory available now (MemAvailable), else the machine's physical memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
 
 
 def check_memory(n: int, shape, what: str, itemsize: int = 1, factor: float = 1.0) -> None:

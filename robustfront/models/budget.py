@@ -10,19 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..device import available_memory
 from ..validation import one_line
-
-
-def available_bytes() -> int | None:
-    """Memory the OS can give this process now (MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _gb(n: float) -> str:
@@ -31,7 +20,7 @@ def _gb(n: float) -> str:
 
 def check_elements(n: int, what: str, allowed: str, limit: int | None = None) -> None:
     """Refuse `n` float32 elements when they exceed half of `limit` bytes (default: memory available)."""
-    limit = available_bytes() if limit is None else limit
+    limit = available_memory() if limit is None else limit
     if limit is not None and 4 * n > limit // 2:
         raise ValueError(one_line(f"{what} needs {n:,} parameters ({_gb(4 * n)} as float32), more than half of the "
                                   f"{_gb(limit)} of memory available; allowed: {allowed}"))
@@ -47,4 +36,4 @@ def meta_parameter_count(build) -> int | None:
     return sum(p.numel() for p in model.parameters()) if isinstance(model, nn.Module) else None
 
 
-__all__ = ["available_bytes", "check_elements", "meta_parameter_count"]
+__all__ = ["check_elements", "meta_parameter_count"]
