@@ -159,3 +159,24 @@ def check_like(name: str, v: Any, default: Any) -> Any:
 
 __all__ = ["check_bool", "check_choice", "check_int", "check_like", "check_number", "check_path_text", "invalid",
            "one_line", "parse_number", "reason", "shown"]
+
+
+def fmt_eps(v) -> str:
+    """ε as "k/255" when within 1e-6 of k/255 (an integer as itself, 0 as "0"), else 4 significant digits."""
+    if v is None:
+        return "–"
+    if isinstance(v, str):
+        try:
+            v = float(Fraction(v.strip()))
+        except (ValueError, ZeroDivisionError):
+            return v
+    k = round(v * 255)
+    if abs(v - k / 255) <= 1e-6:
+        return str(k // 255) if k % 255 == 0 else f"{k}/255"
+    return f"{v:.4g}"
+
+
+def eps_text(v: float) -> str:
+    """ε for a log line: "8/255 (0.03137)" where it is k/255, else 5 significant digits."""
+    f = fmt_eps(v)
+    return f"{f} ({v:.4g})" if "/" in f else f"{v:.5g}"

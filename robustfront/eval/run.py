@@ -28,6 +28,7 @@ import json
 from pathlib import Path
 
 from ..fields import plain
+from ..validation import eps_text
 from .config import EvalConfig, sanity_with_shard
 from .result import EvalResult
 from .shards import rank, world_size
@@ -152,7 +153,7 @@ def run(cfg: EvalConfig, sources, *, log=None) -> EvalResult:
             whole = EvalResult.from_json(res)
             for p in whole.points:
                 accs = ", ".join(f"{k} {100 * v.mean:.2f}%" for k, v in p.robust.items())
-                say(f"eps={p.eps:.5g} all {whole.n} points: clean {100 * p.clean.mean:.2f}%, {accs}, "
+                say(f"eps={eps_text(p.eps)} all {whole.n} points: clean {100 * p.clean.mean:.2f}%, {accs}, "
                     f"worst {100 * p.worst_case.mean:.2f}%")
         if cfg.sanity:
             k = max(range(len(threat.eps)), key=threat.eps_values.__getitem__)  # masking shows most at the largest ε
@@ -172,7 +173,7 @@ def run(cfg: EvalConfig, sources, *, log=None) -> EvalResult:
            "seed": cfg.seed, "data": results[0]["data"], "eps_str": results[0]["eps_str"]}
     whole = EvalResult.from_json(out)
     for p in whole.points:
-        say(f"eps={p.eps:.5g} over {len(results)} checkpoints: clean {_pm(p.clean)}, "
+        say(f"eps={eps_text(p.eps)} over {len(results)} checkpoints: clean {_pm(p.clean)}, "
             + ", ".join(f"{k} {_pm(v)}" for k, v in p.robust.items()) + f", worst {_pm(p.worst_case)}")
     return whole
 

@@ -32,6 +32,7 @@ from ..attacks import ThreatModel, create_attack
 from ..device import exact_fp32, precision_flags
 from ..models.modes import eval_mode
 from ..validation import invalid, parse_number
+from ..validation import eps_text
 from .cascade import DEFAULT_CHUNK, GATHER_TIMEOUT_S, cascade_records
 from .cascade_state import digest_model, digest_points
 from .config import UNIT_BOX, EvalConfig, check_attacks
@@ -204,7 +205,7 @@ class _Run:
             self._clean(k, recs[c])
         mine_n = sum(r["stop"] - r["start"] for r in recs.values())
         clean = sum(int(from_bits(r["clean"]).sum()) for r in recs.values())
-        self._say(f"eps={eps:.5g} clean: {100 * clean / max(mine_n, 1):.2f}%")
+        self._say(f"eps={eps_text(eps)} clean: {100 * clean / max(mine_n, 1):.2f}%")
         for name in meta["attacks"]:
             t0 = time.perf_counter()
             if name in casc:
@@ -219,7 +220,7 @@ class _Run:
             else:
                 final = self._attack(k, name, eps, recs)
             robust = sum(int(f.sum()) for f in final)
-            self._say(f"eps={eps:.5g} {name}: {100 * robust / max(mine_n, 1):.2f}% ({time.perf_counter() - t0:.1f}s)")
+            self._say(f"eps={eps_text(eps)} {name}: {100 * robust / max(mine_n, 1):.2f}% ({time.perf_counter() - t0:.1f}s)")
         return {"chunks": recs, "cascades": runs}
 
     def _attack(self, k: int, name: str, eps: float, recs: dict) -> list:

@@ -9,21 +9,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .rows import AXES
-
-
-def fmt_eps(v) -> str:
-    """ε as "k/255" when within 1e-6 of k/255 (an integer as itself, 0 as "0"), else 4 significant digits."""
-    if v is None:
-        return "–"
-    if isinstance(v, str):
-        try:
-            v = float(Fraction(v.strip()))
-        except (ValueError, ZeroDivisionError):
-            return v
-    k = round(v * 255)
-    if abs(v - k / 255) <= 1e-6:
-        return str(k // 255) if k % 255 == 0 else f"{k}/255"
-    return f"{v:.4g}"
+from ..validation import fmt_eps  # noqa: F401  (the tables' name for it)
 
 
 def eps_with_decimal(v) -> str:
