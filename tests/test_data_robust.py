@@ -177,8 +177,8 @@ def test_interrupted_extraction_leaves_nothing_complete_and_is_redone(tmp_path, 
     archive = tgz(tree(tmp_path / "src" / "mini"), tmp_path / "mini.tar.gz")
     real = _cache._unpack
 
-    def dies_halfway(a, dest):
-        real(a, dest)
+    def dies_halfway(a, dest, tick=None):
+        real(a, dest, tick)
         (dest / "half").write_text("x")
         raise KeyboardInterrupt  # like Ctrl-C after the members were written, before the marker
     monkeypatch.setattr(_cache, "_unpack", dies_halfway)

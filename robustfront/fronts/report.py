@@ -38,7 +38,9 @@ def expand_sweeps(run_dirs: list[str]) -> tuple[list[Path], list[Path]]:
             runs += point_dirs(d)
         else:
             runs.append(d)
-    return runs, sweeps
+    seen: set = set()   # a folder named twice (or inside a sweep also named) is one run, not two seeds
+    runs = [r for r in runs if not (r.resolve() in seen or seen.add(r.resolve()))]
+    return runs, list(dict.fromkeys(sweeps))
 
 
 def collect(run_dirs: list[str]) -> dict:
