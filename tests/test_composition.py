@@ -64,7 +64,7 @@ def test_parts_are_chosen_independently_and_opts_are_routed():
 @pytest.mark.parametrize("kw,match", [
     (dict(method="awp", combiner="ca_at", opts={"gamma": 0.9}),
      r"option 'gamma' is a hyper-parameter of both combiner 'ca_at' and wrapper 'awp'; allowed: combiner.gamma or awp.gamma"),
-    (dict(method="pgd_at", opts={"beta": 6}), "option 'beta' is not a hyper-parameter of this method; allowed: none"),
+    (dict(method="pgd_at", opts={"beta": 6}), "option 'beta' is not a hyper-parameter of this method; allowed: label_smoothing"),
     (dict(method="trades", opts={"objective.gama": 6}),
      r"option 'objective.gama' is not a hyper-parameter of objective 'trades'; allowed: beta, clean_first"),
     (dict(method="trades", opts={"awp.gamma": 0.1}), r"opt='awp.gamma' is for the unknown part 'awp'"),

@@ -133,7 +133,7 @@ def test_schema_errors_are_one_line_and_name_the_problem():
     one_line_error({"base": BASE, "methods": {"vanilla": {"grid": {"opts.lam": [0.5, 2]}}}},
                    "point method=vanilla,lam=2:", "lam=2")
     one_line_error({"base": BASE, "methods": {"vanilla": {"grid": {"opts.gamma": [0.5]}}}},
-                   "option 'gamma'", "allowed: clean_first, clean_weight, lam")
+                   "option 'gamma'", "allowed: clean_first, clean_weight, label_smoothing, lam")
     one_line_error({"base": BASE, "grid": {"epochs": [1, 0]}}, "point epochs=0:", "epochs=0")
 
 
