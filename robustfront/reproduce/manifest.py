@@ -165,7 +165,7 @@ def select(entries: list[Entry], selection: list[str]) -> list[Entry]:
         if not hits:
             tables = sorted({e.table for e in entries})
             raise invalid("selection", s, f"all, a paper ({', '.join(PAPERS)}), a table ({', '.join(tables)}), "
-                                          f"an entry id, an id pattern, or a sweep file (testbed)", "matches nothing")
+                                          f"an entry id, an id pattern, or a sweep file (testbed)", "not a selection: it matches nothing")
         for e in hits:
             if e.id not in seen:
                 seen.add(e.id)
