@@ -24,6 +24,22 @@ def _visible_dirs(d: Path) -> list[Path]:
     return sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith((".", "__MACOSX")))
 
 
+# Layouts recognised by the files a folder holds: (layout, files that must exist, folders that must exist)
+MARKERS = (("cifar10", ("data_batch_1", "batches.meta"), ()),
+           ("cifar100", ("train", "meta"), ()),
+           ("tiny-imagenet", ("wnids.txt",), ()),
+           ("cub", ("images.txt", "train_test_split.txt"), ()),
+           ("stanford-dogs", ("train_list.mat",), ("Images",)),
+           ("folder", (), ("train",)))
+
+
+def _marked(d: Path) -> str | None:
+    for kind, files, dirs in MARKERS:
+        if all((d / f).is_file() for f in files) and all((d / f).is_dir() for f in dirs):
+            return kind
+    return None
+
+
 def detect_layout(path: Path) -> tuple[str, Path]:
     """(layout, folder) for a dataset folder, looking through single wrapper folders
     (archives often hold e.g. cifar10/train/... or CUB_200_2011/images/...)."""
@@ -32,18 +48,9 @@ def detect_layout(path: Path) -> tuple[str, Path]:
         for kind, sub in FOLDERS.items():
             if (d / sub).is_dir():
                 return kind, d / sub
-        if (d / "data_batch_1").is_file() and (d / "batches.meta").is_file():
-            return "cifar10", d
-        if (d / "train").is_file() and (d / "meta").is_file():
-            return "cifar100", d
-        if (d / "wnids.txt").is_file():
-            return "tiny-imagenet", d
-        if (d / "images.txt").is_file() and (d / "train_test_split.txt").is_file():
-            return "cub", d
-        if (d / "Images").is_dir() and (d / "train_list.mat").is_file():
-            return "stanford-dogs", d
-        if (d / "train").is_dir():
-            return "folder", d
+        kind = _marked(d)
+        if kind is not None:
+            return kind, d
         dirs = _visible_dirs(d)
         if len(dirs) >= 2 and all(_NUMBERED.match(c.name) for c in dirs):
             return "caltech", d

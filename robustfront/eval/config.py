@@ -82,18 +82,21 @@ class Budgets(list, Checked):
         return out
 
 
+def _int(name, v, allowed: str, whole=None, lo: int | None = 1) -> int:
+    """An integer >= lo given as a number or a string; else one line naming `whole` (default v) and `allowed`."""
+    try:
+        return check_int(name, int(v) if isinstance(v, str) else v, lo)
+    except ValueError:
+        raise invalid(name, v if whole is None else whole, allowed) from None
+
+
 class ChunkSize(Checked):
     """Points per independently attacked chunk: an integer >= 1, or "all" (one chunk)."""
     metavar = "N|all"
 
     @classmethod
     def check(cls, name, v):
-        if v == "all":
-            return v
-        try:
-            return check_int(name, int(v) if isinstance(v, str) else v, 1)
-        except ValueError:
-            raise invalid(name, v, "an integer >= 1, or all (one chunk: the official runner's batching)") from None
+        return v if v == "all" else _int(name, v, "an integer >= 1, or all (one chunk: the official runner's batching)")
 
 
 class AABudget(dict, Checked):
@@ -104,11 +107,9 @@ class AABudget(dict, Checked):
     def check(cls, name, v):
         out = cls()
         pairs = v.items() if isinstance(v, Mapping) else (p.partition("=")[::2] for p in _items(v))
+        allowed = "key=integer pairs, e.g. n_iter=10,n_queries=100"
         for key, value in pairs:
-            try:
-                out[str(key).strip()] = check_int(name, int(value) if isinstance(value, str) else value)
-            except ValueError:
-                raise invalid(name, v, "key=integer pairs, e.g. n_iter=10,n_queries=100") from None
+            out[str(key).strip()] = _int(name, value, allowed, whole=v, lo=None)
         if not out:
             raise invalid(name, v, "key=integer pairs, e.g. n_iter=10,n_queries=100")
         return out
