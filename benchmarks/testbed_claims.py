@@ -6,7 +6,8 @@ testbed sweeps, average over seeds, judge each paper's claim against the seed no
 Reads OUT/<sweep>/points/<point>/{eval.json,status.json,metrics.jsonl} (points without eval.json are
 listed as missing, never guessed) and writes points.csv (one row per trained run and seed), summary.json
 (per configuration: mean ± sample std over seeds of clean, PGD-20 and AutoAttack accuracy), claims.json/.md
-(the verdicts with their numbers) and the figures.
+(the verdicts with their numbers), calibration.md (OUT/calibration: one knob larger at a time, beside the
+chosen setting's standard and PGD-AT rows) and the figures.
 
 Verdict rule, the same for every claim: a difference d between two configurations is taken per seed (the
 same seed trains both from the same initialisation and batches) and averaged; its noise is the standard
@@ -76,7 +77,7 @@ def diagnostics(path: Path) -> dict:
             continue
         if "epoch" not in r:
             continue
-        for k in ("cos", "mu", "projected_frac", "gop_rate", "gop_frac", "cos_mean"):
+        for k in ("cos", "mu", "projected_frac", "gop_freq", "neg_frac", "cos_mean"):
             if isinstance(r.get(k), (int, float)):
                 out.setdefault(k, []).append(r[k])
     return out
@@ -233,6 +234,53 @@ def write(rows, missing, summary, cl, out: Path) -> None:
     (out / "claims.md").write_text("\n".join(lines) + "\n")
 
 
+CAL_KNOBS = ("resize", "width", "epochs", "train_n", "attack_steps")
+CHOSEN = {"resize": 16, "width": 16, "epochs": 10, "train_n": 10000, "attack_steps": 5}
+
+
+def calibration(root: Path, summary: dict, out: Path) -> None:
+    """calibration.md: per setting (the chosen one, then each knob made larger) standard training and PGD-AT:
+    clean, PGD-20, AutoAttack, the clean gap, AA gain, and the wall time of PGD-AT's training and AA."""
+    runs: dict[tuple, dict] = {}
+    folder = root / "calibration" / "points"
+    for point in sorted(folder.glob("*")) if folder.is_dir() else []:
+        meta, ev, st = _load(point / "point.json"), _load(point / "eval.json"), _load(point / "status.json")
+        if not meta or not ev or not ev.get("complete", True):
+            continue
+        v = meta["varied"]
+        knob = tuple((k, v[k]) for k in CAL_KNOBS if k in v and v[k] != CHOSEN[k])
+        runs.setdefault(knob, {})[v["method"]] = {
+            "clean": (ev["clean_acc"], None), "pgd20": (ev["robust_acc"].get("pgd20"), None),
+            "aa": (ev["robust_acc"].get("autoattack"), None), "n_seeds": 1,
+            "train_s": (st or {}).get("train_wall_s"), "aa_s": ev.get("time_s", {}).get("autoattack")}
+    if not runs:
+        return
+    def timed(c):  # the seeds' mean wall times beside the summary's accuracies
+        seeds = summary[c]["seeds"].values()
+        mean = lambda k: sum(r[k] for r in seeds if r[k]) / max(1, sum(1 for r in seeds if r[k]))  # noqa: E731
+        return {**summary[c], "train_s": mean("train_wall_s"), "aa_s": mean("aa_s")}
+    chosen = {m: timed(m) for m in ("standard", "pgd_at") if m in summary}
+    lines = ["| setting | seeds | standard clean | PGD-AT clean | clean gap | standard AA | PGD-AT AA | AA gain | "
+             "PGD-AT PGD-20 | PGD-AT train s | PGD-AT AA s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    pct = lambda v: "n/a" if v is None or v[0] is None else (f"{100 * v[0]:.1f}" + (
+        f" ± {100 * v[1]:.1f}" if v[1] is not None else ""))  # noqa: E731
+    sec = lambda v: "n/a" if v is None else f"{v:.0f}"  # noqa: E731
+    rows = [("chosen: 16 px, width 16, 10 epochs, 10 000 images, PGD-5", chosen, None)]
+    rows += [(", ".join(f"{k} {v}" for k, v in knob), runs[knob], runs[knob]) for knob in sorted(runs) if knob]
+    for name, r, raw in rows:
+        s, a = r.get("standard"), r.get("pgd_at")
+        gap = lambda k: "n/a" if not (s and a) or s[k][0] is None or a[k][0] is None else \
+            f"{100 * (a[k][0] - s[k][0]):+.1f}"  # noqa: E731
+        seeds = min((x["n_seeds"] for x in (s, a) if x), default=0)
+        lines.append(f"| {name} | {seeds} | {pct(s and s['clean'])} | {pct(a and a['clean'])} | {gap('clean')} | "
+                     f"{pct(s and s['aa'])} | {pct(a and a['aa'])} | {gap('aa')} | {pct(a and a['pgd20'])} | "
+                     f"{sec(a and a.get('train_s'))} | {sec(a and a.get('aa_s'))} |")
+    lines.append("")
+    lines.append("Times: wall seconds of the study's runs (one thread per point, two points at a time, on the shared "
+                 "machine; the chosen setting's: the mean over its seeds); the idle machine's are in idle_timing.json.")
+    (out / "calibration.md").write_text("\n".join(lines) + "\n")
+
+
 def machine() -> dict:
     flags = set()
     try:
@@ -336,6 +384,7 @@ def main(argv=None) -> int:
     summary = summarize(rows)
     cl = claims(summary)
     write(rows, missing, summary, cl, Path(a.out))
+    calibration(root, summary, Path(a.out))
     figure(summary, Path(a.figures) / "front.png")
     conflict_figure(rows, Path(a.figures) / "conflict.png")
     print((Path(a.out) / "claims.md").read_text())
