@@ -339,6 +339,153 @@ def figure(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+FAMILIES = (("CA-AT", (("cos", "cos(g_c, g_a)"), ("mu", "conflict μ"), ("projected_frac", "steps projected"))),
+            ("AGR", (("cos_mean", "mean per-tensor cos(g_c, g_a)"), ("gop_freq", "tensors projected (GOP)"),
+                     ("neg_frac", "tensors with cos < 0"))))
+
+
+def conflict_figure(rows: list[dict], path: Path) -> bool:
+    """The surgery combiners' diagnostics over training, as their papers plot them: CA-AT (Fig. 2) per epoch
+    the mean cos(g_c, g_a), the conflict μ and the fraction of steps that projected; AGR per epoch the mean
+    per-tensor cosine, the fraction of tensors projected (GOP) and of tensors in conflict; one line per
+    configuration (mean over seeds), one row of panels per method that logged them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    found = []
+    for fam, keys in FAMILIES:
+        by: dict[str, list[dict]] = {}
+        for r in rows:
+            if all(k in r["diag"] for k, _ in keys):
+                by.setdefault(r["config"], []).append(r["diag"])
+        if by:
+            found.append((fam, keys, by))
+    if not found:
+        return False
+    fig, axes = plt.subplots(len(found), 3, figsize=(11, 3.4 * len(found)), squeeze=False)
+    for row, (fam, keys, by) in zip(axes, found):
+        for c, diags in sorted(by.items()):
+            for ax, (k, title) in zip(row, keys):
+                n = min(len(d[k]) for d in diags)
+                ys = [sum(d[k][i] for d in diags) / len(diags) for i in range(n)]
+                ax.plot(range(1, n + 1), ys, marker="o", ms=3, label=f"{c} ({len(diags)} seeds)")
+                ax.set_title(f"{fam}: {title}", fontsize=9)
+                ax.set_xlabel("epoch")
+                ax.xaxis.get_major_locator().set_params(integer=True)
+                ax.grid(alpha=.3)
+        row[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Gradient conflict during training on the CPU testbed (per-epoch means)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+CAL_KNOBS = ("resize", "width", "epochs", "train_n", "attack_steps")
+CHOSEN = {"resize": 16, "width": 16, "epochs": 10, "train_n": 10000, "attack_steps": 5}
+
+
+def calibration(root: Path, summary: dict, out: Path) -> None:
+    """calibration.md: per setting (the chosen one, then each knob made larger) standard training and PGD-AT:
+    clean, PGD-20, AutoAttack, the clean gap, AA gain, and the wall time of PGD-AT's training and AA."""
+    runs: dict[tuple, dict] = {}
+    folder = root / "calibration" / "points"
+    for point in sorted(folder.glob("*")) if folder.is_dir() else []:
+        meta, ev, st = _load(point / "point.json"), _load(point / "eval.json"), _load(point / "status.json")
+        if not meta or not ev or not ev.get("complete", True):
+            continue
+        v = meta["varied"]
+        knob = tuple((k, v[k]) for k in CAL_KNOBS if k in v and v[k] != CHOSEN[k])
+        runs.setdefault(knob, {})[v["method"]] = {
+            "clean": (ev["clean_acc"], None), "pgd20": (ev["robust_acc"].get("pgd20"), None),
+            "aa": (ev["robust_acc"].get("autoattack"), None), "n_seeds": 1,
+            "train_s": (st or {}).get("train_wall_s"), "aa_s": ev.get("time_s", {}).get("autoattack")}
+    if not runs:
+        return
+    def timed(c):  # the seeds' mean wall times beside the summary's accuracies
+        seeds = summary[c]["seeds"].values()
+        mean = lambda k: sum(r[k] for r in seeds if r[k]) / max(1, sum(1 for r in seeds if r[k]))  # noqa: E731
+        return {**summary[c], "train_s": mean("train_wall_s"), "aa_s": mean("aa_s")}
+    chosen = {m: timed(m) for m in ("standard", "pgd_at") if m in summary}
+    lines = ["| setting | seeds | standard clean | PGD-AT clean | clean gap | standard AA | PGD-AT AA | AA gain | "
+             "PGD-AT PGD-20 | PGD-AT train s | PGD-AT AA s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    pct = lambda v: "n/a" if v is None or v[0] is None else (f"{100 * v[0]:.1f}" + (
+        f" ± {100 * v[1]:.1f}" if v[1] is not None else ""))  # noqa: E731
+    sec = lambda v: "n/a" if v is None else f"{v:.0f}"  # noqa: E731
+    rows = [("chosen: 16 px, width 16, 10 epochs, 10 000 images, PGD-5", chosen, None)]
+    rows += [(", ".join(f"{k} {v}" for k, v in knob), runs[knob], runs[knob]) for knob in sorted(runs) if knob]
+    for name, r, raw in rows:
+        s, a = r.get("standard"), r.get("pgd_at")
+        gap = lambda k: "n/a" if not (s and a) or s[k][0] is None or a[k][0] is None else \
+            f"{100 * (a[k][0] - s[k][0]):+.1f}"  # noqa: E731
+        seeds = min((x["n_seeds"] for x in (s, a) if x), default=0)
+        lines.append(f"| {name} | {seeds} | {pct(s and s['clean'])} | {pct(a and a['clean'])} | {gap('clean')} | "
+                     f"{pct(s and s['aa'])} | {pct(a and a['aa'])} | {gap('aa')} | {pct(a and a['pgd20'])} | "
+                     f"{sec(a and a.get('train_s'))} | {sec(a and a.get('aa_s'))} |")
+    lines.append("")
+    lines.append("Times: wall seconds of the study's runs (one thread per point, two points at a time, on the shared "
+                 "machine; the chosen setting's: the mean over its seeds); the idle machine's are in idle_timing.json.")
+    (out / "calibration.md").write_text("\n".join(lines) + "\n")
+
+
+def machine() -> dict:
+    flags = set()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":")[1].split())
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "load": os.getloadavg(),
+            "simd": sorted(f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"))}
+
+
+def figure(summary: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fam = {"weighted average (λ)": ["standard", "vanilla (lam=0.25)", "vanilla (lam=0.5)", "vanilla (lam=0.75)",
+                                    "pgd_at"],
+           "CA-AT (γ)": sorted(c for c in summary if c.startswith("ca_at")),
+           "TRADES (β)": sorted(c for c in summary if c.startswith("trades"))}
+    singles = [c for c in summary if summary[c]["method"] in ("agr", "agr_trades", "mart", "cons_at", "raat",
+                                                                "raat_pp")]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    colors = iter(["tab:blue", "tab:red", "tab:green"])
+    offsets = iter([(5, -11), (5, 5), (-14, 6)])  # one side per family, so that labels of near points do not meet
+    for name, cs in fam.items():
+        cs = [c for c in cs if c in summary and summary[c]["aa"]]
+        if not cs:
+            continue
+        col, off = next(colors), next(offsets)
+        pts = sorted((summary[c]["clean"], summary[c]["aa"], c) for c in cs)
+        ax.plot([100 * p[0][0] for p in pts], [100 * p[1][0] for p in pts], "-", color=col, alpha=.5)
+        ax.errorbar([100 * p[0][0] for p in pts], [100 * p[1][0] for p in pts],
+                    xerr=[100 * p[0][1] for p in pts], yerr=[100 * p[1][1] for p in pts], fmt="o", color=col,
+                    capsize=2, label=name)
+        for (cm, am, c) in pts:
+            knob = c.split("=")[-1].rstrip(")") if "=" in c else c.replace("standard", "λ=0").replace("pgd_at", "λ=1")
+            ax.annotate(knob, (100 * cm[0], 100 * am[0]), textcoords="offset points", xytext=off, fontsize=7,
+                        color=col)
+    markers = iter("s^vDPX")
+    for c in singles:
+        s = summary[c]
+        if s["aa"]:
+            ax.errorbar(100 * s["clean"][0], 100 * s["aa"][0], xerr=100 * s["clean"][1], yerr=100 * s["aa"][1],
+                        fmt=next(markers), color="0.3", capsize=2, label=c)
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel("AutoAttack accuracy (%), L∞ ε = 8/255")
+    ax.set_title("CPU testbed: CIFAR-10 (JPEG copy) 16×16, small_cnn w16, 10 epochs; mean ± std over seeds",
+                 fontsize=9)
+    ax.grid(alpha=.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def conflict_figure(rows: list[dict], path: Path) -> bool:
     """CA-AT's diagnostics over training (CA-AT Fig. 2): per epoch the mean cos(g_c, g_a), the conflict
     mu and the fraction of steps that projected, one line per configuration (mean over seeds)."""
