@@ -143,6 +143,29 @@ def front_gap(summary: dict, configs: list[str], baseline: list[str]) -> dict | 
     return {"mean": m, "se": sd / math.sqrt(len(per_seed)), "n_seeds": len(per_seed), "per_seed": per_seed}
 
 
+def hypervolume(pts: list[tuple[float, float]]) -> float:
+    """Area dominated by the points (clean, AA) above the reference (0, 0): the union of their boxes."""
+    area, best = 0.0, 0.0
+    for c, r in sorted(pts, reverse=True):  # sweep from the largest clean accuracy leftwards
+        if r > best:
+            area += c * (r - best)
+            best = r
+    return area
+
+
+def paired_hv(summary: dict, a: list[str], b: list[str]) -> dict | None:
+    """Mean ± standard error over seeds of hypervolume(b's points) - hypervolume(a's points)."""
+    if not all(c in summary for c in a + b):
+        return None
+    seeds = sorted(set.intersection(*(set(summary[c]["seeds"]) for c in a + b)))
+    if not seeds:
+        return None
+    pts = lambda fam, s: [(summary[c]["seeds"][s]["clean"], summary[c]["seeds"][s]["aa"]) for c in fam]  # noqa: E731
+    d = [hypervolume(pts(b, s)) - hypervolume(pts(a, s)) for s in seeds]
+    m, sd = mean_std(d)
+    return {"mean": m, "se": sd / math.sqrt(len(d)), "n_seeds": len(d), "per_seed": d}
+
+
 def interp(pts: list[tuple[float, float]], x: float) -> float:
     """The upper envelope's AA at clean accuracy x: the best AA among baseline points with clean >= x,
     so a baseline point to the right and above counts (Pareto dominance), else linear between neighbours."""
@@ -198,8 +221,16 @@ def claims(summary: dict) -> list[dict]:
             dc, da = paired(summary, base, new, "clean"), paired(summary, base, new, "aa")
             out.append({"claim": f"RAAT (Table 1): {new} above {base} on both axes", "test": "paired by seed",
                         "differences": {"clean": pp(dc), "AA": pp(da)}, "verdict": verdict([(dc, +1), (da, +1)])})
+    hv = paired_hv(summary, weighted, gammas) if gammas else None
+    out.append({"claim": "CA-AT (Fig. 4a), by area: the gamma front's hypervolume exceeds the weighted front's",
+                "test": "per seed: hypervolume (reference (0, 0), clean x AA) of the 5 gamma points minus that of "
+                        "the 5 lambda points (standard and PGD-AT its ends)",
+                "differences": {"hypervolume (x100)": pp(hv)}, "verdict": verdict([(hv, +1)])})
     if trades:
-        for name, fam in (("CA-AT", gammas),):
+        fams = (("CA-AT", gammas), ("AT + AGR", ["agr"]), ("TRADES + AGR", ["agr_trades"]), ("RAAT", ["raat"]),
+                ("RAAT++", ["raat_pp"]), ("MART", ["mart"]), ("Cons-AT", ["cons_at"]))
+        for name, fam in fams:
+            fam = [c for c in fam if c in summary]
             d = front_gap(summary, fam, weighted + trades) if fam else None
             out.append({"claim": f"{name} against the baseline front (weighted average and TRADES beta)",
                         "test": "AA gap at equal clean accuracy to the union front, mean over the family",
