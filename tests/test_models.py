@@ -90,6 +90,27 @@ def test_model_config_is_plain_and_drops_none():
     assert "width" not in info(create_model("small_cnn", width=None)).config  # None keeps the default
 
 
+
+def test_model_info_travels_with_the_model_and_reads_as_defaults_elsewhere():
+    import copy
+    import dataclasses
+    from robustfront.models import prepare_finetune
+    from robustfront.models.info import ModelInfo, record
+    from robustfront.train.ema import EMA
+    model = prepare_finetune(create_model("small_cnn", 3, width=4), "linear")
+    facts = info(model)
+    assert facts.name == "small_cnn" and facts.peft == {"mode": "linear"} and facts.head is None
+    for twin in (copy.deepcopy(model), EMA(model, 0.9).model):   # weight averaging copies the model
+        assert info(twin) == facts and info(twin).config is not facts.config
+    assert set(model.state_dict()) == set(create_model("small_cnn", 3, width=4).state_dict())  # no key added
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))   # built elsewhere
+    assert info(plain) == ModelInfo() and info(plain).name is None and info(plain).peft is None
+    with pytest.raises(dataclasses.FrozenInstanceError):   # a write on the detached default would be lost
+        info(plain).peft = {"mode": "full"}
+    assert info(record(plain, head="1")).head == "1" and info(plain).config is None
+    with pytest.raises(TypeError):
+        record(plain, heads="1")
+
 def test_load_model_round_trip(tmp_path):
     torch.manual_seed(0)
     model = create_model("small_cnn", 4, in_channels=1, input_size=8, width=8, mean=[0.3], std=[0.2])

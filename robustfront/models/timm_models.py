@@ -46,8 +46,8 @@ class TimmModel(AdaptsPretrained, nn.Module):
         super().__init__()
         self.normalize = Normalize(mean, std, in_channels)
         self.net = net
-        # timm's classifier accessor, which a model registered with timm by other code may lack
-        head = net.get_classifier() if hasattr(net, "get_classifier") else None
+        has_head = hasattr(net, "get_classifier")  # timm's accessor; a model other code registers may lack it
+        head = net.get_classifier() if has_head else None
         names = [n for n, m in net.named_modules() if m is head and n]
         # a plain timm state dict maps onto "net.<key>"; without a named classifier
         # models.pretrained.find_head uses its convention (the last nn.Linear)
