@@ -43,6 +43,7 @@ from robustfront.attacks.autoattack import AutoAttack  # noqa: E402
 from robustfront.checkpoint import save_atomic, write_json_atomic, write_text_atomic  # noqa: E402
 from robustfront.data import DeviceLoader, load_dataset  # noqa: E402
 from robustfront.models import create_model, trainable_parameters  # noqa: E402
+from robustfront.models.info import info  # noqa: E402
 from robustfront.models.peft import parameter_counts  # noqa: E402
 from robustfront.train import TrainConfig, build_trainer  # noqa: E402
 
@@ -182,7 +183,7 @@ def run(cfg: dict, out: Path, device: str = "cpu", seed: int = 0) -> dict:
             method, knob = METHODS[name]
             tc = TrainConfig(data=str(cfg["data"]), model="vit_tiny_patch4_32", model_args=arch, method=method,
                              opts={knob: float(value)} if knob and value else {}, pretrained=str(base_file),
-                             input_mean=base.rf_config["mean"], input_std=base.rf_config["std"], finetune=mode,
+                             input_mean=info(base).config["mean"], input_std=info(base).config["std"], finetune=mode,
                              epochs=cfg["finetune_epochs"], batch_size=cfg["batch"], lr=cfg["lr"], momentum=0.9,
                              weight_decay=0.0, schedule="onecycle", eps=str(cfg["eps"]),
                              alpha=repr(eps / 4), attack_steps=cfg["attack_steps"], seed=seed, val_size=0,
@@ -196,7 +197,7 @@ def run(cfg: dict, out: Path, device: str = "cpu", seed: int = 0) -> dict:
                    "step_time_s": statistics.median(times), "step_cpu_time_s": statistics.median(cpu),
                    "peak_memory_growth_bytes": mem,
                    "seconds": round(time.time() - t0, 1), **evaluate(model, x_test, y_test, eps, cfg["n_aa"]),
-                   "head": model.rf_pretrained_report["head"]}
+                   "head": info(model).pretrained_report["head"]}
             save_atomic({**trainer.state_dict(), "config": tc.to_dict()}, out / f"{mode}_{name}.pt")
             rows.append(row)
             print(json.dumps({k: row[k] for k in ("mode", "method", "trainable", "clean", "pgd20", "autoattack",

@@ -335,3 +335,44 @@ def test_wrappers_forward_the_wrapped_objective_once():
     for f in ("base.py", "slots.py", "awp.py"):
         text = (PKG / "objectives" / f).read_text()
         assert "getattr(" not in text and "hasattr(" not in text, f
+
+
+def _attribute_names(tree: ast.AST):
+    """(line, name) of every attribute a module reads or writes by name: `x.name`, getattr/hasattr/
+    setattr/delattr(x, "name"), and `name = ...` in a class body."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            yield node.lineno, node.attr
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and len(node.args) > 1 \
+                and node.func.id in ("getattr", "hasattr", "setattr", "delattr") \
+                and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str):
+            yield node.lineno, node.args[1].value
+        elif isinstance(node, ast.ClassDef):
+            for stmt in node.body:
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else \
+                    [stmt.target] if isinstance(stmt, ast.AnnAssign) else []
+                yield from ((stmt.lineno, t.id) for t in targets if isinstance(t, ast.Name))
+
+
+def test_model_facts_are_declared_in_model_info():
+    """No ad-hoc `rf_*` attribute is read or written on a model (or anything else): the facts are
+    ModelInfo's fields, read through models.info.info(model) and set through record()."""
+    found = [f"{f.relative_to(PKG).as_posix()}:{line} {name}" for f in PKG.rglob("*.py")
+             if f != PKG / "models" / "info.py"
+             for line, name in _attribute_names(ast.parse(f.read_text())) if name.startswith("rf_")]
+    assert not found, found
+
+
+def test_models_probe_only_foreign_objects_and_say_why():
+    """In models/, getattr/hasattr are left only where the object is someone else's (timm's modules, a
+    user's file), each with a comment on its line; the one probe of a model is models.info.info."""
+    bare = []
+    for f in (PKG / "models").rglob("*.py"):
+        if f.name == "info.py":
+            continue
+        lines = f.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("getattr", "hasattr") and "#" not in lines[node.lineno - 1]:
+                bare.append(f"{f.name}:{node.lineno}")
+    assert not bare, bare

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from robustfront import checkpoint as ckpt
 from robustfront.models import create_model, load_model
 from robustfront.models.weights import read_state_dict
+from robustfront.models.info import info
 
 LOADERS = {"load": ckpt.load, "load_model": load_model, "read_state_dict": read_state_dict}
 
@@ -29,7 +30,7 @@ def tiny():
 
 def good_checkpoint(path: Path) -> Path:
     m = tiny()
-    torch.save({"model": m.state_dict(), "model_config": m.rf_config, "epoch": 1}, path)
+    torch.save({"model": m.state_dict(), "model_config": info(m).config, "epoch": 1}, path)
     return path
 
 
@@ -114,7 +115,7 @@ def test_zip_that_is_not_a_torch_file(tmp_path):
 
 def test_robustfront_checkpoints_missing_or_damaged_keys(tmp_path):
     m = tiny()
-    sd, cfg = m.state_dict(), m.rf_config
+    sd, cfg = m.state_dict(), info(m).config
     other = create_model("small_cnn", 5, in_channels=1, input_size=8, width=2).state_dict()
     cases = {
         "no_config.pt": ({"model": sd}, "lacks ['model_config']"),
@@ -300,7 +301,7 @@ def test_fuzz_torch_save_of_random_objects(obj, wrap):
     m = tiny()
     if wrap:
         obj = {"model": m.state_dict(), "model_config": obj} if isinstance(obj, dict) else {"model": obj,
-                                                                                            "model_config": m.rf_config}
+                                                                                            "model_config": info(m).config}
     buf = io.BytesIO()
     torch.save(obj, buf)
     path = _write(buf.getvalue())
@@ -385,7 +386,7 @@ def test_model_options_of_the_wrong_type_are_one_line():
         with pytest.raises(ValueError) as e:
             create_model(name, 10, **kw)
         assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
-    assert create_model("mlp", 10, hidden=[], dropout=0).rf_config["hidden"] == []
+    assert info(create_model("mlp", 10, hidden=[], dropout=0)).config["hidden"] == []
 
 
 def test_load_maps_cpu_n_and_refuses_meta_and_absent_mps(tmp_path):

@@ -9,6 +9,7 @@ import torch
 import robustfront
 from robustfront.cli import main
 from robustfront.models import create_model, load_pretrained
+from robustfront.models.info import info
 
 TINY = ["--data", "digits", "--model", "small_cnn", "--model-arg", "width=4", "--epochs", "1", "--train-n", "64",
         "--batch-size", "32", "--attack-steps", "1", "--eps", "8/255", "--eval-n", "16", "--eval-steps", "1",
@@ -49,7 +50,7 @@ def test_export_hub_dir_round_trips_through_hf_hub_offline(cache, monkeypatch, c
     model = robustfront.load_model(ck)
     # the architecture AND its arguments: code without robustfront can rebuild small_cnn(width=4)
     assert config["architecture"] == "small_cnn" and config["robustfront"]["model_config"]["width"] == 4
-    assert config["normalizer"]["mean"] == model.rf_config["mean"] and config["normalizer"]["inside_weights"] is False
+    assert config["normalizer"]["mean"] == info(model).config["mean"] and config["normalizer"]["inside_weights"] is False
     assert config["threat_model"] == {"norm": "Linf", "eps": "8/255", "alpha": "2/255", "attack_steps": 1,
                                       "method": "ca_at"}
     assert config["evaluation"]["clean_acc"] == ev["clean_acc"] and config["evaluation"]["source"] == "eval.json"
@@ -154,7 +155,7 @@ def test_wandb_without_the_package_is_one_line(cache, monkeypatch, capsys):
 def test_assumed_normaliser_is_said_in_the_report_and_on_stderr(tmp_path, capsys):
     torch.manual_seed(0)
     vit = create_model("vit_tiny_patch16_224", 1000, embed_dim=24, depth=1, num_heads=3)
-    assert vit.rf_config["mean"] == [0.5, 0.5, 0.5] and vit.rf_config["std"] == [0.5, 0.5, 0.5]
+    assert info(vit).config["mean"] == [0.5, 0.5, 0.5] and info(vit).config["std"] == [0.5, 0.5, 0.5]
     torch.save({k: v for k, v in vit.state_dict().items() if not k.startswith("normalize.")}, tmp_path / "vit.pth")
     model = create_model("vit_tiny_patch16_224", 10, input_size=32, embed_dim=24, depth=1, num_heads=3)
     report = load_pretrained(model, tmp_path / "vit.pth")

@@ -18,6 +18,7 @@ from foreign_nets import KBasic, KPreAct, KuangliuNet, TradesWRN, randomize_bn, 
 from robustfront.cli import main
 from robustfront.eval.card import validate_card
 from robustfront.models import create_model
+from robustfront.models.info import info as model_info
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]
 QUICK = ["--attacks", "fgsm,pgd5,autoattack", "--eps", "1/255", "--aa-budget", "n_iter=2,n_queries=20",
@@ -77,7 +78,7 @@ def rf_checkpoint(path, name, state, mean, std, **opts):
     model = create_model(name, mean=mean, std=std, **opts)
     model.load_state_dict({**state, "normalize.mean": model.normalize.mean, "normalize.std": model.normalize.std},
                           strict=True)
-    torch.save({"model": model.state_dict(), "model_config": model.rf_config}, path)
+    torch.save({"model": model.state_dict(), "model_config": model_info(model).config}, path)
     return model
 
 
@@ -204,7 +205,7 @@ def test_card_from_an_eval_with_official_autoattack(tmp_path, capsys):
 def test_export_round_trips_without_robustfronts_loader(tmp_path):
     torch.manual_seed(6)
     model = randomize_bn(create_model("resnet18", width=4, mean=MEAN, std=STD))
-    torch.save({"model": model.state_dict(), "model_config": model.rf_config}, tmp_path / "best.pt")
+    torch.save({"model": model.state_dict(), "model_config": model_info(model).config}, tmp_path / "best.pt")
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         want = model(x)

@@ -20,6 +20,7 @@ import torch
 from robustfront.cli import main
 from robustfront.data import subset_indices
 from robustfront.eval.masks import Masks, from_bits, merge
+from robustfront.models.info import info
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--attacks", "fgsm,pgd5,autoattack", "--eps", "32/255", "--n", "48", "--chunk-size", "16", "--batch-size", "8",
@@ -83,7 +84,7 @@ def setup(digits_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("resume")
     (d / "run" / "checkpoints").mkdir(parents=True)
     (d / "run" / "config.yaml").write_text("data: digits\n")
-    torch.save({"model": model.state_dict(), "model_config": model.rf_config, "config": {"data": "digits"}},
+    torch.save({"model": model.state_dict(), "model_config": info(model).config, "config": {"data": "digits"}},
                d / "run" / "checkpoints" / "best.pt")
     torch.save(model.state_dict(), d / "w.pt")
     (d / "slow.py").write_text(SLOW)

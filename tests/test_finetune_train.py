@@ -15,6 +15,7 @@ from robustfront.data import load_dataset
 from robustfront.eval import load_for_eval
 from robustfront.models import create_model, load_model
 from robustfront.models.adapters import MergedView
+from robustfront.models.info import info
 from robustfront.models.peft import delta_checkpoint, export_file, load_peft
 from robustfront.train import TrainConfig, build_trainer
 
@@ -127,7 +128,7 @@ def test_a_trainer_step_moves_only_the_trainable_parameters(base_file, digits, m
         assert all(list(map(tuple, g)) == [tuple(p.shape) for p in tr.params] for g in grads.values())
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == trainable
-    assert model.head.out_features == 10 and model.rf_config["num_classes"] == 10
+    assert model.head.out_features == 10 and info(model).config["num_classes"] == 10
 
 
 def test_lora_attacks_run_on_the_merged_view_also_inside_awp(base_file, digits):
@@ -167,7 +168,7 @@ def test_rrc_goes_to_the_loader_and_input_stats_to_the_normaliser(digits):
     tr = build_trainer(cfg, digits, CPU)
     assert tr.loader.rrc == (0.25, 1.0) and tr.loader.rrc_ratio == (0.5, 2.0) and tr.loader.crop == 0
     assert tr.model.normalize.mean_values == [0.5] and tr.model.normalize.std_values == [0.25]
-    assert not hasattr(tr.model, "rf_peft") and type(tr).__name__ == "Trainer"   # no fine-tuning: a plain run
+    assert info(tr.model).peft is None and type(tr).__name__ == "Trainer"   # no fine-tuning: a plain run
     ds = load_dataset("digits", resize=32)
     tr = build_trainer(TrainConfig(**BASE, method="standard", rrc=[0.5, 1], finetune="linear"), ds, CPU)
     assert tr.loader.crop == 0 and tr.loader.flip      # 32 px: flip on, the padded crop off under rrc
@@ -260,7 +261,7 @@ def test_cli_train_then_load_delta_and_export_round_trip(base_file, digits, tmp_
 
 def test_pretrained_without_a_mode_is_full_fine_tuning_and_its_checkpoint_is_the_whole_model(base_file, digits):
     tr = build_trainer(TrainConfig(**BASE, method="pgd_at", pretrained=str(base_file), ema=0.5), digits, CPU)
-    assert tr.model.rf_peft == {"mode": "full"} and len(tr.params) == len(list(tr.model.parameters()))
+    assert info(tr.model).peft == {"mode": "full"} and len(tr.params) == len(list(tr.model.parameters()))
     tr.on_epoch(0)
     tr.step(*next(iter(tr.loader)))
     state = tr.state_dict()
@@ -337,7 +338,7 @@ def test_the_issue_command_on_a_cub_folder_with_a_224_px_timm_file(tmp_path, mon
     assert report["head"].startswith("new")
     assert report["normalize"].startswith("from arguments: mean=[0.485, 0.456, 0.406]")
     model = load_model(out / "checkpoints" / "best.pt")
-    assert model.rf_config["input_size"] == 64 and model.head.out_features == 3
+    assert info(model).config["input_size"] == 64 and model.head.out_features == 3
     assert model.normalize.std_values == pytest.approx([0.229, 0.224, 0.225])
     ev = load_for_eval(out / "checkpoints" / "best.pt", device="cpu")
     assert ev.x.shape[1:] == (3, 64, 64) and len(ev.y) == 3
@@ -415,7 +416,7 @@ def lora_finetuning_accuracies(folder, seed=0, epochs=10, opts=None):
     for method in ("standard", "ca_at"):
         model = fit(TrainConfig(**common, method=method, epochs=epochs, pretrained=str(base), finetune="lora",
                                 opts=(opts or {}) if method == "ca_at" else {},
-                                input_mean=pre.rf_config["mean"], input_std=pre.rf_config["std"]), task)
+                                input_mean=info(pre).config["mean"], input_std=info(pre).config["std"]), task)
         with torch.no_grad():
             clean = (model(x).argmax(1) == y).float().mean().item()
         acc[method] = (clean, pgd_accuracy(model, x, y, 24 / 255))

@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 from foreign_nets import (KBasic, KPreAct, KuangliuNet, MuSigma, TradesWRN, randomize_bn, robustbench_wrapped)
 from robustfront.models import create_model
 from robustfront.models.foreign import describe, load_factory, load_foreign
+from robustfront.models.info import info
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]
 
@@ -200,7 +201,7 @@ def test_robustfront_checkpoint_and_plain_export_load_too(tmp_path):
     from robustfront.models.export import export_plain
     torch.manual_seed(4)
     model = randomize_bn(create_model("resnet18", width=4, mean=MEAN, std=STD))
-    torch.save({"model": model.state_dict(), "model_config": model.rf_config}, tmp_path / "rf.pt")
+    torch.save({"model": model.state_dict(), "model_config": info(model).config}, tmp_path / "rf.pt")
     export_plain(model, tmp_path / "plain")
     for f in ("rf.pt", "plain.pt", "plain.safetensors"):
         loaded, report = load_foreign("resnet18", tmp_path / f)

@@ -12,6 +12,7 @@ from robustfront.models import (attack_view, create_model, export_merged, load_m
                                 peft_state_dict, prepare_finetune, trainable_parameters)
 from robustfront.models.adapters import Adapter, LoRALinear, MergedView
 from robustfront.models.peft import export_file, merged_checkpoint, on_view, parameter_counts
+from robustfront.models.info import info
 
 D, DEPTH, K = 24, 2, 7  # width, blocks, classes of the small ViT (4x4 grid of 4-px patches on 16-px inputs)
 SMALL = dict(input_size=16, embed_dim=D, depth=DEPTH, num_heads=3)
@@ -240,7 +241,7 @@ def test_delta_checkpoint_round_trips_through_load_model(base_file, tmp_path, mo
     ck = peft_state_dict(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     expected = set(model.state_dict()) if mode == "full" else trainable | {"normalize.mean", "normalize.std"}
-    assert set(ck["delta"]) == expected and ck["base"]["sha256"] == model.rf_pretrained["sha256"]
+    assert set(ck["delta"]) == expected and ck["base"]["sha256"] == info(model).pretrained["sha256"]
     ema = copy.deepcopy(model).requires_grad_(False)  # an EMA copy: same structure, nothing trainable
     assert set(peft_state_dict(ema)["delta"]) == expected
     torch.save(ck, tmp_path / "delta.pt")
@@ -248,7 +249,7 @@ def test_delta_checkpoint_round_trips_through_load_model(base_file, tmp_path, mo
     x, _ = batch(seed=7)
     with torch.no_grad():
         assert torch.allclose(again(x), model(x), atol=1e-6)
-    assert again.rf_peft == model.rf_peft and again.normalize.mean.tolist() == [0.5] * 3
+    assert info(again).peft == info(model).peft and again.normalize.mean.tolist() == [0.5] * 3
 
 
 def test_delta_checks_the_base_file(base_file, tmp_path):

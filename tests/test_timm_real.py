@@ -20,6 +20,7 @@ from robustfront.cli import main  # noqa: E402
 from robustfront.models import (attack_view, create_model, export_merged, load_model, prepare_finetune,  # noqa: E402
                                 trainable_parameters)
 from robustfront.models.vit import TIMM_TAGS  # noqa: E402
+from robustfront.models.info import info  # noqa: E402
 
 D, DEPTH, K = 24, 2, 7
 
@@ -124,8 +125,8 @@ def test_timm_wrapper_contract(tmp_path):
     from robustfront.models import Normalize, find_head, load_model, load_pretrained
     model = create_model("timm:resnet18", 4, input_size=16).eval()
     cfg = timm.models.get_pretrained_cfg("resnet18")
-    assert isinstance(next(model.children()), Normalize) and model.rf_config["name"] == "timm:resnet18"
-    assert model.rf_config["mean"] == pytest.approx(list(cfg.mean)) and find_head(model) == "net.fc"
+    assert isinstance(next(model.children()), Normalize) and info(model).config["name"] == "timm:resnet18"
+    assert info(model).config["mean"] == pytest.approx(list(cfg.mean)) and find_head(model) == "net.fc"
     net = timm.create_model("resnet18", pretrained=False).eval()   # 1000 classes
     torch.save(net.state_dict(), tmp_path / "timm.pth")
     report = load_pretrained(model, tmp_path / "timm.pth", num_classes=None)
@@ -134,9 +135,9 @@ def test_timm_wrapper_contract(tmp_path):
     with torch.no_grad():
         feats = net.forward_head(net.forward_features(model.normalize(x)), pre_logits=True)
         assert torch.allclose(model(x), model.net.fc(feats), atol=1e-5)
-        again = load_model({"model": model.state_dict(), "model_config": model.rf_config})
+        again = load_model({"model": model.state_dict(), "model_config": info(model).config})
         assert torch.equal(again(x), model(x))
-    assert create_model("timm:resnet18", 4, mean=[0.5], std=[0.25]).rf_config["mean"] == [0.5]
+    assert info(create_model("timm:resnet18", 4, mean=[0.5], std=[0.25])).config["mean"] == [0.5]
     with pytest.raises(ValueError, match=r"^timm_kwargs=\[1\] is invalid"):
         create_model("timm:resnet18", 2, timm_kwargs=[1])
 

@@ -11,6 +11,7 @@ from torch import nn
 from robustfront.models import (IMAGENET_MEAN, IMAGENET_STD, Normalize, create_model, find_head,
                                 load_pretrained)
 from robustfront.models.vit import resample_pos_embed
+from robustfront.models.info import info
 
 # a small ViT of the 32-px family: 16-px inputs, 4-px patches -> 4x4 grid, 17 tokens
 SMALL = dict(input_size=16, embed_dim=24, depth=2, num_heads=3)
@@ -82,7 +83,7 @@ def test_timm_state_dict_loads_strictly_and_gives_the_reference_logits(tmp_path)
     report = load_pretrained(model, tmp_path / "vit.pth", input_mean="imagenet", input_std="imagenet")
     assert report["head"] == "loaded from the file" and report["loaded"] == len(sd)
     assert not report["missing"] and not report["unexpected"] and not report["shape_mismatch"]
-    assert model.rf_config["mean"] == pytest.approx(IMAGENET_MEAN) and model.rf_pretrained["sha256"] == report["sha256"]
+    assert info(model).config["mean"] == pytest.approx(IMAGENET_MEAN) and info(model).pretrained["sha256"] == report["sha256"]
     x = torch.rand(3, 3, 16, 16)
     with torch.no_grad():
         ref = reference_forward(sd, x, 3, IMAGENET_MEAN, IMAGENET_STD)
@@ -99,12 +100,12 @@ def test_variants_defaults_and_parameter_counts():
     # timm's published sizes: ViT-Ti/16 5,717,416 parameters, ViT-S/16 22,050,664 (1000 classes)
     assert sum(p.numel() for p in tiny.parameters()) == 5_717_416
     # the normaliser of timm's default tag for the same name (augreg: 0.5/0.5), not ImageNet's (issue 22)
-    assert tiny.rf_config["input_size"] == 224 and tiny.rf_config["mean"] == tiny.rf_config["std"] == [0.5] * 3
+    assert info(tiny).config["input_size"] == 224 and info(tiny).config["mean"] == info(tiny).config["std"] == [0.5] * 3
     assert tiny.pos_embed.shape == (1, 197, 192) and tiny.blocks[0].attn.num_heads == 3
     small = create_model("vit_small_patch16_224", 1000)
     assert sum(p.numel() for p in small.parameters()) == 22_050_664
     cifar = create_model("vit_small_patch4_32", 10, depth=1)
-    assert cifar.pos_embed.shape == (1, 65, 384) and cifar.rf_config["std"] == pytest.approx([0.2471, 0.2435, 0.2616])
+    assert cifar.pos_embed.shape == (1, 65, 384) and info(cifar).config["std"] == pytest.approx([0.2471, 0.2435, 0.2616])
     with torch.no_grad():
         assert cifar(torch.rand(2, 3, 32, 32)).shape == (2, 10)
 
@@ -207,7 +208,7 @@ def test_head_of_another_size_is_left_new_and_num_classes_replaces_it(tmp_path):
     model = small_vit(classes=1000)
     report = load_pretrained(model, tmp_path / "imagenet.pth", num_classes=3)
     assert report["head"] == "replaced: 1000 -> 3 classes"
-    assert model.head.out_features == 3 and model.rf_config["num_classes"] == 3
+    assert model.head.out_features == 3 and info(model).config["num_classes"] == 3
     assert torch.equal(model.blocks[0].attn.qkv.bias, sd["blocks.0.attn.qkv.bias"])
     with torch.no_grad():
         assert model(torch.rand(2, 3, 16, 16)).shape == (2, 3)
@@ -228,7 +229,7 @@ def test_find_head_and_cnn_weights_from_a_prefixed_file(name, tmp_path):
     state = {"model." + k: v for k, v in src.state_dict().items() if not k.startswith("normalize.")}
     torch.save(state, tmp_path / "cnn.pt")
     dst = create_model(name, 4, **({"input_size": size} | kw)).eval()
-    report = load_pretrained(dst, tmp_path / "cnn.pt", input_mean=src.rf_config["mean"], input_std=src.rf_config["std"],
+    report = load_pretrained(dst, tmp_path / "cnn.pt", input_mean=info(src).config["mean"], input_std=info(src).config["std"],
                              num_classes=10)
     assert report["head"] == "replaced: 4 -> 10 classes"
     dst.get_submodule(head).load_state_dict(src.get_submodule(head).state_dict())

@@ -159,7 +159,6 @@ def build(model, *, eps: float, norm: str, version: str, seed: int, device, n_cl
     skipped = too_few_classes(aa.attacks_to_run, n_classes)
     attacks = [a for a in aa.attacks_to_run if a not in skipped]
     apply_budgets(aa, budgets)
-    aa.rf_fab_restarts = aa.fab.n_restarts  # the untargeted FAB's restarts, before FAB-T sets 1
     return aa, attacks, skipped, log
 
 
@@ -171,7 +170,7 @@ def budgets_of(aa, attacks) -> dict:
                     "rho": apgd.thr_decr, "largereps": apgd.use_largereps},
         "apgd-t": {"n_iter": apgd_t.n_iter, "n_restarts": apgd_t.n_restarts, "eot_iter": apgd_t.eot_iter,
                    "n_target_classes": apgd_t.n_target_classes, "largereps": apgd_t.use_largereps},
-        "fab": {"n_iter": fab.n_iter, "n_restarts": aa.rf_fab_restarts},
+        "fab": {"n_iter": fab.n_iter, "n_restarts": fab.n_restarts},  # perturb restores it after FAB-T
         "fab-t": {"n_iter": fab.n_iter, "n_restarts": 1, "n_target_classes": fab.n_target_classes},
         "square": {"n_queries": sq.n_queries, "n_restarts": sq.n_restarts, "p_init": sq.p_init},
     }
@@ -189,10 +188,16 @@ def perturb(aa, attack: str, x, y):
         aa.apgd_targeted.seed = aa.get_seed()
         return aa.apgd_targeted.perturb(x, y)
     if attack in ("fab", "fab-t"):
+        # FAB-T runs one restart, as the official runner sets; the untargeted FAB's own count is put
+        # back after it, so aa.fab.n_restarts always holds the untargeted budget
+        restarts = aa.fab.n_restarts
         aa.fab.targeted = attack == "fab-t"
-        aa.fab.n_restarts = 1 if attack == "fab-t" else aa.rf_fab_restarts
+        aa.fab.n_restarts = 1 if attack == "fab-t" else restarts
         aa.fab.seed = aa.get_seed()
-        return aa.fab.perturb(x, y)
+        try:
+            return aa.fab.perturb(x, y)
+        finally:
+            aa.fab.n_restarts = restarts
     if attack == "square":
         aa.square.seed = aa.get_seed()
         return aa.square.perturb(x, y)

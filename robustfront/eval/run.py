@@ -28,6 +28,7 @@ import json
 from pathlib import Path
 
 from ..fields import plain
+from ..models.info import info
 from ..validation import eps_text
 from .config import EvalConfig, sanity_with_shard
 from .result import EvalResult
@@ -94,7 +95,7 @@ def state_folder(cfg: EvalConfig, i: int, src: dict, n_sources: int) -> tuple[Pa
 def _provenance(cfg: EvalConfig, src: dict, inp) -> dict:
     eps_str = cfg.eps_str
     out = {"checkpoint": inp.checkpoint, "eps_str": eps_str if len(eps_str) > 1 else eps_str[0],
-           "model": inp.config.get("model", getattr(inp.model, "rf_config", {}).get("name") or src.get("model_file")),
+           "model": inp.config.get("model", info(inp.model).name or src.get("model_file")),
            "method": inp.config.get("method"), "train_seed": inp.config.get("seed")}
     if inp.report is not None:
         out["foreign"] = {k: inp.report.get(k) for k in ("model", "layout", "normalization", "renamed", "dropped",

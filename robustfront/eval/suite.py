@@ -30,6 +30,7 @@ import torch
 
 from ..attacks import ThreatModel, create_attack
 from ..device import exact_fp32, precision_flags
+from ..models.info import info as model_info
 from ..models.modes import eval_mode
 from ..validation import invalid, parse_number
 from ..validation import eps_text
@@ -150,7 +151,7 @@ def _evaluate(model, x, y, cfg: EvalConfig, bounds, log, data, split, ids, prove
                 "ids": to_ranges(ids), "bounds": None if bounds is None else list(map(float, bounds)),
                 "budgets": budgets, "exact_fp32": exact,
                 **_step_budget(cfg),
-                "run": {"data": data, "split": split, "model": getattr(model, "rf_config", {}).get("name"),
+                "run": {"data": data, "split": split, "model": model_info(model).name,
                         "batch_size": bs, "batch_size_auto": batch_size is None, "chunk_size": chunk},
                 "provenance": dict(provenance or {})}
         meta["attack_settings"] = [{a: _settings(create_attack(a, _threat(meta, e))) for a in names} for e in values]

@@ -15,7 +15,7 @@ normalisation is inside, as two buffers in front of the network:
                                     TRADES/RobustBench's for wrn28_10/34_10 (see docs/evaluation_any_model.md)
 
 A model from a `module.py:factory` file (robustfront's WithNormalize) keeps the factory's names under `net.`.
-The `.json` beside them records the architecture (robustfront's rf_config), the stats and the key count.
+The `.json` beside them records the architecture (robustfront's model config), the stats and the key count.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from .info import info
 
 SUFFIXES = (".pt", ".pth", ".safetensors", ".json")
 
@@ -49,9 +50,10 @@ def export_plain(model: nn.Module, path, formats=("pt", "safetensors")) -> dict[
     if bad or not formats:
         raise ValueError(f"formats={list(formats)!r} is invalid; allowed: pt, safetensors or both")
     state = plain_state_dict(model)
-    norm = getattr(model, "normalize", None)
-    info = {"format": "plain state dict, inputs in [0, 1], normalisation inside as normalize.mean/std",
-            "architecture": getattr(model, "rf_config", {"class": type(model).__name__}),
+    norm = dict(model.named_children()).get("normalize")
+    config = info(model).config
+    meta = {"format": "plain state dict, inputs in [0, 1], normalisation inside as normalize.mean/std",
+            "architecture": config if config is not None else {"class": type(model).__name__},
             "mean": state["normalize.mean"].tolist() if "normalize.mean" in state else None,
             "std": state["normalize.std"].tolist() if "normalize.std" in state else None,
             "num_keys": len(state),
@@ -62,9 +64,9 @@ def export_plain(model: nn.Module, path, formats=("pt", "safetensors")) -> dict[
         out["pt"] = ckpt.save_atomic(state, base.with_suffix(".pt"))
     if "safetensors" in formats:
         from safetensors.torch import save as st_bytes
-        blob = st_bytes(state, metadata={"format": "pt", "robustfront": json.dumps(info["architecture"])})
+        blob = st_bytes(state, metadata={"format": "pt", "robustfront": json.dumps(meta["architecture"])})
         out["safetensors"] = ckpt.write_bytes_atomic(base.with_suffix(".safetensors"), blob)
-    out["json"] = ckpt.write_json_atomic(base.with_suffix(".json"), info)
+    out["json"] = ckpt.write_json_atomic(base.with_suffix(".json"), meta)
     return out
 
 

@@ -13,6 +13,7 @@ from .. import checkpoint as _checkpoint
 from ..registry import Registry, parameters
 from ..validation import invalid, one_line, reason, shown
 from .budget import check_elements, meta_parameter_count
+from .info import record
 from .normalize import Normalize
 
 MODELS = Registry("model")
@@ -72,7 +73,7 @@ def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, inpu
     mean/std default to CIFAR-10's statistics for 3 channels, 0.5/0.5 for other channel counts,
     and 0/1 (identity) for flat vector inputs (mlp with `input_dim` or a 1-D `input_shape`).
     kw are architecture options (e.g. `width`, `dropout`, `hidden`); None values keep the defaults.
-    Sets `model.rf_config`, the plain-python dict that `load_model` rebuilds the model from.
+    Records `info(model).config`, the plain-python dict that `load_model` rebuilds the model from.
     """
     builder = _builder(name)
     params = parameters(builder)
@@ -103,10 +104,9 @@ def create_model(name: str, num_classes: int = 10, *, in_channels: int = 3, inpu
                                   f"allowed: sizes >= 1 that fit in memory")) from None
     norm = next(model.children(), None)
     assert isinstance(norm, Normalize), f"model '{name}' must register Normalize as its first child"
-    model.rf_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels,
-                       "input_size": input_size, "mean": list(norm.mean_values), "std": list(norm.std_values),
-                       **{k: _plain(v, k) for k, v in kw.items()}}
-    return model
+    return record(model, config={"name": name, "num_classes": num_classes, "in_channels": in_channels,
+                                 "input_size": input_size, "mean": list(norm.mean_values),
+                                 "std": list(norm.std_values), **{k: _plain(v, k) for k, v in kw.items()}})
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -115,8 +115,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def load_plain(checkpoint: str | Any, device: str | torch.device = "cpu", *, where: str | None = None) -> nn.Module:
-    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": rf_config}
-    (fine-tuning checkpoints: `models.loading.load_model`, which reads both kinds).
+    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": the model's
+    `info(model).config`} (fine-tuning checkpoints: `models.loading.load_model`, which reads both kinds).
 
     Files are read with weights_only=True (no arbitrary code). Returns the model on `device` in eval mode.
     Every way a checkpoint can fail to make the model (keys missing, a config that builds nothing,
@@ -133,7 +133,7 @@ def load_plain(checkpoint: str | Any, device: str | torch.device = "cpu", *, whe
                                   f"architecture, as for weights trained elsewhere"))
     if missing:
         raise ValueError(one_line(f"{where} lacks {missing}; found keys {shown(sorted(map(str, ckpt)))}; allowed: "
-                                  "robustfront's {'model': state_dict, 'model_config': rf_config}"))
+                                  "robustfront's {'model': state_dict, 'model_config': {'name': ..., options}}"))
     cfg, state = ckpt["model_config"], ckpt["model"]
     if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str):
         raise ValueError(one_line(f"{where} has model_config={shown(cfg)}; allowed: a dict with a model 'name' "

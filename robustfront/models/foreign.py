@@ -35,6 +35,7 @@ from torch import nn
 from ..registry import parameters
 from ..validation import invalid, parse_number
 from .factory import MODELS, create_model
+from .info import info
 from .loading import load_model
 from .normalize import Normalize
 from .weights import (resolve_normalization, fill_bn_counters, format_report, match_report, read_file, read_state_dict, split_normalization,
@@ -179,10 +180,10 @@ def load_factory(spec: str, *, num_classes: int | None = None) -> nn.Module:
         sys.modules.pop(name, None)
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise ValueError(f"model_file {path} could not be imported ({type(e).__name__}: {first})") from None
-    factory = getattr(module, attr, None)
+    factory = getattr(module, attr, None)  # the user's module: the name is theirs, checked just below
     if not callable(factory):
         found = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-                       and getattr(v, "__module__", None) == name)
+                       and getattr(v, "__module__", None) == name)  # the user's objects: defined in their file
         raise invalid("model_file", spec, f"a function or class of {path}: {', '.join(found) or 'none defined'}",
                       f"unknown ({attr!r} is not a callable in the file)")
     kw = {}
@@ -240,7 +241,7 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
     obj = read_file(weights_path, "cpu")
     if isinstance(obj.get("model_config"), dict) and isinstance(obj.get("model"), dict):  # robustfront's own
         model = load_model(obj, "cpu")
-        report.update(model=model.rf_config["name"], layout="robustfront", options=dict(model.rf_config))
+        report.update(model=info(model).name, layout="robustfront", options=dict(info(model).config))
         norm = next(model.children())
         report["normalization"] = resolve_normalization({"mean": norm.mean_values, "std": norm.std_values,
                                                   "key": "normalize.mean"}, _check_stats(input_mean, input_std))
@@ -266,7 +267,7 @@ def load_foreign(model_name: str | None, weights_path, *, input_mean=None, input
     state, changes = fit_state(model, state, family)
     report.update(changes)
     _strict_load(model, state, model_name, weights_path, f" (the file looks like {layout})" if layout else "")
-    report.update(model=model_name, layout=layout or model_name, options=dict(model.rf_config),
+    report.update(model=model_name, layout=layout or model_name, options=dict(info(model).config),
                   normalization=norm)
     return model.to(device).eval(), report
 

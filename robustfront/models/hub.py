@@ -26,6 +26,7 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from ..registry import parameters
+from .info import info
 
 PREFIX = "hf-hub:"
 TIMM_NAMES = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")  # timm's own layout
@@ -33,7 +34,7 @@ TIMM_NAMES = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16
 
 def timm_architecture(model: nn.Module) -> tuple[str | None, dict]:
     """(timm model name, timm.create_model arguments) when timm can build this network, else (None, {})."""
-    cfg = getattr(model, "rf_config", {}) or {}
+    cfg = info(model).config or {}
     name, size = str(cfg.get("name", "")), cfg.get("input_size")
     if name.startswith("timm:"):
         net = model.net
@@ -48,7 +49,7 @@ def timm_architecture(model: nn.Module) -> tuple[str | None, dict]:
 
 def hub_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The network's tensors without the normaliser, under timm's keys for a timm wrapper."""
-    prefix = getattr(model, "rf_weights_prefix", "")
+    prefix = info(model).weights_prefix
     out = {}
     for k, v in model.state_dict().items():
         if k.startswith("normalize."):
@@ -75,11 +76,11 @@ def _evaluation(result: dict | None, source: str | None) -> dict | None:
 def write_hub(model: nn.Module, out_dir, *, evaluation: dict | None = None, eval_source: str | None = None,
               train_config: dict | None = None, name: str | None = None) -> list[Path]:
     """Write DIR/{model.safetensors, config.json, README.md} for `model` (a robustfront model: its
-    rf_config and Normalize first layer); returns the paths written."""
+    info(model).config and Normalize first layer); returns the paths written."""
     from safetensors.torch import save as st_bytes
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rf = dict(model.rf_config)
+    rf = dict(info(model).config)
     norm = next(model.children())
     arch, model_args = timm_architecture(model)
     tc = train_config or {}

@@ -15,7 +15,7 @@ from .peft import load_peft
 
 
 def load_model(checkpoint: str | Any, device: str | torch.device = "cpu", *, base=None) -> nn.Module:
-    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": rf_config},
+    """Rebuild a model from a checkpoint path or dict {"model": state_dict, "model_config": info(model).config},
     or from a fine-tuning checkpoint (a training run's, or `models.peft.peft_state_dict`'s trainable
     delta + base file reference; `base` names the base weights file where it has moved).
 

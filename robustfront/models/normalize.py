@@ -51,7 +51,7 @@ class Normalize(nn.Module):
     channels: the channel count the stats must fit (None for flat vectors: any length).
 
     mean/std are buffers (saved in the state_dict, moved by .to()); a None takes `default_stats(channels)`.
-    `mean_values`/`std_values` keep the plain floats for the model's rf_config.
+    `mean_values`/`std_values` keep the plain floats for the model's info(model).config.
     """
 
     def __init__(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,

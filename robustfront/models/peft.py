@@ -24,6 +24,7 @@ from .. import checkpoint as ckpt
 from ..validation import check_choice, check_int, check_number, invalid
 from .adapters import Adapter, LoRALinear, MergedView, add_adapters, add_lora
 from .factory import create_model, load_plain
+from .info import info, record
 from .pretrained import file_sha256, find_head, load_pretrained
 
 MODES = ("full", "linear", "adapter", "lora")
@@ -70,7 +71,7 @@ def _freeze_batchnorm(model: nn.Module) -> int:
 
 def prepare_finetune(model: nn.Module, mode: str = "full", *, adapter_reduction: int = 8, lora_rank: int = 8,
                      lora_alpha: float | None = None, lora_targets="qkv,proj") -> nn.Module:
-    """Put `model` (in place; also returned) in fine-tuning `mode`, recorded in `model.rf_peft`.
+    """Put `model` (in place; also returned) in fine-tuning `mode`, recorded in `info(model).peft`.
 
     Args:
         mode: "full" | "linear" | "adapter" | "lora".
@@ -80,11 +81,11 @@ def prepare_finetune(model: nn.Module, mode: str = "full", *, adapter_reduction:
     The head (`find_head`) always trains. Call after `load_pretrained` (it may replace the head).
     """
     check_choice("finetune", mode, MODES)
-    if hasattr(model, "rf_peft"):
+    if info(model).peft is not None:
         raise invalid("finetune", mode, "one call per model", f"refused: the model is already in mode "
-                      f"{model.rf_peft['mode']!r}")
+                      f"{info(model).peft['mode']!r}")
     head = find_head(model)
-    kind = getattr(model, "rf_config", {}).get("name", type(model).__name__)
+    kind = info(model).name or type(model).__name__
     cfg: dict = {"mode": mode}
     if mode == "adapter":
         cfg["adapter_reduction"] = check_int("adapter_reduction", adapter_reduction, 1)
@@ -110,8 +111,7 @@ def prepare_finetune(model: nn.Module, mode: str = "full", *, adapter_reduction:
                 m.lora_B.requires_grad_(True)
         model.get_submodule(head).requires_grad_(True)
         _freeze_batchnorm(model)
-    model.rf_peft = cfg
-    return model
+    return record(model, peft=cfg)
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -149,7 +149,7 @@ class OnView:
     def __getattr__(self, name: str):
         if name in ("attack", "view"):  # not set yet (copy/pickle): no recursion
             raise AttributeError(name)
-        return getattr(self.attack, name)
+        return getattr(self.attack, name)  # delegation: eps, bounds, steps... are the wrapped attack's
 
     def with_threat(self, **threat) -> "OnView":
         """The attack with another budget (Attack.with_threat), still run on the view."""
@@ -174,10 +174,9 @@ def peft_state_dict(model: nn.Module) -> dict:
     factors; chosen by name, so an EMA copy with everything frozen saves the same keys) + the
     normaliser, and the base weights file's path and sha256. Full mode, or a model without a base
     file, stores everything."""
-    cfg = getattr(model, "rf_peft", None)
+    cfg, base = info(model).peft, info(model).pretrained
     if cfg is None:
         raise ValueError("model has no fine-tuning mode; allowed: a model passed through prepare_finetune")
-    base = getattr(model, "rf_pretrained", None)
     state = model.state_dict()
     if base is None or cfg["mode"] == "full":
         keep = set(state)
@@ -185,7 +184,7 @@ def peft_state_dict(model: nn.Module) -> dict:
         head = find_head(model) + "."
         marks = {"linear": (), "adapter": (".adapter.",), "lora": (".lora_A", ".lora_B")}[cfg["mode"]]
         keep = {k for k in state if k.startswith(head) or any(m in k for m in marks)} | _normalize_keys(model)
-    return {"peft": dict(cfg), "model_config": dict(model.rf_config), "base": dict(base) if base else None,
+    return {"peft": dict(cfg), "model_config": dict(info(model).config), "base": dict(base) if base else None,
             "delta": {k: v.detach().clone() for k, v in state.items() if k in keep}}
 
 
@@ -200,23 +199,23 @@ def load_peft(checkpoint: dict | str | Path, *, base: str | Path | None = None, 
     cfg = dict(state["model_config"])
     model = create_model(cfg.pop("name"), **cfg)
     opts = dict(state["peft"])
-    info = state.get("base")
+    recorded = state.get("base")
     if "model" in state:  # the whole model: full weights of the adapted architecture
         prepare_finetune(model, **opts)
         model.load_state_dict(state["model"])
         return model.to(device).eval()
-    if info:
-        path = Path(base if base is not None else info["path"])
+    if recorded:
+        path = Path(base if base is not None else recorded["path"])
         if not path.is_file():
             raise FileNotFoundError(f"base weights file {path} of this fine-tuned checkpoint does not exist; "
-                                    f"pass base=PATH (sha256 {info['sha256'][:12]}...)")
-        if check_sha256 and file_sha256(path) != info["sha256"]:
+                                    f"pass base=PATH (sha256 {recorded['sha256'][:12]}...)")
+        if check_sha256 and file_sha256(path) != recorded["sha256"]:
             raise ValueError(f"base weights file {path} has another sha256 than the one the delta was trained "
-                             f"on ({info['sha256'][:12]}...); allowed: that same file")
+                             f"on ({recorded['sha256'][:12]}...); allowed: that same file")
         load_pretrained(model, path, device=device)
     prepare_finetune(model, **opts)
     result = model.load_state_dict(state["delta"], strict=False)
-    if result.unexpected_keys or (not info and result.missing_keys):
+    if result.unexpected_keys or (not recorded and result.missing_keys):
         raise ValueError(f"fine-tuned delta does not fit the model: {len(result.unexpected_keys)} unexpected "
                          f"({', '.join(result.unexpected_keys[:4])}), {len(result.missing_keys)} missing key(s) "
                          f"without a base file ({', '.join(result.missing_keys[:4])})")
@@ -247,7 +246,7 @@ def export_merged(model: nn.Module, *, with_normalize: bool = True) -> dict[str,
             continue
         out[k] = (lora[owner].merged_weight() if owner in lora and leaf == "weight" else v).detach().clone()
     if not with_normalize:
-        prefix = getattr(model, "rf_weights_prefix", "")
+        prefix = info(model).weights_prefix
         out = {k[len(prefix):] if prefix and k.startswith(prefix) else k: v for k, v in out.items()
                if k not in _normalize_keys(model)}
     return out
@@ -255,10 +254,10 @@ def export_merged(model: nn.Module, *, with_normalize: bool = True) -> dict[str,
 
 def merged_checkpoint(model: nn.Module) -> dict:
     """{"model": export_merged(model), "model_config"} (+ "peft" when adapters remain): `load_model` reads it."""
-    out = {"model": export_merged(model), "model_config": dict(model.rf_config)}
-    mode = getattr(model, "rf_peft", {}).get("mode")
-    if mode == "adapter":
-        out["peft"] = dict(model.rf_peft)
+    out = {"model": export_merged(model), "model_config": dict(info(model).config)}
+    peft = info(model).peft
+    if peft is not None and peft["mode"] == "adapter":
+        out["peft"] = dict(peft)
     return out
 
 

@@ -22,13 +22,15 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        # a projection where the shape changes; None (no module, no state_dict keys): the identity
+        self.shortcut: nn.Module | None = None
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
         # a projection shortcut sees the pre-activated input, the identity the raw one
-        shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+        shortcut = x if self.shortcut is None else self.shortcut(out)
         out = self.conv2(F.relu(self.bn2(self.conv1(out))))
         return out + shortcut
 
@@ -43,8 +45,8 @@ class PreActResNet(nn.Module):
         self.layer2 = self._make_layer(2 * width, num_blocks[1], 2)
         self.layer3 = self._make_layer(4 * width, num_blocks[2], 2)
         self.layer4 = self._make_layer(8 * width, num_blocks[3], 2)
-        if head_bn:
-            self.bn = nn.BatchNorm2d(8 * width)
+        # the final BN-ReLU; None (no module, no `bn.*` keys): kuangliu's layout, logits from the raw last block
+        self.bn: nn.Module | None = nn.BatchNorm2d(8 * width) if head_bn else None
         self.linear = nn.Linear(8 * width, num_classes)
 
     def _make_layer(self, planes, n, stride):
@@ -57,7 +59,7 @@ class PreActResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.normalize(x))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        if hasattr(self, "bn"):
+        if self.bn is not None:
             out = F.relu(self.bn(out))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 

@@ -7,7 +7,7 @@ Everything must match except the classifier head (`find_head`): a head of anothe
 in the file leaves the model's new head; any other missing, unexpected or mis-shaped key fails with
 one line (`weights.format_report`). The file's own normaliser is usually held outside the model:
 without `normalize.*` keys the model's Normalize takes `input_mean/input_std`, else keeps its defaults,
-and the report and stderr say which statistics were assumed and why (`model.rf_norm_source`).
+and the report and stderr say which statistics were assumed and why (`info(model).norm_source`).
 """
 from __future__ import annotations
 
@@ -17,20 +17,31 @@ from pathlib import Path
 
 from torch import nn
 
+from .info import info, record
 from .normalize import Normalize, parse_stats
 from .weights import format_report, match_report, read_state_dict, sniff
 
 
+class AdaptsPretrained:
+    """Mixed into an architecture whose weights from elsewhere need fitting before they load (the ViT
+    resamples its position embedding, the timm wrapper runs timm's own filter); load_pretrained calls
+    `adapt_pretrained` on the models that declare it."""
+
+    def adapt_pretrained(self, state: dict) -> tuple[dict, list[str]]:
+        """(`state` fitted to this model, notes naming each change for the load report)."""
+        raise NotImplementedError
+
+
 def find_head(model: nn.Module) -> str:
-    """Name of the classifier module: `model.rf_head` where declared (ViT, timm), else the last
+    """Name of the classifier module: `info(model).head` where declared (ViT, timm), else the last
     nn.Linear registered (resnet*/preact: linear, wrn: fc, small_cnn: classifier, mlp: net.N)."""
-    name = getattr(model, "rf_head", None)
+    name = info(model).head
     if name:
         return name
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError(f"model {type(model).__name__} has no nn.Linear classifier; allowed: a model whose head is "
-                         "an nn.Linear or that names it in rf_head")
+                         "an nn.Linear or that declares it (models.info.record(model, head=NAME))")
     return linears[-1]
 
 
@@ -41,15 +52,16 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 def replace_head(model: nn.Module, num_classes: int) -> nn.Linear:
     """A new nn.Linear classifier with `num_classes` outputs in place of the old one (same device/dtype,
-    PyTorch's default initialisation from the global RNG); rf_config follows."""
+    PyTorch's default initialisation from the global RNG); info(model).config follows."""
     name = find_head(model)
     parent, attr = _parent(model, name)
-    old = getattr(parent, attr)
+    old = model.get_submodule(name)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None, device=old.weight.device,
                     dtype=old.weight.dtype)
     setattr(parent, attr, new)
-    if isinstance(getattr(model, "rf_config", None), dict):
-        model.rf_config["num_classes"] = num_classes
+    config = info(model).config
+    if config is not None:
+        record(model, config={**config, "num_classes": num_classes})
     return new
 
 
@@ -85,7 +97,7 @@ def _fit_stats(name: str, value, current: list[float]) -> list[float]:
 def _assumed(model: nn.Module, path: Path, norm: Normalize) -> str:
     """The report's line for a file without a normaliser when none was given, also said on stderr:
     a wrong guess here trains on wrongly scaled inputs without any error."""
-    source = getattr(model, "rf_norm_source", "the model's default")
+    source = info(model).norm_source
     why = f"assumed: {source} (the file holds no normaliser and input_mean/input_std were not given)"
     print(f"robustfront: {path.name}: normaliser mean={norm.mean_values}, std={norm.std_values} {why}; if "
           f"the weights were trained with other statistics give --input-mean/--input-std (imagenet, inception, "
@@ -106,15 +118,15 @@ def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, inpu
 
     Returns a report {path, sha256, format, loaded, head, normalize, notes, missing, unexpected,
     shape_mismatch} (the last three: the head keys that were allowed to differ) and records
-    `model.rf_pretrained = {"path", "sha256"}`, the base that fine-tuning checkpoints refer to.
+    `info(model).pretrained = {"path", "sha256"}`, the base that fine-tuning checkpoints refer to.
     """
     path = Path(path)
     state = read_state_dict(path, device)
-    prefix = getattr(model, "rf_weights_prefix", "")
+    prefix = info(model).weights_prefix
     if prefix and not any(k.startswith(prefix) for k in state):  # a plain timm state dict for a wrapper
         state = {prefix + k: v for k, v in state.items()}
     notes: list[str] = []
-    if hasattr(model, "adapt_pretrained"):
+    if isinstance(model, AdaptsPretrained):
         state, notes = model.adapt_pretrained(state)
 
     file_keys = set(state)
@@ -149,10 +161,11 @@ def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, inpu
     file_head = all(k in state and state[k].shape == own[k].shape for k in head_keys)
     merged = {k: (state[k] if k in state and (file_head or not is_head(k)) else v) for k, v in own.items()}
     model.load_state_dict(merged, strict=True)
-    # the values as given (not their float32 round trip), so rf_config and the report read 0.485
+    # the values as given (not their float32 round trip), so the config and the report read 0.485
     norm.mean_values, norm.std_values = values or (norm.mean.tolist(), norm.std.tolist())
-    if isinstance(getattr(model, "rf_config", None), dict):
-        model.rf_config.update(mean=list(norm.mean_values), std=list(norm.std_values))
+    config = info(model).config
+    if config is not None:
+        record(model, config={**config, "mean": list(norm.mean_values), "std": list(norm.std_values)})
 
     head_note = "loaded from the file" if file_head else "new (the file's head does not fit)"
     out_features = model.get_submodule(head).out_features
@@ -160,7 +173,7 @@ def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, inpu
         replace_head(model, num_classes)
         head_note = f"replaced: {out_features} -> {num_classes} classes"
     sha = file_sha256(path)
-    model.rf_pretrained = {"path": str(path.resolve()), "sha256": sha}
+    record(model, pretrained={"path": str(path.resolve()), "sha256": sha})
     loaded = sum(k in file_keys and (file_head or not is_head(k)) for k in own)
     return {"path": str(path), "sha256": sha, "format": sniff(path), "loaded": loaded,
             "head": head_note, "normalize": f"{normalize}: mean={norm.mean_values}, std={norm.std_values}",
@@ -169,4 +182,4 @@ def load_pretrained(model: nn.Module, path: str | Path, *, input_mean=None, inpu
             "shape_mismatch": [m for m in report["shape_mismatch"] if is_head(m[0])]}
 
 
-__all__ = ["file_sha256", "find_head", "load_pretrained", "replace_head"]
+__all__ = ["AdaptsPretrained", "file_sha256", "find_head", "load_pretrained", "replace_head"]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import torch
 
 from .factory import create_model
+from .info import info
 from .weights import format_report, resolve_normalization, match_report, split_normalization, strip_prefixes
 
 SIZES = (224, 32, 64, 96, 128, 160, 192, 256, 288, 320, 384, 448, 512, 28, 16)
 
 
 def _head_classes(model, state: dict) -> int | None:
-    head = getattr(model, "rf_head", None)
+    head = info(model).head
     w = state.get(head[len("net."):] + ".weight") if head else None
     return int(w.shape[0]) if w is not None and w.dim() == 2 else None
 
@@ -62,8 +63,8 @@ def load_timm_weights(name: str, state: dict, path, given: dict | None, num_clas
     full.update({"normalize.mean": model.normalize.mean, "normalize.std": model.normalize.std})
     model.load_state_dict(full, strict=True)
     source = (f"file ({found['key']})" if found else "given" if given else
-              f"assumed: {model.rf_norm_source} (none in the file, none given)")
-    report.update(model=name, layout="timm", options=dict(model.rf_config),
+              f"assumed: {info(model).norm_source} (none in the file, none given)")
+    report.update(model=name, layout="timm", options=dict(info(model).config),
                   normalization={"mean": list(model.normalize.mean_values), "std": list(model.normalize.std_values),
                                  "source": source})
     return model

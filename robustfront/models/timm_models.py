@@ -3,7 +3,7 @@
 timm is optional (`pip install 'robustfront[timm]'`) and imported only here, when such a model is
 built: it imports torchvision, which cannot be imported next to some CPU builds of torch. timm is
 never asked to download weights (pretrained=False); load a file with `load_pretrained`, which maps a
-plain timm state dict onto the wrapper (`rf_weights_prefix`) and adapts it to the model's input size
+plain timm state dict onto the wrapper (`info(model).weights_prefix`) and adapts it to the model's input size
 through timm's own per-model filter (`TimmModel.adapt_pretrained`).
 """
 from __future__ import annotations
@@ -12,7 +12,9 @@ import sys
 
 from torch import nn
 
+from .info import info, record
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize
+from .pretrained import AdaptsPretrained
 
 INSTALL = "pip install 'robustfront[timm]' (timm needs a torchvision that matches torch)"
 
@@ -30,26 +32,26 @@ def _import_timm(full_name: str):
 
 def pretrained_stats(net: nn.Module, what: str) -> tuple[list[float], list[float], str]:
     """(mean, std, where they come from): the timm model's pretrained_cfg, else ImageNet's."""
-    cfg = getattr(net, "pretrained_cfg", None) or {}
+    cfg = getattr(net, "pretrained_cfg", None) or {}  # timm's attribute, absent on some of its models
     if "mean" in cfg and "std" in cfg:
         tag = cfg.get("tag")
         return list(cfg["mean"]), list(cfg["std"]), f"timm pretrained_cfg of {what}" + (f".{tag}" if tag else "")
     return list(IMAGENET_MEAN), list(IMAGENET_STD), f"ImageNet (timm gives {what} no pretrained_cfg statistics)"
 
 
-class TimmModel(nn.Module):
+class TimmModel(AdaptsPretrained, nn.Module):
     """Normalize(mean, std) then a timm model `net`; the head is the timm model's classifier."""
-
-    rf_weights_prefix = "net."  # a plain timm state dict maps onto "net.<key>"
 
     def __init__(self, net: nn.Module, mean, std, in_channels: int):
         super().__init__()
         self.normalize = Normalize(mean, std, in_channels)
         self.net = net
-        head = net.get_classifier() if hasattr(net, "get_classifier") else None
+        has_head = hasattr(net, "get_classifier")  # timm's accessor; a model other code registers may lack it
+        head = net.get_classifier() if has_head else None
         names = [n for n, m in net.named_modules() if m is head and n]
-        if names:  # else models.pretrained.find_head uses its convention (the last nn.Linear)
-            self.rf_head = "net." + names[0]
+        # a plain timm state dict maps onto "net.<key>"; without a named classifier
+        # models.pretrained.find_head uses its convention (the last nn.Linear)
+        record(self, weights_prefix="net.", head="net." + names[0] if names else None)
 
     def forward(self, x):
         return self.net(self.normalize(x))
@@ -59,12 +61,12 @@ class TimmModel(nn.Module):
         model's timm module: ViT position embeddings and patch embedding resampled, Swin's relative
         position tables resized, old key layouts renamed); notes name each tensor it changed."""
         module = sys.modules.get(type(self.net).__module__)
-        filt = getattr(module, "checkpoint_filter_fn", None)
-        p = self.rf_weights_prefix
+        filt = getattr(module, "checkpoint_filter_fn", None)  # timm's per-model filter, where its module has one
+        p, head = info(self).weights_prefix, info(self).head
         inner = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
         if filt is None or not inner:
             return state, []
-        head = self.rf_head[len(p):] + "." if hasattr(self, "rf_head") else None
+        head = head[len(p):] + "." if head else None
         try:
             out = filt(inner, self.net)
         except Exception as e:  # noqa: BLE001 - a file timm's filter cannot read: the match report names it
@@ -105,6 +107,5 @@ def timm_builder(full_name: str):
             mean = cfg_mean if mean is None else mean
             std = cfg_std if std is None else std
         model = TimmModel(net, mean, std, in_channels)
-        model.rf_norm_source = source
-        return model
+        return record(model, norm_source=source)
     return build

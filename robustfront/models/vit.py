@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .factory import MODELS
+from .info import record
+from .pretrained import AdaptsPretrained
 from .normalize import NAMED_STATS, Normalize
 
 # the timm tag each 224-px name resolves to by default (timm 1.0) and its pretrained_cfg statistics;
@@ -75,15 +77,13 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)  # B, grid*grid, dim (row-major patches)
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(AdaptsPretrained, nn.Module):
     """ViT taking inputs in [0,1] of size `img_size` (a multiple of `patch`).
 
     Args:
         img_size: input height = width. patch: patch size. dim: embedding width. depth: blocks.
         num_heads: attention heads (dim must divide). mlp_ratio: MLP hidden width / dim (4).
     """
-    rf_head = "head"  # the classifier that fine-tuning replaces (see models/pretrained.py)
-
     def __init__(self, img_size=224, patch=16, num_classes=1000, in_channels=3, mean=None, std=None,
                  dim=768, depth=12, num_heads=12, mlp_ratio=4.0):
         super().__init__()
@@ -99,6 +99,7 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.Sequential(*[Block(dim, num_heads, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, num_classes)
+        record(self, head="head")  # the classifier that fine-tuning replaces (see models/pretrained.py)
         # timm's default initialisation: truncated normal 0.02 for linears and the position embedding
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
@@ -150,8 +151,7 @@ def _vit(name, patch, width, blocks, heads, default_size):
             source = f"timm pretrained_cfg of {name}.{tag} (mean = std = 0.5; ARES/RobustBench: imagenet)"
         model = VisionTransformer(input_size, patch, num_classes, in_channels, mean, std, embed_dim or width,
                                   depth or blocks, num_heads or heads, mlp_ratio)
-        model.rf_norm_source = source
-        return model
+        return record(model, norm_source=source)
     return build
 
 

@@ -169,7 +169,7 @@ def check_input_fits(model_config: dict, shape, num_classes: int | None = None, 
     or image height (the side recorded as input_size), for an mlp any other shape, for flat-input
     models another length; or more classes than the model has outputs.
 
-    model_config: a model's rf_config (a checkpoint's "model_config"); shape: one example's shape,
+    model_config: a model's info(model).config (a checkpoint's "model_config"); shape: one example's shape,
     (C, H, W) or (D,), e.g. `Dataset.shape`.
     """
     shape = tuple(int(v) for v in shape)

@@ -15,6 +15,7 @@ from ..attacks import ThreatModel
 from ..data import DeviceLoader
 from ..device import fused_sgd_supported, maybe_compile, warn_emulated_bf16
 from ..models import attack_view, create_model, load_pretrained, parse_stats, prepare_finetune, trainable_parameters
+from ..models.info import info, record
 from ..models.peft import on_view, parameter_counts, peft_state_dict
 from ..objectives.base import Objective
 from ..validation import invalid
@@ -34,7 +35,7 @@ def channel_stats(x) -> tuple[list[float], list[float]]:
 def build_model(cfg: TrainConfig, ds, device) -> torch.nn.Module:
     """The config's model on `device`: created, then (with `pretrained`) loaded from the weights file
     with a new head for the data's classes, then put in its fine-tuning mode (`finetune`). The load
-    report is kept as `model.rf_pretrained_report`."""
+    report is kept as `info(model).pretrained_report`."""
     kw = dict(cfg.model_args)
     if cfg.pretrained is None:
         if cfg.input_mean is not None or cfg.input_std is not None:  # a known recipe's statistics
@@ -51,8 +52,8 @@ def build_model(cfg: TrainConfig, ds, device) -> torch.nn.Module:
                       f"classes and the model gets that many outputs (--model-arg)")
     model = create_model(cfg.model, num_classes=len(ds.classes), **kw)
     if cfg.pretrained is not None:  # the file's normaliser, or input_mean/std, or the model's default
-        model.rf_pretrained_report = load_pretrained(model, cfg.pretrained, input_mean=cfg.input_mean,
-                                                     input_std=cfg.input_std)
+        record(model, pretrained_report=load_pretrained(model, cfg.pretrained, input_mean=cfg.input_mean,
+                                                        input_std=cfg.input_std))
     mode = cfg.finetune or ("full" if cfg.pretrained is not None else None)
     if mode is not None:
         prepare_finetune(model, mode, adapter_reduction=cfg.adapter_reduction, lora_rank=cfg.lora_rank,
@@ -85,7 +86,7 @@ def _attacks_on(objective, view) -> None:
         seen.add(id(obj))
         for v in vars(obj).values():  # wrapped objectives, alone or in lists
             stack += [e for e in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(e, Objective)]
-        attack = getattr(obj, "attack", None)
+        attack = getattr(obj, "attack", None)  # objectives without a training attack (standard) have none
         if attack is not None:
             obj.attack = wrapped.setdefault(id(attack), on_view(attack, view))
 
@@ -98,14 +99,14 @@ class FineTuneTrainer(Trainer):
     def state_dict(self) -> dict:
         s = super().state_dict()
         model = self.scored
-        base = getattr(model, "rf_pretrained", None)
-        s.update(peft=dict(model.rf_peft), base=dict(base) if base else None)
-        if base and model.rf_peft["mode"] != "full":  # full mode: the delta is the whole model, once is enough
+        peft, base = info(model).peft, info(model).pretrained
+        s.update(peft=dict(peft), base=dict(base) if base else None)
+        if base and peft["mode"] != "full":  # full mode: the delta is the whole model, once is enough
             s["delta"] = peft_state_dict(model)["delta"]
         return s
 
     def load_state_dict(self, s: dict) -> None:
-        ours, theirs = getattr(self.model, "rf_pretrained", None), s.get("base")
+        ours, theirs = info(self.model).pretrained, s.get("base")
         if theirs and ours and ours["sha256"] != theirs["sha256"]:
             raise ValueError(f"pretrained={ours['path']} is not the base file this run started from (sha256 "
                              f"{theirs['sha256'][:12]}... at {theirs['path']}); allowed: that same file")
@@ -152,12 +153,12 @@ def build_trainer(cfg: TrainConfig, ds, device: torch.device) -> Trainer:
     ema = EMA(model, float(cfg.ema), cfg.ema_start) if cfg.ema else None
     if ema is not None:  # RAAT# decides with the averaged weights
         objective.bind(ema.model, cfg.ema_start)
-    kind = FineTuneTrainer if hasattr(model, "rf_peft") else Trainer
+    kind = FineTuneTrainer if info(model).peft is not None else Trainer  # prepared for fine-tuning or not
     trainer = kind(model, objective, combiner, opt, loader, schedule, device=device,
                    net=maybe_compile(model, device, cfg.compile_mode) if cfg.compile else model, ema=ema,
                    bf16=cfg.bf16,
                    channels_last=cfg.channels_last)
-    if hasattr(model, "rf_pretrained_report"):
+    if info(model).pretrained_report is not None:
         _write_pretrained_report(cfg, model)
     return trainer
 
@@ -167,7 +168,7 @@ def _write_pretrained_report(cfg: TrainConfig, model) -> None:
     what trains, so a run folder says what it started from."""
     if cfg.out is None or not Path(cfg.out).is_dir():
         return
-    report = {**model.rf_pretrained_report, "finetune": dict(model.rf_peft), **parameter_counts(model)}
+    report = {**info(model).pretrained_report, "finetune": dict(info(model).peft), **parameter_counts(model)}
     ckpt.write_json_atomic(Path(cfg.out) / "pretrained.json", report)
 
 

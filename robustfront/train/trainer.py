@@ -15,6 +15,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from ..device import autocast
+from ..models.info import info
 from .distributed import Dist, rank_seed
 from .guard import UpdateGuard
 from .term_grads import TermGrads
@@ -152,7 +153,7 @@ class Trainer:
         rng = ckpt.rng_state(self.device)
         s = {"model": self.scored.state_dict(), "optimizer": self.opt.state_dict(),
              "scheduler": self.schedule.state_dict(), "loader": self.loader.state_dict(),
-             "rng": rng, "model_config": self.model.rf_config}
+             "rng": rng, "model_config": info(self.model).config}
         if self.ema:
             s["model_raw"] = self.model.state_dict()
         if self.dist.active:
