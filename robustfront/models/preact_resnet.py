@@ -13,6 +13,7 @@ from torch import nn
 
 from .factory import MODELS
 from .normalize import Normalize
+from .resnet import stages
 
 
 class PreActBlock(nn.Module):
@@ -40,21 +41,10 @@ class PreActResNet(nn.Module):
         super().__init__()
         self.normalize = Normalize(mean, std, in_channels)
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
-        self.in_planes = width
-        self.layer1 = self._make_layer(width, num_blocks[0], 1)
-        self.layer2 = self._make_layer(2 * width, num_blocks[1], 2)
-        self.layer3 = self._make_layer(4 * width, num_blocks[2], 2)
-        self.layer4 = self._make_layer(8 * width, num_blocks[3], 2)
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages(PreActBlock, width, num_blocks)
         # the final BN-ReLU; None (no module, no `bn.*` keys): kuangliu's layout, logits from the raw last block
         self.bn: nn.Module | None = nn.BatchNorm2d(8 * width) if head_bn else None
         self.linear = nn.Linear(8 * width, num_classes)
-
-    def _make_layer(self, planes, n, stride):
-        layers = []
-        for s in [stride] + [1] * (n - 1):
-            layers.append(PreActBlock(self.in_planes, planes, s))
-            self.in_planes = planes
-        return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.normalize(x))

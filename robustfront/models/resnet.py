@@ -30,6 +30,19 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def stages(block, width: int, num_blocks) -> list[nn.Sequential]:
+    """The four stages of a (pre-activation) ResNet: `num_blocks[i]` blocks of width·2^i channels, the
+    first block of stages 2-4 striding 2."""
+    out, in_planes = [], width
+    for i, n in enumerate(num_blocks):
+        planes, layers = width * 2 ** i, []
+        for stride in [1 if i == 0 else 2] + [1] * (n - 1):
+            layers.append(block(in_planes, planes, stride))
+            in_planes = planes
+        out.append(nn.Sequential(*layers))
+    return out
+
+
 class ResNet(nn.Module):
     """CIFAR ResNet. Adaptive average pooling at the end, so any input of 8x8 or more works.
 
@@ -43,19 +56,8 @@ class ResNet(nn.Module):
         self.normalize = Normalize(mean, std, in_channels)
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.in_planes = width
-        self.layer1 = self._make_layer(width, num_blocks[0], 1)
-        self.layer2 = self._make_layer(2 * width, num_blocks[1], 2)
-        self.layer3 = self._make_layer(4 * width, num_blocks[2], 2)
-        self.layer4 = self._make_layer(8 * width, num_blocks[3], 2)
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages(BasicBlock, width, num_blocks)
         self.linear = nn.Linear(8 * width, num_classes)
-
-    def _make_layer(self, planes, n, stride):
-        layers = []
-        for s in [stride] + [1] * (n - 1):
-            layers.append(BasicBlock(self.in_planes, planes, s))
-            self.in_planes = planes
-        return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(self.normalize(x))))
