@@ -352,12 +352,14 @@ def figure(summary: dict, path: Path) -> None:
             knob = c.split("=")[-1].rstrip(")") if "=" in c else c.replace("standard", "λ=0").replace("pgd_at", "λ=1")
             ax.annotate(knob, (100 * cm[0], 100 * am[0]), textcoords="offset points", xytext=off, fontsize=7,
                         color=col)
-    markers = iter("s^vDPX")
+    style = {"agr": ("s", "tab:purple"), "agr_trades": ("^", "tab:purple"), "mart": ("v", "tab:brown"),
+             "cons_at": ("D", "tab:olive"), "raat": ("P", "tab:orange"), "raat_pp": ("X", "tab:orange")}
     for c in singles:
         s = summary[c]
         if s["aa"]:
+            marker, col = style.get(s["method"], ("o", "0.3"))
             ax.errorbar(100 * s["clean"][0], 100 * s["aa"][0], xerr=100 * s["clean"][1], yerr=100 * s["aa"][1],
-                        fmt=next(markers), color="0.3", capsize=2, label=c)
+                        fmt=marker, color=col, ms=7, capsize=2, label=c)
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel("AutoAttack accuracy (%), L∞ ε = 8/255")
     ax.set_title("CPU testbed: CIFAR-10 (JPEG copy) 16×16, small_cnn w16, 10 epochs; mean ± std over seeds",
