@@ -278,7 +278,7 @@ def calibration(root: Path, summary: dict, out: Path) -> None:
         meta, ev, st = _load(point / "point.json"), _load(point / "eval.json"), _load(point / "status.json")
         if not meta or not ev or not ev.get("complete", True):
             continue
-        v = meta["varied"]
+        v = {k.split(".")[-1]: x for k, x in meta["varied"].items()}  # model_args.width -> width
         knob = tuple((k, v[k]) for k in CAL_KNOBS if k in v and v[k] != CHOSEN[k])
         runs.setdefault(knob, {})[v["method"]] = {
             "clean": (ev["clean_acc"], None), "pgd20": (ev["robust_acc"].get("pgd20"), None),
