@@ -286,11 +286,7 @@ def calibration(root: Path, summary: dict, out: Path) -> None:
             "train_s": (st or {}).get("train_wall_s"), "aa_s": ev.get("time_s", {}).get("autoattack")}
     if not runs:
         return
-    def timed(c):  # the seeds' mean wall times beside the summary's accuracies
-        seeds = summary[c]["seeds"].values()
-        mean = lambda k: sum(r[k] for r in seeds if r[k]) / max(1, sum(1 for r in seeds if r[k]))  # noqa: E731
-        return {**summary[c], "train_s": mean("train_wall_s"), "aa_s": mean("aa_s")}
-    chosen = {m: timed(m) for m in ("standard", "pgd_at") if m in summary}
+    chosen = {m: summary[m] for m in ("standard", "pgd_at") if m in summary}  # times: see the note below
     lines = ["| setting | seeds | standard clean | PGD-AT clean | clean gap | standard AA | PGD-AT AA | AA gain | "
              "PGD-AT PGD-20 | PGD-AT train s | PGD-AT AA s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     pct = lambda v: "n/a" if v is None or v[0] is None else (f"{100 * v[0]:.1f}" + (
@@ -307,8 +303,10 @@ def calibration(root: Path, summary: dict, out: Path) -> None:
                      f"{pct(s and s['aa'])} | {pct(a and a['aa'])} | {gap('aa')} | {pct(a and a['pgd20'])} | "
                      f"{sec(a and a.get('train_s'))} | {sec(a and a.get('aa_s'))} |")
     lines.append("")
-    lines.append("Times: wall seconds of the study's runs (one thread per point, two points at a time, on the shared "
-                 "machine; the chosen setting's: the mean over its seeds); the idle machine's are in idle_timing.json.")
+    lines.append("Times: wall seconds of PGD-AT's training and AutoAttack in the calibration sweep (one thread per point, "
+                 "two points at a time, all rows in one sweep at one load, so they compare with each other); the chosen "
+                 "setting's own times are in idle_timing.json (the idle machine) and points.csv (the study, at other "
+                 "loads).")
     (out / "calibration.md").write_text("\n".join(lines) + "\n")
 
 
