@@ -1,5 +1,7 @@
 """Resumable state folders: "is this folder mine, and was it written for these settings?" answered once.
 
+A `FolderLock` keeps a second process out of a folder while one writes it (run folders, sweep
+folders and their points); its refusal names the holder's PID and how to proceed.
 A `StateFolder` holds one meta file (the settings a run was started with) and JSON records beside it,
 or - folder=None - the same records in memory only. `open(meta)` writes the meta of a new folder or
 compares it with the folder's (one message naming the first setting that differs); reads are
@@ -10,9 +12,84 @@ the AutoAttack cascade (eval/cascade_state.py) keep their records in one.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .checkpoint import write_json_atomic
+from .validation import one_line
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): every lock is taken, nothing is kept out
+    fcntl = None
+
+
+class FolderLock:
+    """An exclusive lock on a folder while a process writes it: `with FolderLock(out): ...`.
+
+    flock on FOLDER/`name` (which holds the holder's PID): the kernel drops it when the holder exits,
+    even on kill -9, so a lock is never stale. Entering when another process holds it raises one
+    ValueError line naming the folder, the holder's PID and `how` to proceed; `acquire()` answers
+    False instead. Two locks of one process on one file also exclude each other (flock is per open file).
+    """
+
+    def __init__(self, folder, name: str = ".lock", *, what: str = "run folder", by: str = "robustfront process",
+                 how: str = "one writer at a time (wait for it, or use another --out)"):
+        self.folder, self.path = Path(folder), Path(folder) / name
+        self.what, self.by, self.how = what, by, how
+        self._fd = None
+
+    def acquire(self) -> bool:
+        """Take the lock (creating the folder) and write this PID into it; False if another holds it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock; the file stays (removing it would race)
+            self._fd = None
+
+    def held_elsewhere(self) -> bool:
+        """Does another process (or another lock of this one) hold it now? Takes and writes nothing."""
+        if fcntl is None or not self.path.is_file():
+            return False
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # releases the probe's shared lock
+
+    def holder(self) -> str:
+        """The PID written by the holder ("?" if it cannot be read)."""
+        try:
+            return self.path.read_text().strip() or "?"
+        except OSError:
+            return "?"
+
+    def refusal(self) -> str:
+        return one_line(f"{self.what} {self.folder} is in use by another {self.by} (PID {self.holder()}); "
+                        f"allowed: {self.how}")
+
+    def __enter__(self) -> "FolderLock":
+        if self._fd is None and not self.acquire():  # (already taken by acquire(): kept)
+            raise ValueError(self.refusal())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def read_json(path: Path, what: str = "state file", writer: str = "robustfront") -> dict:
@@ -77,4 +154,4 @@ class StateFolder:
         return [read_json(p, self.what, self.writer) for p in sorted((self.folder / sub).glob(pattern))]
 
 
-__all__ = ["StateFolder", "read_json"]
+__all__ = ["FolderLock", "StateFolder", "read_json"]

@@ -271,14 +271,13 @@ def test_missing_submitit_and_unknown_executor_are_one_line_errors(tmp_path, mon
 
 
 def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
-    from robustfront.sweep.point import held_lock
-    with held_lock(tmp_path / ".sweep.lock") as got:
-        assert got
+    from robustfront.state import FolderLock
+    with FolderLock(tmp_path, ".sweep.lock"):
         code = ("import sys; from robustfront.sweep import run_sweep\n"
                 "try:\n    run_sweep(sys.argv[1], sys.argv[2], dry_run=True, log=lambda m: None)\n"
                 "except ValueError as e:\n    print(e)\n")
         res = subprocess.run([sys.executable, "-c", code, str(ROOT / "configs" / "sweeps" / "tiny_digits.yaml"),
                               str(tmp_path)], capture_output=True, text=True,
                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert "is in use by another sweep" in res.stdout
+    assert "is in use by another sweep" in res.stdout and f"(PID {os.getpid()})" in res.stdout
     assert len(expand(spec())) == 8

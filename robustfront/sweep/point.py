@@ -19,10 +19,10 @@ import shutil
 import socket
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..checkpoint import read_jsonl, write_json_atomic
+from ..state import FolderLock
 from .names import short_hash
 
 # execution details that do not change what is computed (recorded in the run, left out of the hash)
@@ -136,36 +136,15 @@ def is_done(folder: Path, record: dict) -> bool:
     return bool(ev) and ev.get("config_hash") == record["config_hash"] and ev.get("eval_hash") == record["eval_hash"]
 
 
-@contextmanager
-def held_lock(path: Path):
-    """An exclusive, non-blocking flock: yields True when taken (released on exit or when the process
-    dies, SIGKILL included), False when another process holds it. No fcntl (Windows): always True."""
-    try:
-        import fcntl
-    except ImportError:
-        yield True
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        fcntl.flock(f, fcntl.LOCK_UN)
-        f.close()
+def point_lock(folder: Path) -> FolderLock:
+    """The lock of the process working on a point (released when it ends or dies, SIGKILL included)."""
+    return FolderLock(folder, POINT_LOCK, what="point folder",
+                      how="one process per point (it is being worked on; wait for it, or stop that process)")
 
 
 def is_busy(folder: Path) -> bool:
     """Is a process (here or on another node sharing the folder) working on this point now?"""
-    if not (Path(folder) / POINT_LOCK).exists():
-        return False
-    with held_lock(Path(folder) / POINT_LOCK) as got:
-        return not got
+    return point_lock(Path(folder)).held_elsewhere()
 
 
 def error_line(e: BaseException) -> str:
@@ -197,9 +176,10 @@ def run_point(folder: str | Path, *, threads: int | None = None, device: str | N
     folder = Path(folder)
     if threads:
         torch.set_num_threads(threads)
-    with held_lock(folder / POINT_LOCK) as got:
-        if not got:
-            return "busy"
+    lock = point_lock(folder)
+    if not lock.acquire():
+        return "busy"
+    with lock:
         rec = read_json(folder / "point.json")
         if rec is None:
             raise ValueError(f"point folder {folder} holds no readable point.json; allowed: a folder made by run_sweep")
@@ -250,9 +230,9 @@ __all__ = [
     "epochs_done",
     "error_line",
     "eval_hash",
-    "held_lock",
     "is_busy",
     "is_done",
+    "point_lock",
     "point_record",
     "read_json",
     "run_point",

@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from .. import checkpoint as ckpt
+from ..state import FolderLock
 from .config import RESUME_SAFE, TrainConfig
 
 
@@ -61,7 +62,7 @@ class RunLog:
         if self.cfg.wandb:
             from ..tracking import import_wandb
             import_wandb(self.cfg.wandb)
-        self._lock = ckpt.RunLock(self.out).__enter__()
+        self._lock = FolderLock(self.out).__enter__()
         try:
             self._open()
             if self.cfg.wandb:  # started before any work: a W&B failure (not logged in) costs no epoch
