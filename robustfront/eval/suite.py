@@ -13,11 +13,11 @@ Every official name runs through robustfront's self-driven cascade (cascade.py):
 cascades (autoattack, autoattack_plus, autoattack_rand) as themselves, a single official attack
 (fab, fab_t, square, apgd_ce, apgd_dlr, apgd_t) as a cascade of one attack, so each gets per-sample
 masks, resume after the batch in flight and shards; robustfront's own attacks run through their
-`robust_mask` (as do the official names at ε = 0, where they are the identity). The points are cut into chunks of `chunk_size` (default: 1000, or the
-batch size when larger), each attacked on its own with a seed of its own (chunk 0: `seed` itself),
-so a result never depends on how many shards ran the chunks or how often the run was interrupted;
-with all points in one chunk (n <= chunk_size, or chunk_size="all") the AutoAttack results equal
-the official `run_standard_evaluation`'s. Per-sample masks of every attack (keyed by the points'
+`robust_mask` (as do the official names at ε = 0, where they are the identity). The points are cut
+into chunks of `chunk_size` (default: 1000, or the batch size when larger), each attacked on its
+own with a seed of its own (chunk 0: `seed` itself), so a result never depends on how many shards
+ran the chunks or how often the run was interrupted; with all points in one chunk (n <= chunk_size,
+or chunk_size="all") the official names' results equal the official `run_standard_evaluation`'s. Per-sample masks of every attack (keyed by the points'
 ids, e.g. their indices in the test split) give the worst case and merge across runs.
 """
 from __future__ import annotations
