@@ -168,7 +168,7 @@ class EvalConfig:
         if (self.alpha is not None or self.steps is not None) and fixed:
             raise ValueError(f"alpha/steps with {', '.join(fixed)}: the official AutoAttack attacks keep their "
                              f"budgets; allowed: alpha/steps with robustfront's own attacks and APGD (aa_budget "
-                             f"reduces a cascade's)")
+                             f"reduces theirs)")
         if self.state is not None and self.no_state:
             raise ValueError("--state and --no-state: give one of them")
         if self.sanity and self.shard is not None:
