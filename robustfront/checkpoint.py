@@ -4,7 +4,7 @@
   process umask's mode), fsync it and rename it into place, so a kill or a full disk leaves either
   the old file or the new one; `clean_temp_files` removes what a killed write left behind.
 - `check_out_dir` / `check_out_file` refuse an output that cannot be written before any work;
-  `RunLock` keeps a second process out of a run folder; `save_result` never loses a finished result.
+  `save_result` never loses a finished result (the run folder's lock: state.FolderLock).
 - `load` reads with `torch.load(weights_only=True)` (no code from the file runs) and turns every
   way a file can be bad (missing, a folder, empty, truncated, random bytes, a pickle payload, not
   a mapping) into one ValueError line naming the file.
@@ -194,7 +194,7 @@ def load(path: str | Path, device="cpu", *, what: str = "checkpoint") -> dict:
     return obj
 
 
-# ---------------------------------------------------------------- output paths and the run folder's lock
+# ---------------------------------------------------------------- output paths
 
 def check_out_dir(path, what: str = "out") -> Path:
     """Refuse, before any work, a folder that cannot hold a run or results: '' (would mean the current
@@ -241,42 +241,6 @@ def _check_creatable(folder: Path, what: str, shown_path: Path | None = None) ->
                                   f"allowed: a path under a writable folder"))
 
 
-class RunLock:
-    """An exclusive lock on a run folder while a process writes it: `with RunLock(out): ...`.
-
-    flock on OUT/.lock (which holds the holder's PID): the kernel drops it when the holder exits, even
-    on kill -9, so a lock is never stale. A second writer gets one ValueError line naming the PID.
-    """
-
-    NAME = ".lock"
-
-    def __init__(self, folder):
-        self.folder, self._fd = Path(folder), None
-
-    def __enter__(self) -> "RunLock":
-        import fcntl
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / self.NAME
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = (os.pread(fd, 32, 0).decode(errors="replace").strip() or "?")
-            os.close(fd)
-            raise ValueError(one_line(f"run folder {self.folder} is in use by another robustfront process (PID "
-                                      f"{holder}); allowed: one writer at a time (wait for it, or use another "
-                                      f"--out)")) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock; the file stays (removing it would race)
-            self._fd = None
-
-
 def save_result(obj, path, fallback_dir) -> Path:
     """Write a JSON result atomically to `path`; if that fails after the work is done, save it as
     `fallback_dir`/<name> instead and raise one line saying where it went (the result is never lost)."""
@@ -310,6 +274,6 @@ def set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
-__all__ = ["RunLock", "read_jsonl", "read_yaml", "check_out_dir", "check_out_file", "clean_temp_files", "load",
+__all__ = ["read_jsonl", "read_yaml", "check_out_dir", "check_out_file", "clean_temp_files", "load",
            "rng_state", "save_atomic", "save_result", "set_rng_state", "write_bytes_atomic", "write_json_atomic",
            "write_text_atomic"]

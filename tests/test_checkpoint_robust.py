@@ -19,6 +19,7 @@ from robustfront import checkpoint as ckpt
 from robustfront.models import create_model, load_model
 from robustfront.models.weights import read_state_dict
 from robustfront.models.info import info
+from robustfront.state import FolderLock
 
 LOADERS = {"load": ckpt.load, "load_model": load_model, "read_state_dict": read_state_dict}
 
@@ -337,13 +338,13 @@ def test_atomic_writes_never_replace_a_device(tmp_path):
 
 def test_run_lock_refuses_a_second_writer_with_the_holders_pid(tmp_path):
     """flock conflicts between two open files even in one process, so the second writer is simulated here."""
-    with ckpt.RunLock(tmp_path / "run"):
+    with FolderLock(tmp_path / "run"):
         assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
         with pytest.raises(ValueError) as e:
-            ckpt.RunLock(tmp_path / "run").__enter__()
+            FolderLock(tmp_path / "run").__enter__()
         msg = str(e.value)
         assert f"(PID {os.getpid()})" in msg and "in use" in msg and str(tmp_path / "run") in msg and "\n" not in msg
-    with ckpt.RunLock(tmp_path / "run"):  # released on exit
+    with FolderLock(tmp_path / "run"):  # released on exit
         pass
 
 
@@ -351,16 +352,16 @@ def test_run_lock_of_a_killed_holder_is_not_stale(tmp_path):
     import signal
     import subprocess
     import sys
-    code = ("import sys, time; from robustfront.checkpoint import RunLock\n"
-            "RunLock(sys.argv[1]).__enter__(); print('locked', flush=True); time.sleep(60)\n")
+    code = ("import sys, time; from robustfront.state import FolderLock\n"
+            "FolderLock(sys.argv[1]).__enter__(); print('locked', flush=True); time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert p.stdout.readline().strip() == "locked"
     with pytest.raises(ValueError, match=f"PID {p.pid}"):
-        ckpt.RunLock(tmp_path / "run").__enter__()
+        FolderLock(tmp_path / "run").__enter__()
     p.send_signal(signal.SIGKILL)
     p.wait(30)
-    with ckpt.RunLock(tmp_path / "run"):
+    with FolderLock(tmp_path / "run"):
         assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
 
 

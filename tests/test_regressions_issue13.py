@@ -62,7 +62,7 @@ def one_error(res, *needles, absent=()):
 
 def snapshot(run: Path) -> dict:
     """Bytes of everything a run folder holds (but its lock file, which names the last PID that held it:
-    robustfront.checkpoint.RunLock)."""
+    robustfront.state.FolderLock)."""
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()
             and p.name != ".lock"}
 

@@ -6,6 +6,7 @@ Tiny digits runs (small_cnn width 8, attack_steps 2, PGD-10 on 50 test images): 
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,12 +99,14 @@ def test_inline_rerun_skips_refuses_a_changed_config_and_moves_it_only_when_aske
     with pytest.raises(ValueError) as e:
         run_sweep(changed, tmp_path, executor="inline", only=only, log=log.append)
     msg = str(e.value)
-    assert "\n" not in msg and "lr: 0.05 -> 0.04" in msg and "model_args.width: 8 -> 6" in msg and "move_stale" in msg
+    assert "\n" not in msg and "was written for " in msg and "move_stale" in msg
+    for key, old, new in (("lr", "0.05", "0.04"), ("model_args.width", "8", "6")):   # each named with both values
+        assert re.search(rf"{re.escape(key)}={old}(, this run has {re.escape(key)}=| -> ){new}", msg), msg
     assert all(p.read_bytes() == b for p, b in before.items())
 
     # another eval protocol: refused, then with move_stale only re-evaluated (the training is kept)
     other_eval = spec(eval={**TINY["eval"], "n": 40})
-    with pytest.raises(ValueError, match=r"eval differs in n: 50 -> 40"):
+    with pytest.raises(ValueError, match=r"was written for eval.n=50, this run has eval.n=40"):
         run_sweep(other_eval, tmp_path, executor="inline", only=only, log=log.append)
     run_sweep(other_eval, tmp_path, executor="inline", only=only, move_stale=True, log=log.append)
     assert read(folder / "eval.json")["n"] == 40
@@ -271,14 +274,13 @@ def test_missing_submitit_and_unknown_executor_are_one_line_errors(tmp_path, mon
 
 
 def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
-    from robustfront.sweep.point import held_lock
-    with held_lock(tmp_path / ".sweep.lock") as got:
-        assert got
+    from robustfront.state import FolderLock
+    with FolderLock(tmp_path, ".sweep.lock"):
         code = ("import sys; from robustfront.sweep import run_sweep\n"
                 "try:\n    run_sweep(sys.argv[1], sys.argv[2], dry_run=True, log=lambda m: None)\n"
                 "except ValueError as e:\n    print(e)\n")
         res = subprocess.run([sys.executable, "-c", code, str(ROOT / "configs" / "sweeps" / "tiny_digits.yaml"),
                               str(tmp_path)], capture_output=True, text=True,
                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert "is in use by another sweep" in res.stdout
+    assert "is in use by another sweep" in res.stdout and f"(PID {os.getpid()})" in res.stdout
     assert len(expand(spec())) == 8

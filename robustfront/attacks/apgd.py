@@ -96,12 +96,15 @@ class APGD(Attack):
         return self.n_target_classes
 
     def robust_mask(self, model, x, y, *, batch_size: int = 500, seed: int = 0, progress=None):
-        """Evaluation goes through the official AutoAttack runner (its seeding, its check of the
-        model, attacks on the still-correct points only), with this attack's iterations and targets."""
+        """The official AutoAttack runner's per-sample result (its seeding, its check of the model,
+        attacks on the still-correct points only), with this attack's iterations and targets. Evaluation
+        takes the same result from robustfront's cascade (eval/cascade.py) and uses this at ε = 0 only."""
         from .autoattack import run_official
-        return run_official(model, x, y, eps=self.eps, norm=self.norm, attacks=[self.official_name], seed=seed,
-                            batch_size=batch_size, n_iter=self.steps, n_target_classes=self.n_target_classes,
-                            progress=progress)
+        out = run_official(model, x, y, eps=self.eps, norm=self.norm, attacks=[self.official_name], seed=seed,
+                           batch_size=batch_size, n_iter=self.steps, n_target_classes=self.n_target_classes)
+        if progress is not None:
+            progress.update(len(y))
+        return out
 
     def _official(self, model: nn.Module, x: torch.Tensor):
         need = 4 if self.targeted else 3 if self.loss == "dlr" else 2

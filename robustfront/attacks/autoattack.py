@@ -8,13 +8,13 @@ stronger than the cascade). Names are robustfront's (`apgd_ce`, `fab_t`, ...); t
 collector and the map to the package's own spellings come from the one adapter, official.py.
 
 `AutoAttack` is the registered attack (`autoattack`, `autoattack_plus`, `autoattack_rand`, `fab`, `fab_t`,
-`square`):
-called as `attack(model, x, y)` it returns the official adversarial examples; evaluation asks it
-for `robust_mask`, the official per-sample result with its log.
+`square`): called as `attack(model, x, y)` it returns the official adversarial examples, and
+`robust_mask` gives the official runner's per-sample result with its log. Evaluation runs every one
+of these names (and apgd_ce, apgd_dlr, apgd_t) through robustfront's cascade instead (eval/cascade.py:
+the same per-sample results, resumable and shardable).
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 import sys
 
 import torch
@@ -26,7 +26,7 @@ from .official import MIN_CLASSES, OFFICIAL, VERSIONS, too_few_classes
 
 def run_official(model, x, y, *, eps: float, norm: str = "Linf", version: str = "standard",
                  attacks: list[str] | None = None, seed: int = 0, batch_size: int = 250, n_iter: int | None = None,
-                 n_target_classes: int | None = None, return_adv: bool = False, progress=None):
+                 n_target_classes: int | None = None, return_adv: bool = False):
     """Run the official AutoAttack on (x, y); x must be in [0,1] (the official code clamps to it).
 
     version: "standard", "plus" or "rand" (APGD-CE and APGD-DLR with 20 EOT samples, for randomised
@@ -36,18 +36,13 @@ def run_official(model, x, y, *, eps: float, norm: str = "Linf", version: str = 
     cascade drops such attacks (one line on stderr). ε = 0 is the identity (the official code divides
     by ε). Returns (correct: bool per sample, info) with info = {"after": {attack: acc after it},
     "warnings": [the official code's warnings], "skipped": {attack: reason}}; with return_adv also
-    the adversarial examples. `progress.note(text)` gets the runner's per-batch log lines.
+    the adversarial examples. (Evaluation runs these attacks through robustfront's cascade,
+    eval/cascade.py, which gives the same per-sample results with resume and shards.)
     """
     check_choice("version", version, VERSIONS)
-    bad = [a for a in attacks or [] if a not in OFFICIAL]
-    if bad:
-        raise ValueError(f"unknown AutoAttack attack(s) {bad}; allowed: {', '.join(OFFICIAL)}")
     with torch.no_grad():
         n_classes = model(x[:1]).shape[1]
-    skipped = too_few_classes(attacks or [], n_classes)
-    if skipped:
-        a, why = next(iter(skipped.items()))
-        raise ValueError(f"AutoAttack attack {a!r} cannot run on a model with K={n_classes} classes; it {why}")
+    chosen = official.single(attacks, n_classes) if attacks else None
     if eps == 0 or len(y) == 0:
         with torch.no_grad():
             ok = torch.cat([model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]
@@ -55,10 +50,10 @@ def run_official(model, x, y, *, eps: float, norm: str = "Linf", version: str = 
         info = {"after": {}, "warnings": [], "skipped": {}}
         return (ok, info, x.clone()) if return_adv else (ok, info)
     aa, cascade, skipped, log = official.build(model, eps=eps, norm=norm, version=version, seed=seed, device=x.device,
-                                               n_classes=n_classes, progress=progress)
-    aa.verbose = True  # the runner logs each attack's accuracy (log.after) and, for `progress`, each batch
-    if attacks:
-        aa.attacks_to_run, skipped = [OFFICIAL[a] for a in attacks], {}
+                                               n_classes=n_classes)
+    aa.verbose = True  # the runner logs each attack's accuracy (log.after)
+    if chosen:
+        aa.attacks_to_run, skipped = chosen, {}
     else:
         aa.attacks_to_run, skipped = cascade, {official.ours(a): why for a, why in skipped.items()}
         if skipped:
@@ -120,9 +115,13 @@ class AutoAttack(Attack):
                             seed=self.seed, batch_size=self.batch_size, n_iter=self.n_iter, return_adv=True)[2]
 
     def robust_mask(self, model, x, y, *, batch_size: int = 500, seed: int = 0, progress=None):
-        with progress.watch(model) if progress is not None else nullcontext():  # lines inside the runner's batch
-            return run_official(model, x, y, eps=self.eps, norm=self.norm, version=self.version, attacks=self.attacks,
-                                seed=seed, batch_size=batch_size, n_iter=self.n_iter, progress=progress)
+        """The official runner's per-sample result (evaluation takes it from the cascade instead, which
+        gives the same masks; eval/suite.py uses this one at ε = 0 only, where the attack is the identity)."""
+        out = run_official(model, x, y, eps=self.eps, norm=self.norm, version=self.version, attacks=self.attacks,
+                           seed=seed, batch_size=batch_size, n_iter=self.n_iter)
+        if progress is not None:
+            progress.update(len(y))
+        return out
 
 
 __all__ = ["AutoAttack", "MIN_CLASSES", "OFFICIAL", "VERSIONS", "run_official", "too_few_classes"]

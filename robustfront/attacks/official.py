@@ -6,7 +6,8 @@ by robustfront's names (`apgd_ce`, `fab_t`, ...) with the one map to the package
 them), the one "[0,1] only" check, the one warning collector (the package's logger is replaced by a
 `Collector`), and the one constructor of official attack objects (`build`). `autoattack.run_official`
 (the official runner) and robustfront's cascade (eval/cascade.py, one attack and one batch at a
-time instead of `run_standard_evaluation`) both build their attacks with it.
+time instead of `run_standard_evaluation`) both build their attacks with it. Evaluation runs every
+official name through the cascade: a version's cascade, or a cascade of one attack (`single`).
 
 The attack objects come from a real `pyautoattack.AutoAttack(model, version=...)`, so budgets,
 restarts, `n_target_classes`, EOT and seeds are the official ones (read off the object and recorded);
@@ -80,15 +81,32 @@ def too_few_classes(attacks, n_classes: int) -> dict[str, str]:
     return {a: f"needs >= {MIN_CLASSES[ours(a)]} classes" for a in attacks if n_classes < MIN_CLASSES[ours(a)]}
 
 
+def single(attacks, n_classes: int) -> list[str]:
+    """The package's names of single official attacks asked for by robustfront's names (instead of a
+    version's cascade); one that cannot run on n_classes outputs is refused in one line."""
+    bad = [a for a in attacks if a not in OFFICIAL]
+    if bad:
+        raise ValueError(f"unknown AutoAttack attack(s) {bad}; allowed: {', '.join(OFFICIAL)}")
+    for a, why in too_few_classes(attacks, n_classes).items():
+        raise ValueError(f"AutoAttack attack {a!r} cannot run on a model with K={n_classes} classes; it {why}")
+    return [OFFICIAL[a] for a in attacks]
+
+
+# the reduced budget (aa_budget's key) each single official attack takes; APGD's iterations are its steps
+APGD_ITERS = 100  # the standard version's APGD iterations
+BUDGET_KEY = {"apgd_ce": "n_iter", "apgd_dlr": "n_iter", "apgd_t": "n_iter", "fab": "n_iter", "fab_t": "n_iter",
+              "square": "n_queries"}
+
+
 class Collector:
     """Stands in for the "auto-attack" logger: keeps the official warnings (one line each) and prints
-    them, the accuracy the official runner logs after each attack of its cascade (`after`, robustfront's
-    names), and passes the runner's per-batch lines to `progress.note`."""
+    them, and the accuracy the official runner logs after each attack of its cascade (`after`,
+    robustfront's names)."""
 
-    def __init__(self, echo: bool = True, progress=None):
+    def __init__(self, echo: bool = True):
         self.messages: list[str] = []
         self.after: dict[str, float] = {}
-        self.echo, self.progress = echo, progress
+        self.echo = echo
         self._taken = 0
 
     def warning(self, msg, *args, **kw):
@@ -98,12 +116,9 @@ class Collector:
             print(f"autoattack warning: {msg}", file=sys.stderr, flush=True)
 
     def debug(self, msg, *args, **kw):
-        msg = str(msg)
-        m = _AFTER.search(msg)
+        m = _AFTER.search(str(msg))
         if m:
             self.after[ours(m.group(1).lower())] = float(m.group(2)) / 100
-        elif self.progress is not None and " - " in msg:
-            self.progress.note(msg)  # "apgd-t - 2/4 - 17 out of 250 successfully perturbed"
 
     info = debug
 
@@ -141,7 +156,7 @@ def apply_budgets(aa, budgets: dict | None) -> None:
 
 
 def build(model, *, eps: float, norm: str, version: str, seed: int, device, n_classes: int,
-          budgets: dict | None = None, echo: bool = True, progress=None):
+          budgets: dict | None = None, echo: bool = True):
     """(AutoAttack object, attacks to run, {skipped attack: reason}, Collector) for a K-class model; the
     attacks in the package's spellings (the cascade's state files keep them).
 
@@ -150,7 +165,7 @@ def build(model, *, eps: float, norm: str, version: str, seed: int, device, n_cl
     from pyautoattack import AutoAttack
 
     aa = AutoAttack(model, device=device, eps=float(eps), norm=norm, seed=seed, version=version)
-    log = Collector(echo, progress)
+    log = Collector(echo)
     aa.logger = aa.apgd.logger = aa.apgd_targeted.logger = log
     aa.verbose = False
     targets = min(9, n_classes - 1)
@@ -227,6 +242,7 @@ def flags_from(warnings: list[str]) -> dict[str, bool]:
     return {flag: any(phrase in w for w in warnings) for flag, phrase in FLAGS.items()}
 
 
-__all__ = ["Collector", "FLAGS", "MIN_CLASSES", "NAME", "OFFICIAL", "OURS", "UNIT_BOX", "VERSIONS", "apply_budgets",
-           "apgd_object", "budgets_of", "package_version", "square_object", "build", "check_unit_box", "flags_from", "ours", "perturb", "run_checks", "set_iters",
-           "square_check", "too_few_classes", "unit_box"]
+__all__ = ["APGD_ITERS", "BUDGET_KEY", "Collector", "FLAGS", "MIN_CLASSES", "NAME", "OFFICIAL", "OURS", "UNIT_BOX", "VERSIONS",
+           "apply_budgets", "apgd_object", "budgets_of", "build", "check_unit_box", "flags_from", "ours",
+           "package_version", "perturb", "run_checks", "set_iters", "single", "square_check", "square_object",
+           "too_few_classes", "unit_box"]

@@ -4,9 +4,12 @@
     res = autoattack_cascade(model, x, y, eps=8/255, state="runs/aa")      # kill it, run it again
     res = autoattack_cascade(model, x, y, eps=8/255, state="runs/aa", shard="1/4")   # one of 4 jobs
     res = merge_states("runs/aa")                                          # ... then one result
+    res = autoattack_cascade(model, x, y, eps=8/255, attacks=["square"])   # a cascade of one attack
     # torchrun --nproc-per-node 4 ...: shard="env" takes RANK/WORLD_SIZE and gathers over gloo
 
-The attacks, their budgets, seeds and n_target_classes are the official ones (official.py). As the
+The attacks, their budgets, seeds and n_target_classes are the official ones (official.py); `attacks`
+picks single official attacks (fab, fab_t, square, apgd_ce, ...: at the version's budgets) instead of
+the version's cascade, as `AutoAttack(attacks=[...])` does in the official runner. As the
 official runner does, every attack runs on the points still robust after the previous ones, packed
 in batches of `batch_size`; a point counts as robust at the end if no attack broke it.
 
@@ -177,7 +180,8 @@ def _gather(recs: dict, timeout_s: float) -> dict:
 
 
 def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: str = "Linf",
-                       version: str = "standard", seed: int = 0, batch_size: int | None = None,
+                       version: str = "standard", attacks: list[str] | None = None, seed: int = 0,
+                       batch_size: int | None = None,
                        chunk_size: int | str = DEFAULT_CHUNK, state=None, shard=None, ids=None,
                        budgets: dict | None = None, progress=True, echo_warnings: bool = True,
                        gather_timeout_s: float = GATHER_TIMEOUT_S) -> dict:
@@ -185,6 +189,8 @@ def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: st
 
     version: "standard" (APGD-CE, APGD-T, FAB-T, Square), "plus" (+ APGD-DLR, FAB, 5 restarts) or
       "rand" (APGD-CE, APGD-DLR with 20 EOT samples, for randomised models).
+    attacks: single official attacks (robustfront's names) instead of the version's cascade; the
+      result is named after them ("square", "fab-t", ...).
     batch_size: None = the state folder's, else robustfront.eval.metrics.auto_batch_size (recorded).
     chunk_size: points per independent chunk (see the module docstring); "all" = one chunk.
     state: a folder for resumable runs (None: in memory). shard: None, "i/N" (0-based) or (i, N): run
@@ -198,7 +204,7 @@ def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: st
     from_env = isinstance(shard, str) and shard == "env"
     if from_env:
         shard = shard_from_env()
-    meta, recs = cascade_records(model, x, y, eps=eps, norm=norm, version=version, seed=seed,
+    meta, recs = cascade_records(model, x, y, eps=eps, norm=norm, version=version, attacks=attacks, seed=seed,
                                  batch_size=batch_size, chunk_size=chunk_size, state=state, shard=shard, ids=ids,
                                  budgets=budgets, progress=progress, echo_warnings=echo_warnings)
     shard = None if shard is None else parse_shard(shard)
@@ -211,7 +217,7 @@ def autoattack_cascade(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: st
 
 
 def cascade_records(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: str = "Linf", version: str = "standard",
-                    seed: int = 0, batch_size: int | None = None, chunk_size: int | str = DEFAULT_CHUNK, state=None,
+                    attacks: list[str] | None = None, seed: int = 0, batch_size: int | None = None, chunk_size: int | str = DEFAULT_CHUNK, state=None,
                     shard=None, ids=None, budgets: dict | None = None, progress=True,
                     echo_warnings: bool = True) -> tuple[dict, dict[int, dict]]:
     """The work of `autoattack_cascade` (same arguments; shard None, "i/N" or (i, N)): runs this
@@ -232,6 +238,7 @@ def cascade_records(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: str =
     device = _device(model, x)
     store = CascadeState(state)
     old = store.existing_meta()
+    only = attacks
     params = list(model.parameters())
     grads = [p.grad for p in params]  # FAB calls .backward(): the parameters' .grad is put back afterwards
     try:
@@ -241,13 +248,16 @@ def cascade_records(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: str =
             aa, attacks, skipped, log = official.build(model, eps=eps, norm=norm, version=version, seed=seed,
                                                        device=device, n_classes=n_classes, budgets=budgets,
                                                        echo=echo_warnings)
+            if only:  # a cascade of the attacks asked for (one, in evaluation), each at the version's budgets
+                attacks, skipped = official.single(only, n_classes), {}
+            name = official.NAME[version] if not only else "+".join(attacks)
             if skipped and echo_warnings:
                 print(f"autoattack: K={n_classes} classes, dropped " + ", ".join(
                     f"{official.ours(a)} ({why})" for a, why in skipped.items()), file=sys.stderr, flush=True)
             if batch_size is None:
                 from .metrics import auto_batch_size
                 batch_size = old["batch_size"] if old else auto_batch_size(model, x[:32].to(device))
-            meta = {"format": 1, "kind": "autoattack-cascade", "name": official.NAME[version], "version": version,
+            meta = {"format": 1, "kind": "autoattack-cascade", "name": name, "version": version,
                     "attacks": attacks, "skipped": skipped, "eps": eps, "norm": norm, "seed": seed,
                     "batch_size": check_int("batch_size", batch_size, 1), "chunk_size": chunk_size, "n": n,
                     "ids": to_ranges(ids), "budgets": official.budgets_of(aa, attacks),
@@ -257,7 +267,7 @@ def cascade_records(model, x: torch.Tensor, y: torch.Tensor, *, eps, norm: str =
             bounds = chunk_bounds(n, chunk_size)
             mine = shard_chunks(len(bounds), shard)
             recs = {c: store.load_chunk(c) or new_chunk(c, *bounds[c]) for c in mine}
-            label = official.NAME[version] + (f"[{shard[0]}/{shard[1]}]" if shard else "")
+            label = name + (f"[{shard[0]}/{shard[1]}]" if shard else "")
             run = _Runner(aa, attacks, x, y, device, meta["batch_size"], store, log, seed, write, label)
             if 0 in mine:  # the checks run on the evaluation's first chunk, whichever shard holds it, so
                 run.checks(recs[0], version)  # that sharded and plain runs record the same warnings

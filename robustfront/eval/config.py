@@ -146,7 +146,7 @@ class EvalConfig:
     # -- how the work is cut, kept and shared
     batch_size: Optional[int] = None     # default: chosen for the device (CPU 500; CUDA: what fits in half the free memory, up to 4096)
     chunk_size: Optional[ChunkSize] = None  # points per independently attacked chunk (default: 1000, or the batch size when larger); all = one chunk, the official runner's batching
-    aa_budget: Optional[AABudget] = None  # reduced AutoAttack budgets for quick looks (APGD/FAB iterations, Square queries); the result says official_budgets: false
+    aa_budget: Optional[AABudget] = None  # reduced AutoAttack budgets for quick looks (APGD/FAB iterations, Square queries; single fab, fab_t, square take theirs); the result says official_budgets: false
     state: Optional[str] = None          # resumable state folder: per-sample masks after every attack and chunk (AutoAttack: every batch); re-run the same command to continue (default: FILE.state beside --out, else RUN/eval-state/<request> for a checkpoint in a run folder)
     no_state: bool = False               # keep nothing on disk (not resumable)
     shard: Optional[Shard] = None        # evaluate shard i of N (0-based) of the points into the state folder; the last shard to finish on a shared folder writes the result, else --merge
@@ -160,16 +160,16 @@ class EvalConfig:
         for name, v in (("n", self.n), ("batch_size", self.batch_size), ("resize", self.resize), ("steps", self.steps)):
             if v is not None:
                 check_int(name, v, 1)
-        if self.aa_budget and not any(a in AUTOATTACK_NAMES for a in self.attacks):
-            raise invalid("aa_budget", self.aa_budget, "with an AutoAttack cascade in --attacks (autoattack, "
-                          "autoattack_plus, autoattack_rand)", "given without one")
+        if self.aa_budget and not any(a in AUTOATTACK_NAMES or a in FIXED_BUDGETS for a in self.attacks):
+            raise invalid("aa_budget", self.aa_budget, "with an official attack that takes it in --attacks "
+                          f"({', '.join((*AUTOATTACK_NAMES, *FIXED_BUDGETS))})", "given without one")
         if self.alpha is not None and not self.alpha > 0:
             raise invalid("alpha", self.alpha, "a step size > 0 such as 2/255")
         fixed = [a for a in self.attacks if a in AUTOATTACK_NAMES or a in FIXED_BUDGETS]
         if (self.alpha is not None or self.steps is not None) and fixed:
             raise ValueError(f"alpha/steps with {', '.join(fixed)}: the official AutoAttack attacks keep their "
                              f"budgets; allowed: alpha/steps with robustfront's own attacks and APGD (aa_budget "
-                             f"reduces a cascade's)")
+                             f"reduces theirs)")
         if self.state is not None and self.no_state:
             raise ValueError("--state and --no-state: give one of them")
         if self.sanity and self.shard is not None:

@@ -80,7 +80,7 @@ class Progress:
             handle.remove()
 
     def note(self, text: str) -> None:
-        """A line where only the official runner knows how far it is (its per-batch log)."""
+        """A line between updates, at most one per `every` seconds (e.g. from inside a long batch)."""
         now = self.clock()
         if self.write and now - self.last >= self.every:
             self.last = now

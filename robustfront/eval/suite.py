@@ -9,13 +9,15 @@ iterations, the official runner's budgets for the AutoAttack names).
 Own attacks work in any input box (`bounds`, None = unbounded); the official code clamps to [0,1],
 so its names need bounds=(0, 1).
 
-The AutoAttack cascades (autoattack, autoattack_plus, autoattack_rand) run through robustfront's
-self-driven cascade (cascade.py); every other attack through its `robust_mask` (the official runner
-for fab, fab_t and square). The points are cut into chunks of `chunk_size` (default: 1000, or the
-batch size when larger), each attacked on its own with a seed of its own (chunk 0: `seed` itself),
-so a result never depends on how many shards ran the chunks or how often the run was interrupted;
-with all points in one chunk (n <= chunk_size, or chunk_size="all") the AutoAttack results equal
-the official `run_standard_evaluation`'s. Per-sample masks of every attack (keyed by the points'
+Every official name runs through robustfront's self-driven cascade (cascade.py): the AutoAttack
+cascades (autoattack, autoattack_plus, autoattack_rand) as themselves, a single official attack
+(fab, fab_t, square, apgd_ce, apgd_dlr, apgd_t) as a cascade of one attack, so each gets per-sample
+masks, resume after the batch in flight and shards; robustfront's own attacks run through their
+`robust_mask` (as do the official names at ε = 0, where they are the identity). The points are cut
+into chunks of `chunk_size` (default: 1000, or the batch size when larger), each attacked on its
+own with a seed of its own (chunk 0: `seed` itself), so a result never depends on how many shards
+ran the chunks or how often the run was interrupted; with all points in one chunk (n <= chunk_size,
+or chunk_size="all") the official names' results equal the official `run_standard_evaluation`'s. Per-sample masks of every attack (keyed by the points'
 ids, e.g. their indices in the test split) give the worst case and merge across runs.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
-from ..attacks import ThreatModel, create_attack
+from ..attacks import ThreatModel, create_attack, official
 from ..device import exact_fp32, precision_flags
 from ..models.info import info as model_info
 from ..models.modes import eval_mode
@@ -43,7 +45,7 @@ from .metrics import auto_batch_size, correct_mask
 from .progress import Progress
 from .result import EvalResult
 from .shards import chunk_bounds, gloo_world, parse_shard, shard_chunks, shard_from_env
-from .suite_state import RESULT, VERSION, SuiteState, build_result, cascades, new_record, union
+from .suite_state import RESULT, VERSION, SuiteState, build_result, cascades, new_record, official_run, union
 
 
 def _settings(atk) -> dict:
@@ -210,11 +212,12 @@ class _Run:
         for name in meta["attacks"]:
             t0 = time.perf_counter()
             if name in casc:
+                version, single = official_run(name)
                 runs[name] = cascade_records(
-                    self.model, self.x, self.y, eps=eps, norm=meta["norm"], version=VERSION[name], seed=meta["seed"],
-                    batch_size=self.bs, chunk_size=meta["chunk_size"], state=self.store.cascade_dir(k, name),
-                    shard=self.shard, ids=self.ids, budgets=self.budgets, progress=self.log or False,
-                    echo_warnings=True)
+                    self.model, self.x, self.y, eps=eps, norm=meta["norm"], version=version, attacks=single,
+                    seed=meta["seed"], batch_size=self.bs, chunk_size=meta["chunk_size"],
+                    state=self.store.cascade_dir(k, name), shard=self.shard, ids=self.ids,
+                    budgets=self._budgets(k, name), progress=self.log or False, echo_warnings=True)
                 cm = runs[name][0]
                 final = [from_bits(r["masks"][cm["attacks"][-1]] if cm["attacks"] else r["clean"])
                          for r in runs[name][1].values()]
@@ -223,6 +226,17 @@ class _Run:
             robust = sum(int(f.sum()) for f in final)
             self._say(f"eps={eps_text(eps)} {name}: {100 * robust / max(mine_n, 1):.2f}% ({time.perf_counter() - t0:.1f}s)")
         return {"chunks": recs, "cascades": runs}
+
+    def _budgets(self, k: int, name: str) -> dict | None:
+        """The reduced budgets of an official name: a version's cascade takes aa_budget, a single attack
+        its own key of it (Square n_queries, FAB n_iter); APGD's iterations are its steps."""
+        if name in VERSION:
+            return self.budgets
+        steps = self.meta["attack_settings"][k][name].get("steps")
+        if steps is not None:  # APGD: the request's steps, or the official iterations
+            return None if steps == official.APGD_ITERS else {"n_iter": steps}
+        key = official.BUDGET_KEY[name]
+        return {key: self.budgets[key]} if self.budgets and key in self.budgets else None
 
     def _attack(self, k: int, name: str, eps: float, recs: dict) -> list:
         meta = self.meta
@@ -235,10 +249,9 @@ class _Run:
             s, e = rec["start"], rec["stop"]
             t0 = time.perf_counter()
             torch.manual_seed(_chunk_seed(meta["seed"], rec["chunk"]))
-            ok, info = atk.robust_mask(self.model, self.x[s:e], self.y[s:e], batch_size=self.bs, seed=meta["seed"],
-                                       progress=bar)
+            ok, _ = atk.robust_mask(self.model, self.x[s:e], self.y[s:e], batch_size=self.bs, seed=meta["seed"],
+                                    progress=bar)
             rec["masks"][name] = to_bits(ok.cpu().numpy())
-            rec["info"][name] = {"warnings": list(info.get("warnings", [])), "skipped": dict(info.get("skipped", {}))}
             rec["time_s"][name] = time.perf_counter() - t0
             self.store.save_chunk(k, rec)
         return [from_bits(r["masks"][name]) for r in recs.values()]

@@ -5,9 +5,10 @@ A state folder holds
     suite.json              what the evaluation is (attacks, ε values, norm, seed, batch and chunk
                             size, the points' ids, sha256 of the points and of the weights), plus its
                             provenance (checkpoint, data, ...); a later run on the folder must match it
-    eps-0/chunk-000003.json one chunk's clean mask and its mask under each attack that is not an
-                            AutoAttack cascade (with times, warnings), rewritten after every attack
-    eps-0/autoattack/       an AutoAttack cascade's own state folder (cascade_state.py)
+    eps-0/chunk-000003.json one chunk's clean mask and its mask under each of robustfront's own attacks
+                            (with times), rewritten after every attack
+    eps-0/autoattack/       an official attack's own cascade state folder (cascade_state.py): a version's
+    eps-0/square/           cascade, or a cascade of one official attack (square, fab_t, apgd_ce, ...)
     result.json             the result, once every chunk of every ε is finished
 
 (one eps-k folder per ε of a sweep, in the order given). Files are replaced atomically, so a kill
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..attacks import AUTOATTACK_NAMES
+from ..attacks.official import OFFICIAL
 from ..state import StateFolder
 from .cascade_state import CascadeState, finished as cascade_finished, summarize
 from .masks import Masks, from_bits, from_ranges
@@ -30,7 +32,6 @@ from .metrics import mean_nrr
 
 FORMAT = 1
 SUITE, RESULT = "suite.json", "result.json"
-SINGLE_OFFICIAL = ("fab", "fab_t", "square")  # run by the official runner one attack at a time
 VERSION = {"autoattack": "standard", "autoattack_plus": "plus", "autoattack_rand": "rand"}
 # may differ between a run and its resume (a moved checkpoint, --batch-size given the value chosen before)
 UNCHECKED = ("provenance", "run")
@@ -41,10 +42,16 @@ def ours(name: str) -> str:
     return name.replace("-", "_")
 
 
+def official_run(name: str) -> tuple[str, list[str] | None]:
+    """(version, single attacks) of an official name: a version's cascade (autoattack, ...), or a
+    cascade of one attack at the standard version's budgets (fab, fab_t, square, apgd_ce, ...)."""
+    return (VERSION[name], None) if name in VERSION else ("standard", [name])
+
+
 def cascades(meta: dict, k: int) -> list[str]:
-    """The attacks that run as a self-driven cascade at ε number k (at ε = 0 AutoAttack is the
-    identity and runs as an ordinary attack)."""
-    return [a for a in meta["attacks"] if a in AUTOATTACK_NAMES and meta["eps"][k] > 0]
+    """The official names, which run as a self-driven cascade at ε number k (at ε = 0 the official
+    attacks are the identity and run as ordinary attacks)."""
+    return [a for a in meta["attacks"] if (a in AUTOATTACK_NAMES or a in OFFICIAL) and meta["eps"][k] > 0]
 
 
 class SuiteState(StateFolder):
@@ -73,8 +80,8 @@ class SuiteState(StateFolder):
 
 
 def new_record(c: int, start: int, stop: int) -> dict:
-    return {"chunk": c, "start": start, "stop": stop, "clean": None, "masks": {}, "info": {}, "time_s": {},
-            "checks": [], "precision": None}
+    return {"chunk": c, "start": start, "stop": stop, "clean": None, "masks": {}, "time_s": {}, "checks": [],
+            "precision": None}
 
 
 def own_attacks(meta: dict, k: int) -> list[str]:
@@ -108,7 +115,8 @@ def _one_eps(meta: dict, k: int, chunks: dict, runs: dict, shard) -> dict:
             res = summarize(cmeta, {c: crecs[c] for c in done})
             sub = Masks.from_json(res["masks"])
             correct[a] = sub[cmeta["name"]]
-            steps.update({f"{a}/{ours(s)}": sub[f"{cmeta['name']}/{s}"] for s in cmeta["attacks"]})
+            if a in VERSION:  # a cascade of one attack has no steps besides its result
+                steps.update({f"{a}/{ours(s)}": sub[f"{cmeta['name']}/{s}"] for s in cmeta["attacks"]})
             log[a] = {ours(s): v for s, v in res["after"].items()}
             warnings += [f"{a}: {w}" for w in res["warnings"]]
             if cmeta["skipped"]:
@@ -117,17 +125,9 @@ def _one_eps(meta: dict, k: int, chunks: dict, runs: dict, shard) -> dict:
             time_s[a] = round(sum(res["time_s"].values()), 3)
         else:
             correct[a] = cat(lambda r, c, a=a: r["masks"][a])
-            info = [chunks[c]["info"].get(a, {}) for c in done]
-            warnings += _dedupe(f"{a}: {w}" for i in info for w in i.get("warnings", []))
-            why = {s: r for i in info for s, r in (i.get("skipped") or {}).items()}
-            if why:
-                skipped[a] = why
             time_s[a] = round(sum(chunks[c]["time_s"].get(a, 0.0) for c in done), 3)
     masks = Masks(ids[pos], {**correct, **steps})
     acc = masks.accuracies()
-    for a in names:
-        if a in SINGLE_OFFICIAL and a not in casc:
-            log[a] = {a: acc[a]}  # what the official runner logs after its one attack
     checks = _dedupe(w for c in done for w in chunks[c]["checks"])
     randomized = any("randomised" in w for w in checks) or any(f.get("randomized") for f in flags.values())
     res = {"clean_acc": acc["clean"], "robust_acc": {a: acc[a] for a in names},
@@ -136,7 +136,7 @@ def _one_eps(meta: dict, k: int, chunks: dict, runs: dict, shard) -> dict:
            "shard": None if shard is None else f"{shard[0]}/{shard[1]}", "eps": eps, "norm": meta["norm"],
            "seed": meta["seed"], "bounds": meta["bounds"], "time_s": time_s, "autoattack_log": log,
            "autoattack_warnings": _dedupe(warnings), "autoattack_skipped": skipped, "autoattack_flags": flags,
-           "autoattack_budgets": budgets, "official_budgets": not (meta["budgets"] and casc),
+           "autoattack_budgets": budgets, "official_budgets": all(runs[a][0]["official_budgets"] for a in casc),
            "attack_settings": meta["attack_settings"][k], "warnings": checks, "flags": {"randomized": randomized},
            "masks": masks.to_json()}
     present = [a for a in AUTOATTACK_NAMES if a in names]
@@ -224,5 +224,5 @@ def missing_chunks(meta: dict, per_eps: list[dict]) -> list[int]:
     return [c for c in range(n_chunks(meta)) if not all(done(k, p, c) for k, p in enumerate(per_eps))]
 
 
-__all__ = ["SuiteState", "build_result", "cascades", "merge_evaluations", "missing_chunks", "new_record", "read_folder",
+__all__ = ["SuiteState", "build_result", "cascades", "official_run", "merge_evaluations", "missing_chunks", "new_record", "read_folder",
            "union"]

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .point import error_line, read_json, run_point
+from .point import error_line, point_lock, read_json, run_point
 
 EXECUTORS = ("local", "inline", "slurm", "submitit-local")
 
@@ -51,7 +51,7 @@ def run_inline(folders: list[Path], on_event, *, threads: int | None = None) -> 
             on_event(f, "start", {})
             try:
                 status = run_point(f, threads=threads)
-                on_event(f, "end", {"status": status, "error": None})
+                on_event(f, "end", {"status": status, "error": point_lock(f).refusal() if status == "busy" else None})
             except Exception as e:  # the point failed; status.json holds the error, the sweep goes on
                 on_event(f, "end", {"status": "failed", "error": error_line(e)})
     finally:
@@ -65,7 +65,7 @@ def _outcome(folder: Path, code: int, attempt_before: int) -> dict:
     if code == 0:  # run_point returned "done" (now, or found it done already)
         return {"status": "done", "error": None}
     if code == 3:
-        return {"status": "busy", "error": None}
+        return {"status": "busy", "error": point_lock(folder).refusal()}
     if fresh and st.get("status") in ("failed", "interrupted") and st.get("error"):
         return {"status": st["status"], "error": st["error"]}
     why = f"worker killed by {signal.Signals(-code).name}" if code < 0 else f"worker exited with code {code}"

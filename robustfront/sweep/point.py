@@ -9,7 +9,7 @@ and `run_point`, the body every executor runs (train, resuming from last.pt, the
                          the run's own, held by train while it writes)
 
 A folder whose config hash differs from the sweep's is never reused: `check_folder` refuses it with
-one line naming the differing keys, or moves it to OUT/_stale/ when asked.
+state.StateFolder's one line naming the differing keys, or moves it to OUT/_stale/ when asked.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ import shutil
 import socket
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..checkpoint import read_jsonl, write_json_atomic
+from ..state import FolderLock, StateFolder, flat
 from .names import short_hash
 
 # execution details that do not change what is computed (recorded in the run, left out of the hash)
@@ -46,24 +46,6 @@ def point_record(point, eval_spec: dict) -> dict:
             "eval": eval_spec, "eval_hash": eval_hash(eval_spec)}
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def diff_keys(old: dict, new: dict, exclude=()) -> list[str]:
-    """'key: old -> new' for every dotted key whose value differs (missing: <unset>)."""
-    a, b = _flat({k: v for k, v in old.items() if k not in exclude}), _flat({k: v for k, v in new.items() if k not in exclude})
-    unset = "<unset>"
-    return [f"{k}: {a.get(k, unset)!r} -> {b.get(k, unset)!r}" for k in sorted(set(a) | set(b))
-            if short_hash(a.get(k, unset)) != short_hash(b.get(k, unset))]
-
-
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(Path(path).read_text())
@@ -74,6 +56,21 @@ def read_json(path: Path) -> dict | None:
 def has_results(folder: Path) -> bool:
     """Has anything been computed in this point folder (training started, or an evaluation)?"""
     return any((Path(folder) / f).exists() for f in ("config.yaml", "metrics.jsonl", "checkpoints", "eval.json"))
+
+
+def _settings(record: dict, part: str) -> dict:
+    """The settings `part` ("config" or "eval") of a point record as compared: dotted keys, execution
+    details left out; eval keys named eval.KEY."""
+    exclude, prefix = (CONFIG_EXCLUDE, "") if part == "config" else (EVAL_EXCLUDE, "eval.")
+    return flat({k: v for k, v in record.get(part, {}).items() if k not in exclude}, prefix)
+
+
+def _refusal(folder: Path, old: dict, record: dict, part: str, allowed: str) -> str:
+    """StateFolder's one line naming what differs in `part` (the hash alone if no key does)."""
+    st = StateFolder(folder, "point.json", kind="point folder", allowed=allowed)
+    hashes = {f"{part}_hash": old.get(f"{part}_hash")}, {f"{part}_hash": record[f"{part}_hash"]}
+    return (st.mismatch(_settings(record, part), recorded=_settings(old, part))
+            or st.mismatch(hashes[1], recorded=hashes[0]))
 
 
 def conflict(folder: Path, record: dict) -> tuple[str, str] | None:
@@ -88,15 +85,13 @@ def conflict(folder: Path, record: dict) -> tuple[str, str] | None:
     if old is None:
         return None
     if old.get("config_hash") != record["config_hash"] and has_results(folder):
-        diff = diff_keys(old.get("config", {}), record["config"], CONFIG_EXCLUDE)
-        return "config", (f"point {record['name']} in {folder.parent.parent} was run with another config (differs in "
-                          f"{'; '.join(diff) or 'hash only'}); allowed: the same sweep config, another --out, or "
-                          f"move_stale=True (--move-stale) to move the old folder to {STALE}/")
+        return "config", _refusal(folder, old, record, "config", (
+            f"the same sweep config, another --out, or move_stale=True (--move-stale) to move the old folder "
+            f"to {STALE}/"))
     if old.get("eval_hash") != record["eval_hash"] and (folder / "eval.json").is_file():
-        diff = diff_keys(old.get("eval", {}), record["eval"], EVAL_EXCLUDE)
-        return "eval", (f"point {record['name']} was evaluated under another protocol (eval differs in "
-                        f"{'; '.join(diff) or 'hash only'}); allowed: the same eval block, or move_stale=True "
-                        f"(--move-stale) to move its eval.json to {STALE}/ and re-evaluate")
+        return "eval", _refusal(folder, old, record, "eval", (
+            f"the same eval block, or move_stale=True (--move-stale) to move its eval.json to {STALE}/ and "
+            f"re-evaluate"))
     return None
 
 
@@ -136,36 +131,15 @@ def is_done(folder: Path, record: dict) -> bool:
     return bool(ev) and ev.get("config_hash") == record["config_hash"] and ev.get("eval_hash") == record["eval_hash"]
 
 
-@contextmanager
-def held_lock(path: Path):
-    """An exclusive, non-blocking flock: yields True when taken (released on exit or when the process
-    dies, SIGKILL included), False when another process holds it. No fcntl (Windows): always True."""
-    try:
-        import fcntl
-    except ImportError:
-        yield True
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        fcntl.flock(f, fcntl.LOCK_UN)
-        f.close()
+def point_lock(folder: Path) -> FolderLock:
+    """The lock of the process working on a point (released when it ends or dies, SIGKILL included)."""
+    return FolderLock(folder, POINT_LOCK, what="point folder",
+                      how="one process per point (it is being worked on; wait for it, or stop that process)")
 
 
 def is_busy(folder: Path) -> bool:
     """Is a process (here or on another node sharing the folder) working on this point now?"""
-    if not (Path(folder) / POINT_LOCK).exists():
-        return False
-    with held_lock(Path(folder) / POINT_LOCK) as got:
-        return not got
+    return point_lock(Path(folder)).held_elsewhere()
 
 
 def error_line(e: BaseException) -> str:
@@ -197,9 +171,10 @@ def run_point(folder: str | Path, *, threads: int | None = None, device: str | N
     folder = Path(folder)
     if threads:
         torch.set_num_threads(threads)
-    with held_lock(folder / POINT_LOCK) as got:
-        if not got:
-            return "busy"
+    lock = point_lock(folder)
+    if not lock.acquire():
+        return "busy"
+    with lock:
         rec = read_json(folder / "point.json")
         if rec is None:
             raise ValueError(f"point folder {folder} holds no readable point.json; allowed: a folder made by run_sweep")
@@ -246,13 +221,12 @@ __all__ = [
     "check_folder",
     "config_hash",
     "conflict",
-    "diff_keys",
     "epochs_done",
     "error_line",
     "eval_hash",
-    "held_lock",
     "is_busy",
     "is_done",
+    "point_lock",
     "point_record",
     "read_json",
     "run_point",

@@ -19,13 +19,13 @@ from pathlib import Path
 import yaml
 
 from ..checkpoint import write_json_atomic, write_text_atomic
+from ..state import FolderLock
 from ..validation import check_int
 from . import executors
 from .names import short_hash
 from .point import (
     check_folder,
     conflict,
-    held_lock,
     is_busy,
     is_done,
     point_record,
@@ -34,6 +34,7 @@ from .point import (
 )
 from .spec import expand, load_spec
 
+SWEEP_LOCK = ".sweep.lock"
 POINTS = "points"
 EVAL_KEYS = ("clean_acc", "robust_acc", "worst_case_acc", "mean", "nrr", "ra_source", "n", "eps", "eps_str", "norm",
              "split", "seed", "checkpoint_epoch", "eval_time_s")
@@ -112,7 +113,7 @@ class Tracker:
                              [f"{a} {100 * v:.1f}%" for a, v in ev.get("robust_acc", {}).items()])
             self.log(f"[sweep] done {name} ({row.get('wall_s', 0):.0f}s): {accs}")
         elif info["status"] == "busy":
-            self.log(f"[sweep] skip {name}: another process holds it")
+            self.log(f"[sweep] skip {name}: {info.get('error') or 'another process holds it'}")
         else:
             self.log(f"[sweep] {info['status']} {name}: {info.get('error') or row.get('error')} "
                      f"(log: {POINTS}/{name}/log.txt, error.txt)")
@@ -190,10 +191,7 @@ def run_sweep(spec, out, *, jobs: int | None = None, executor: str = "local", gp
                              f"such as 'method=ca_at,*'")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with held_lock(out / ".sweep.lock") as got:
-        if not got:
-            raise ValueError(f"out={str(out)!r} is in use by another sweep (it holds {out / '.sweep.lock'}); "
-                             f"allowed: wait for it to end, or another out folder")
+    with FolderLock(out, SWEEP_LOCK, what="sweep folder", by="sweep", how="wait for it to end, or another out folder"):
         records = {p.name: point_record(p, sp.eval) for p in points}
         problems = [c for p in points if (c := conflict(out / POINTS / p.name, records[p.name]))
                     and (c[0] == "foreign" or not move_stale)]

@@ -6,8 +6,9 @@ tracking.py). `RunLog`:
 
 - locks the folder while it is written (a second writer is refused, naming the holder's PID);
 - refuses to overwrite an existing run unless `force`, and on `resume` refuses a config that differs
-  from the recorded one except in RESUME_SAFE keys (epochs, logging), which are recorded in
-  config_history.jsonl; config.yaml is only rewritten once the new config is known to be acceptable;
+  from the checkpoint's (with state.StateFolder's one message) except in RESUME_SAFE keys (epochs,
+  logging), which are recorded in config_history.jsonl; config.yaml is only rewritten once the new
+  config is known to be acceptable;
 - commits an epoch as one unit: the checkpoint, which carries the whole metrics history, is written
   atomically first, then the metrics line is appended; a resume rebuilds metrics.jsonl from the
   checkpoint, so a kill between the two loses nothing and duplicates nothing;
@@ -28,6 +29,7 @@ import torch
 import yaml
 
 from .. import checkpoint as ckpt
+from ..state import FolderLock, StateFolder
 from .config import RESUME_SAFE, TrainConfig
 
 
@@ -61,7 +63,7 @@ class RunLog:
         if self.cfg.wandb:
             from ..tracking import import_wandb
             import_wandb(self.cfg.wandb)
-        self._lock = ckpt.RunLock(self.out).__enter__()
+        self._lock = FolderLock(self.out).__enter__()
         try:
             self._open()
             if self.cfg.wandb:  # started before any work: a W&B failure (not logged in) costs no epoch
@@ -115,13 +117,11 @@ class RunLog:
         """Load last.pt into the trainer after checking the config; returns (next epoch, best score)."""
         state = ckpt.load(self.last, device)
         stored = TrainConfig.from_dict(state["config"])
-        changed = {k: v for k, v in stored.changed(self.cfg).items() if k not in RESUME_SAFE}
-        if changed:
-            k, (old, new) = next(iter(changed.items()))
-            raise ValueError(f"resume with a changed {k} ({old!r} -> {new!r}) is refused"
-                             + (f" (also: {', '.join(list(changed)[1:])})" if len(changed) > 1 else "")
-                             + f"; allowed: the run's own values (see {self.out / 'config.yaml'}), changes to "
-                               f"{', '.join(RESUME_SAFE)} only, or a new --out")
+        # the settings the checkpoint was trained with, compared as every state folder compares them
+        StateFolder(self.out, "config.yaml", kind="run folder", allowed=(
+            f"to resume, the run's own values (see {self.out / 'config.yaml'}) with changes to "
+            f"{', '.join(RESUME_SAFE)} only; or a new --out")).open(
+            self.cfg.to_dict(), unchecked=RESUME_SAFE, recorded=stored.to_dict())
         try:
             trainer.load_state_dict(state)
         except (RuntimeError, KeyError) as e:
