@@ -8,10 +8,9 @@ a two-slot combiner's slots by `Slots`:
 """
 from __future__ import annotations
 
-from ..registry import Registry
 from .avmixup import AVmixup
 from .awp import AWP, AWPAT, AWPVanilla
-from .base import Objective, correct
+from .base import OBJECTIVES, WRAPPERS, Objective, ObjectiveBase, correct
 from .clp import CLP
 from .cons_at import ConsAT
 from .mart import MART
@@ -22,17 +21,12 @@ from .standard import Standard
 from .trades import TRADES
 from .vanilla import Vanilla
 
-OBJECTIVES = Registry("objective")
-for _name, _cls in {"standard": Standard, "pgd_at": PGDAT, "vanilla": Vanilla, "trades": TRADES, "mart": MART,
-                    "clp": CLP, "cons_at": ConsAT, "raat": RAAT, "raat_pp": RAATPP, "avmixup": AVmixup}.items():
-    OBJECTIVES.register(_name)(_cls)
-
-WRAPPERS = Registry("wrapper")
-WRAPPERS.register("awp")(AWP)
+# the modules above register their classes (@OBJECTIVES.register / @WRAPPERS.register) when imported
+_REGISTERED = (AVmixup, AWP, CLP, ConsAT, MART, PGDAT, RAAT, RAATPP, Standard, TRADES, Vanilla)
 
 
 def create_objective(name: str, attack=None, *, wrap=(), wrap_args: dict | None = None, slots: dict | None = None,
-                     attack_options: dict | None = None, **kwargs) -> Objective:
+                     attack_options: dict | None = None, **kwargs) -> ObjectiveBase:
     """Objective `name` around `attack`, then each wrapper of `wrap` (with `wrap_args[wrapper]`), then
     the slot mapping `slots` (None: the raw terms, for summing combiners). `attack_options` (e.g.
     clamp_start=False, bn_mode="train") are rebuilt into a copy of an attack made elsewhere.
