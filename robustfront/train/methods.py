@@ -169,7 +169,7 @@ def training_attack(name: str | None, threat, *, bn_mode: str | None = None, **o
     threat model; None for "none". attack.KEY options go to the attack's constructor."""
     if name in (None, "none"):
         return None
-    return create_attack(name, threat, bn_mode=bn_mode, **typed(attack_spec(name), options))
+    return create_attack(name, threat, **{"bn_mode": bn_mode, **typed(attack_spec(name), options)})
 
 
 def typed(cls, args: dict) -> dict:
@@ -182,15 +182,44 @@ def typed(cls, args: dict) -> dict:
 def option_rows(cfg) -> list[tuple[str, str, object, str]]:
     """(PART.NAME, type, value, help) of every hyper-parameter of the composition `cfg` asks for (see
     `compose`), in declaration order: the objective's, each wrapper's, the combiner's, the attack's.
-    The value is the one the method uses: the preset's or an --opt's, else the declared default."""
+    The value is the one the method uses: the preset's or an --opt's, else the declared default (also
+    for a preset's None, which Registry.create leaves out)."""
     c = compose(cfg)
     parts = [("objective", OBJECTIVES.get(c.objective), c.objective_args),
              *[(w, WRAPPERS.get(w), c.wrap_args.get(w, {})) for w in c.wrap],
              ("combiner", COMBINERS.get(c.combiner), c.combiner_args)]
     if c.attack not in (None, "none"):
-        parts.append(("attack", attack_spec(c.attack), c.attack_args))
-    return [(f"{part}.{o.name}", o.type_name, args.get(o.name, o.default), o.help)
-            for part, cls, args in parts for o in hyperparameters(cls).values()]
+        mode = {"bn_mode": c.attack_bn_mode} if c.attack_bn_mode else {}
+        parts.append(("attack", attack_spec(c.attack), {**mode, **c.attack_args}))
+    rows = []
+    for part, cls, args in parts:
+        given = typed(cls, args)
+        for o in hyperparameters(cls).values():   # None keeps the default when built (Registry.create)
+            rows.append((f"{part}.{o.name}", o.type_name, o.default if given.get(o.name) is None else given[o.name],
+                         o.help))
+    return rows
+
+
+def options_text(cfg) -> str:
+    """The table `robustfront train --list-opts` prints: one line per option, type, value, help."""
+    c = compose(cfg)
+    rows = [(k, t, _shown(v), h) for k, t, v, h in option_rows(cfg)]
+    names = [f"objective {c.objective}", *(f"wrapper {w}" for w in c.wrap), f"combiner {c.combiner}",
+             f"attack {c.attack}"]
+    head = (f"method {cfg.method}: {', '.join(names)}; set with --opt PART.NAME=VALUE (or NAME=VALUE where one "
+            f"part has it)")
+    if not rows:
+        return head + "\n  (no options)"
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join([head, *("  " + "  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows)])
+
+
+def _shown(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, (tuple, list)):
+        return ",".join(map(str, v)) or "(empty)"
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def build_method(cfg, threat):
