@@ -62,7 +62,7 @@ def type_name(hint) -> str:
     elif typing.get_origin(hint) in (typing.Union, types.UnionType):
         name = " | ".join(map(type_name, typing.get_args(hint)))
     else:
-        name = getattr(hint, "__name__", str(hint))
+        name = hint.__name__ if isinstance(hint, type) else str(hint)
     return f"{name} | None" if optional else name
 
 

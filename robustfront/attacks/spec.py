@@ -23,7 +23,9 @@ Spec grammar (one underscore spelling per name; hyphenated official names such a
                         runs them through robustfront's self-driven cascade (eval/cascade.py)
 
 Budgets come from the threat model: ε and norm always; α and steps where the spec gives none
-(None in the threat model: each attack's own default). Extra keyword arguments go to the attack.
+(None in the threat model: each attack's own default). Every name is a `Spec` dataclass registered at
+the class: its fields are the name's options (keyword arguments of `create_attack`, `--opt attack.KEY`),
+typed, with the comment after each as help (`robustfront train --list-opts`).
 """
 from __future__ import annotations
 

@@ -21,18 +21,14 @@ from .standard import Standard
 from .trades import TRADES
 from .vanilla import Vanilla
 
-# the modules above register their classes (@OBJECTIVES.register / @WRAPPERS.register) when imported
-_REGISTERED = (AVmixup, AWP, CLP, ConsAT, MART, PGDAT, RAAT, RAATPP, Standard, TRADES, Vanilla)
+# importing the modules above registers their classes (@OBJECTIVES.register / @WRAPPERS.register at each class)
 
 
 def create_objective(name: str, attack=None, *, wrap=(), wrap_args: dict | None = None, slots: dict | None = None,
-                     attack_options: dict | None = None, **kwargs) -> ObjectiveBase:
+                     **kwargs) -> ObjectiveBase:
     """Objective `name` around `attack`, then each wrapper of `wrap` (with `wrap_args[wrapper]`), then
-    the slot mapping `slots` (None: the raw terms, for summing combiners). `attack_options` (e.g.
-    clamp_start=False, bn_mode="train") are rebuilt into a copy of an attack made elsewhere.
-    kwargs left as None keep the objective's defaults."""
-    if attack is not None and attack_options:
-        attack = rebuilt(attack, **attack_options)
+    the slot mapping `slots` (None: the raw terms, for summing combiners). kwargs left as None keep the
+    objective's defaults. Attack options belong to the attack: `attacks.create_attack(name, threat, **options)`."""
     obj = OBJECTIVES.create(name, attack=attack, **kwargs)
     wrap_args = wrap_args or {}
     unknown = set(wrap_args) - set(wrap)
@@ -44,13 +40,5 @@ def create_objective(name: str, attack=None, *, wrap=(), wrap_args: dict | None 
     return Slots(obj, slots) if slots else obj
 
 
-def rebuilt(attack, **options):
-    """A new attack of the same class and constructor arguments as `attack`, with `options` changed."""
-    from ..registry import parameters
-    names = parameters(type(attack))
-    kw = {k: v for k, v in vars(attack).items() if k in names}
-    return type(attack)(**{**kw, **options})
-
-
-__all__ = ["AVmixup", "AWP", "AWPAT", "AWPVanilla", "OBJECTIVES", "Objective", "Slots", "WRAPPERS", "correct",
-           "create_objective"]
+__all__ = ["AVmixup", "AWP", "AWPAT", "AWPVanilla", "CLP", "ConsAT", "MART", "OBJECTIVES", "Objective", "ObjectiveBase",
+           "PGDAT", "RAAT", "RAATPP", "Slots", "Standard", "TRADES", "Vanilla", "WRAPPERS", "correct", "create_objective"]
