@@ -18,8 +18,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
-from .fields import field_comments
-from .validation import check_bool, check_choice, check_int, invalid, parse_number
+from . import fields
+from .validation import invalid, parse_number
 
 EMPTY = inspect.Parameter.empty   # the default of a parameter that has none
 PART = {"part": True}             # field metadata: a part (attack, wrapped objective), not a hyper-parameter
@@ -70,16 +70,11 @@ FLOAT = "float (a finite number or a fraction like 8/255)"
 
 
 def coerce(name: str, v, hint):
-    """One user value checked against a declared type and converted; one line naming it when wrong."""
+    """One user value checked against a declared type and converted; one line naming it when wrong.
+    Literal, bool, int and str follow TrainConfig's rules (fields.coerce); a float also takes "8/255"."""
     hint, optional = _without_none(hint)
     if v is None and optional:
         return None
-    if typing.get_origin(hint) is Literal:
-        return check_choice(name, v, typing.get_args(hint))
-    if hint is bool:
-        return check_bool(name, v)
-    if hint is int:
-        return check_int(name, v)
     if hint is float:
         try:
             if isinstance(v, bool):
@@ -87,20 +82,16 @@ def coerce(name: str, v, hint):
             return parse_number(v, name)
         except ValueError:
             raise invalid(name, v, FLOAT) from None
-    if hint is str:
-        if not isinstance(v, str):
-            raise invalid(name, v, "str (a string)")
-        return v
     if typing.get_origin(hint) is tuple:   # tuple[str, ...]: "a,b" or a list
         items = [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
         if not isinstance(items, (list, tuple)) or not all(isinstance(s, str) for s in items):
             raise invalid(name, v, "list of str (names, e.g. clean,adv)")
         return tuple(items)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):   # e.g. bool | str: the value's own type
-        members = typing.get_args(hint)
-        if not any(type(v) is m for m in members):
+        if not any(type(v) is m for m in typing.get_args(hint)):
             raise invalid(name, v, type_name(hint))
-    return v
+        return v
+    return fields.coerce(name, v, hint)
 
 
 def _hint(cls, name: str):
@@ -117,7 +108,7 @@ def _comments(cls) -> dict[str, str]:
     out: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if "__dataclass_fields__" in vars(klass):
-            out.update(field_comments(klass))
+            out.update(fields.field_comments(klass))
     return out
 
 
