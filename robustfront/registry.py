@@ -129,13 +129,19 @@ def hyperparameters(cls) -> dict[str, Option]:
 def parameters(fn: Callable) -> dict[str, Any]:
     """{name: default (EMPTY when none)} of what a builder accepts, in order: the constructor fields of
     a declared class (parts included), else the named parameters of a function's or a class's
-    signature (self left out). TypeError/ValueError for a callable without a readable signature."""
-    if dataclasses.is_dataclass(fn) and isinstance(fn, type):
+    signature (self left out; through **kwargs to the parent class's). TypeError/ValueError for a
+    callable without a readable signature."""
+    # a declared class whose constructor is the one generated from its fields (not a hand-written subclass's)
+    if isinstance(fn, type) and "__dataclass_fields__" in vars(next(k for k in fn.__mro__ if "__init__" in vars(k))):
         return {f.name: f.default if f.default is not dataclasses.MISSING else EMPTY
                 for f in dataclasses.fields(fn) if f.init}
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     sig = inspect.signature(fn.__init__ if isinstance(fn, type) else fn).parameters
-    return {n: p.default for n, p in sig.items() if n != "self" and p.kind in kinds}
+    out = {n: p.default for n, p in sig.items() if n != "self" and p.kind in kinds}
+    if isinstance(fn, type) and len(fn.__mro__) > 2 and any(p.kind == inspect.Parameter.VAR_KEYWORD
+                                                             for p in sig.values()):
+        out = {**parameters(fn.__mro__[1]), **out}   # through **kwargs to the parent's (a model class's)
+    return out
 
 
 class Registry:

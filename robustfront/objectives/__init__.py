@@ -40,5 +40,6 @@ def create_objective(name: str, attack=None, *, wrap=(), wrap_args: dict | None 
     return Slots(obj, slots) if slots else obj
 
 
-__all__ = ["AVmixup", "AWP", "AWPAT", "AWPVanilla", "CLP", "ConsAT", "MART", "OBJECTIVES", "Objective", "ObjectiveBase",
-           "PGDAT", "RAAT", "RAATPP", "Slots", "Standard", "TRADES", "Vanilla", "WRAPPERS", "correct", "create_objective"]
+__all__ = ["AVmixup", "AWP", "AWPAT", "AWPVanilla", "CLP", "ConsAT", "MART", "OBJECTIVES", "Objective",
+           "ObjectiveBase", "PGDAT", "RAAT", "RAATPP", "Slots", "Standard", "TRADES", "Vanilla", "WRAPPERS", "correct",
+           "create_objective"]

@@ -94,7 +94,7 @@ class RAAT(Objective):
     mix: Mix = "plain"                # plain: m ~ Beta(γ, γ) (the paper); max: max(m, 1-m) (the reference code)
     require_adv_wrong: bool = False   # boundary also needs x' wrong (the reference's rule; the paper's: x'' wrong)
     target: Target = "logits"         # DICAR's target: mix of clean logits (reference code) or of probabilities (paper)
-    reduced: Reduced = "scaled"       # x'': x + η·(x' - x) (reference code) or an attack in the η·ε ball (paper, Eq. 8)
+    reduced: Reduced = "scaled"       # x'': x + η·(x' - x) (reference code) or an attack in the η·ε ball (paper)
     joint: bool = True                # forward both views as one batch (the reference: shared BatchNorm statistics)
     dicar_inputs: DicarInputs = "selected"  # BatchNorm statistics of DICAR's forward: selected images only, or all
     supervise: Supervise = "both"     # views with the supervised term: both, or the first (RAAT#'s reference)
