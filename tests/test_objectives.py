@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustfront.attacks import PGD, TradesKL
+from robustfront.attacks import PGD, AttackFn, TradesKL
 from robustfront.attacks.apgd import APGD
 from robustfront.models import create_model
 from robustfront.objectives.awp import AWP, AWPAT, AWPVanilla
@@ -32,6 +32,7 @@ WHOLE_TRADES = {"clean": ("clean",), "adv": ("clean", "kl")}
 
 # ---------------------------------------------------------------- stand-ins
 
+@AttackFn  # declares what objectives read of an attack (bn_mode, bounds)
 def identity_attack(model, x, y):
     return x.clone()
 
@@ -39,6 +40,7 @@ def identity_attack(model, x, y):
 class Shift:
     """x' = x + d (d broadcast against x; a per-sample d is repeated for a concatenation of views,
     the joint attack call); counts its calls."""
+    bn_mode, bounds = "eval", (0.0, 1.0)   # what objectives read of an attack (attacks.Attack declares them)
 
     def __init__(self, d):
         self.d, self.calls = d, 0

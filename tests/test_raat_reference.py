@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustfront.attacks import PGD
+from robustfront.attacks import PGD, AttackFn
 from robustfront.objectives.avmixup import AVmixup
 from robustfront.objectives.cons_at import ConsAT
 from robustfront.objectives.raat import RAAT, RAATPP
@@ -27,6 +27,7 @@ def views(seed=1, n=12):
     return x1, x2, torch.randint(0, 3, (n,), generator=g)
 
 
+@AttackFn  # declares what objectives read of an attack (bn_mode, bounds)
 def attack(model, x, y):
     """Row-wise and deterministic, so one call on the concatenated views equals one call per view."""
     return (x + 0.3 * torch.sign(torch.sin(13 * x + 2))).clamp(0, 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import nn
@@ -15,10 +16,11 @@ from ..validation import check_choice, check_int, check_number, invalid
 from .threat import NORMS
 
 ATTACKS = Registry("attack")
-BN_MODES = ("eval", "train")
+BNMode = Literal["eval", "train"]
+BN_MODES = get_args(BNMode)
 
 # re-exported: attack modules and objectives import the checks from here
-__all__ = ["ATTACKS", "Attack", "BN_MODES", "check_choice", "check_int", "check_number"]
+__all__ = ["ATTACKS", "Attack", "AttackFn", "BNMode", "BN_MODES", "check_choice", "check_int", "check_number"]
 
 
 class Attack:
@@ -38,6 +40,11 @@ class Attack:
 
     #: the threat models this attack implements
     norms: tuple[str, ...] = NORMS
+    #: the BatchNorm mode the model runs in during the attack; objectives read it (a train-mode
+    #: attack depends on its batch, so Cons-AT/RAAT attack their two views as one batch)
+    bn_mode: str = "eval"
+    #: the input box (low, high), None for unbounded inputs; objectives clip to it (AVmixup's vertex)
+    bounds: tuple[float, float] | None = (0.0, 1.0)
     #: the step size of attacks that take steps of one (PGD, MI-FGSM, TRADES-KL set it); None: no such step
     alpha: float | None = None
 
@@ -95,3 +102,14 @@ class Attack:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+class AttackFn:
+    """A plain function `fn(model, x, y) -> x'` used as a training attack, with the attributes every
+    attack declares for the objectives (`bn_mode`, `bounds`); for hand-written attacks and test stand-ins."""
+
+    def __init__(self, fn: Callable, bn_mode: str = "eval", bounds: tuple[float, float] | None = (0.0, 1.0)):
+        self.fn, self.bn_mode, self.bounds = fn, check_choice("bn_mode", bn_mode, BN_MODES), bounds
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.fn(model, x, y)

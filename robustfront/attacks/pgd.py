@@ -1,6 +1,8 @@
 """Projected gradient descent (Madry et al., 2018) under L∞, L2 or L1, with restarts."""
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -10,8 +12,9 @@ from .base import Attack, check_choice, check_int, check_number
 from .lp import NORMS, ascent_step, project, random_delta
 from .threat import DEFAULT_EPS
 
-LOSSES = ("ce", "cw")
-STARTS = (True, False, "uniform", "normal")
+Loss = Literal["ce", "cw"]
+Start = Literal[True, False, "uniform", "normal"]
+LOSSES, STARTS = get_args(Loss), get_args(Start)
 
 
 def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

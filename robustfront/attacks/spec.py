@@ -23,26 +23,29 @@ Spec grammar (one underscore spelling per name; hyphenated official names such a
                         runs them through robustfront's self-driven cascade (eval/cascade.py)
 
 Budgets come from the threat model: ε and norm always; α and steps where the spec gives none
-(None in the threat model: each attack's own default). Extra keyword arguments go to the attack.
+(None in the threat model: each attack's own default). Every name is a `Spec` dataclass registered at
+the class: its fields are the name's options (keyword arguments of `create_attack`, `--opt attack.KEY`),
+typed, with the comment after each as help (`robustfront train --list-opts`).
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
+from ..registry import hyperparameters
+from ..validation import invalid
 from .apgd import APGD
 from .autoattack import AutoAttack
-from .base import ATTACKS, Attack
+from .base import ATTACKS, Attack, BNMode
 from .fgsm import FGSM
 from .mifgsm import MIFGSM
 from .official import OFFICIAL
-from .pgd import PGD
+from .pgd import PGD, Loss, Start
 from .spsa import SPSA
 from .threat import ThreatModel
 from .trades_kl import TradesKL
 
 _PGD = re.compile(r"pgd([1-9][0-9]*)(?:x([1-9][0-9]*))?")
-CW_STEPS, CW_KAPPA = 30, {"cw": 50.0, "cw0": 0.0}
-SPSA_SETTINGS = {"samples": 128, "lr": 0.01, "delta": 0.01}
 AUTOATTACK_NAMES = ("autoattack", "autoattack_plus", "autoattack_rand")
 
 
@@ -50,72 +53,163 @@ def _steps(t: ThreatModel, default: int) -> int:
     return t.steps if t.steps is not None else default
 
 
+@dataclass
+class Spec:
+    """A registered attack name: its options are the fields (type, default, and the comment after
+    each as help; budgets come from the threat model, not from options), `build` makes the attack."""
+
+    def build(self, t: ThreatModel) -> Attack:
+        raise NotImplementedError
+
+
 @ATTACKS.register("pgd")
-def _pgd(t: ThreatModel, steps: int | None = None, **kw) -> PGD:
-    return PGD(t.eps, alpha=t.alpha, steps=steps or _steps(t, 10), norm=t.norm, bounds=t.bounds, **kw)
+@dataclass
+class PGDSpec(Spec):
+    steps: int | None = None       # ascent steps per restart (none: the threat's steps, else 10; pgdK sets K)
+    restarts: int = 1              # independent runs; per sample the strongest is kept (pgdKxR sets R)
+    random_start: Start = True     # True/uniform: random point in the ball; normal: x + 0.001·N(0,1); False: x
+    clamp_start: bool = True       # project the random start into the ball and box before the first gradient
+    loss: Loss = "ce"              # ce: cross-entropy; cw: the CW margin min(max_j≠y z_j - z_y, kappa)
+    kappa: float = float("inf")    # confidence cap κ of the CW margin loss
+    l1_top: float = 0.05           # fraction of coordinates an L1 step moves (SLIDE)
+    bn_mode: BNMode = "eval"       # BatchNorm mode of the model during the attack (train: batch statistics)
+    default_steps = 10             # steps when neither the spec nor the threat model gives them
+
+    def build(self, t: ThreatModel) -> PGD:
+        return PGD(t.eps, alpha=t.alpha, steps=self.steps or _steps(t, self.default_steps), norm=t.norm,
+                   random_start=self.random_start, restarts=self.restarts, loss=self.loss, kappa=self.kappa,
+                   l1_top=self.l1_top, clamp_start=self.clamp_start, bn_mode=self.bn_mode, bounds=t.bounds)
 
 
 @ATTACKS.register("pgd_normal")
-def _pgd_normal(t: ThreatModel, **kw) -> PGD:
-    return _pgd(t, random_start="normal", **kw)
+@dataclass
+class PGDNormalSpec(PGDSpec):
+    """PGD from x + 0.001·N(0,1) (MART's training attack)."""
+    random_start: Start = field(default="normal", init=False)   # fixed: the TRADES/MART start
+
+
+@ATTACKS.register("cw")
+@dataclass
+class CWSpec(PGDSpec):
+    """CW∞: PGD on the CW margin loss capped at κ = 50 (default 30 steps)."""
+    loss: Loss = field(default="cw", init=False)    # fixed: the margin loss
+    kappa: float = field(default=50.0, init=False)  # fixed: the cap of this name
+    default_steps = 30
+
+
+@ATTACKS.register("cw0")
+@dataclass
+class CW0Spec(CWSpec):
+    """CW∞ with κ = 0: the margin loss stops growing once a sample is fooled."""
+    kappa: float = field(default=0.0, init=False)   # fixed: the cap of this name
 
 
 @ATTACKS.register("fgsm")
-def _fgsm(t: ThreatModel, **kw) -> FGSM:
-    return FGSM(t.eps, norm=t.norm, bounds=t.bounds, **kw)
+@dataclass
+class FGSMSpec(Spec):
+    loss: Loss = "ce"          # ce: cross-entropy; cw: the CW margin
+    bn_mode: BNMode = "eval"   # BatchNorm mode of the model during the attack
+
+    def build(self, t: ThreatModel) -> FGSM:
+        return FGSM(t.eps, loss=self.loss, norm=t.norm, bn_mode=self.bn_mode, bounds=t.bounds)
 
 
 @ATTACKS.register("mifgsm")
-def _mifgsm(t: ThreatModel, **kw) -> MIFGSM:
-    kw.setdefault("decay", 1.0)
-    return MIFGSM(t.eps, alpha=t.alpha, steps=_steps(t, 10), norm=t.norm, bounds=t.bounds, **kw)
+@dataclass
+class MIFGSMSpec(Spec):
+    decay: float = 1.0         # momentum μ of the normalised gradients
+    bn_mode: BNMode = "eval"   # BatchNorm mode of the model during the attack
 
-
-def _cw(kappa: float):
-    def build(t: ThreatModel, **kw) -> PGD:
-        return PGD(t.eps, alpha=t.alpha, steps=_steps(t, CW_STEPS), norm=t.norm, loss="cw", kappa=kappa,
-                   bounds=t.bounds, **kw)
-    return build
-
-
-for _name, _kappa in CW_KAPPA.items():
-    ATTACKS.register(_name)(_cw(_kappa))
+    def build(self, t: ThreatModel) -> MIFGSM:
+        return MIFGSM(t.eps, alpha=t.alpha, steps=_steps(t, 10), decay=self.decay, norm=t.norm,
+                      bn_mode=self.bn_mode, bounds=t.bounds)
 
 
 @ATTACKS.register("trades_kl")
-def _trades_kl(t: ThreatModel, **kw) -> TradesKL:
-    return TradesKL(t.eps, alpha=t.alpha, steps=_steps(t, 10), norm=t.norm, bounds=t.bounds, **kw)
+@dataclass
+class TradesKLSpec(Spec):
+    clamp_start: bool = True   # clip the start x + 0.001·N(0,1) to the box before the first gradient
+    bn_mode: BNMode = "eval"   # BatchNorm mode of the model during the attack
+
+    def build(self, t: ThreatModel) -> TradesKL:
+        return TradesKL(t.eps, alpha=t.alpha, steps=_steps(t, 10), norm=t.norm, clamp_start=self.clamp_start,
+                        bn_mode=self.bn_mode, bounds=t.bounds)
 
 
 @ATTACKS.register("spsa")
-def _spsa(t: ThreatModel, **kw) -> SPSA:
-    kw = {**SPSA_SETTINGS, **kw}
-    kw.setdefault("iterations", _steps(t, 100))
-    return SPSA(t.eps, norm=t.norm, bounds=t.bounds, **kw)
+@dataclass
+class SPSASpec(Spec):
+    iterations: int | None = None  # Adam steps (none: the threat's steps, else 100)
+    samples: int = 128             # function evaluations per step and image (even: antithetic pairs)
+    lr: float = 0.01               # Adam learning rate
+    delta: float = 0.01            # finite-difference step of the gradient estimate
+    max_batch: int = 8192          # largest forward batch, images × samples
+
+    def build(self, t: ThreatModel) -> SPSA:
+        return SPSA(t.eps, norm=t.norm, iterations=self.iterations or _steps(t, 100), samples=self.samples,
+                    lr=self.lr, delta=self.delta, max_batch=self.max_batch, bounds=t.bounds)
 
 
-def _apgd(loss: str, targeted: bool):
-    def build(t: ThreatModel, **kw) -> APGD:
-        return APGD(t.eps, steps=_steps(t, 100), norm=t.norm, loss=loss, targeted=targeted, bounds=t.bounds, **kw)
-    return build
+@ATTACKS.register("apgd_ce")
+@dataclass
+class APGDSpec(Spec):
+    n_target_classes: int | None = None  # target classes of APGD-T (none: AutoAttack's 9, L1: 5)
+    rho: float = 0.75                    # the official step-size-halving threshold
+    bn_mode: BNMode = "eval"             # BatchNorm mode of the model during the attack
+    loss, targeted = "ce", False         # fixed by the name
+
+    def build(self, t: ThreatModel) -> APGD:
+        return APGD(t.eps, steps=_steps(t, 100), norm=t.norm, loss=self.loss, targeted=self.targeted,
+                    n_target_classes=self.n_target_classes, rho=self.rho, bn_mode=self.bn_mode, bounds=t.bounds)
 
 
-ATTACKS.register("apgd_ce")(_apgd("ce", False))
-ATTACKS.register("apgd_dlr")(_apgd("dlr", False))
-ATTACKS.register("apgd_t")(_apgd("dlr", True))
+@ATTACKS.register("apgd_dlr")
+class APGDDLRSpec(APGDSpec):
+    loss = "dlr"
 
 
-def _official(version: str, attacks: list[str] | None):
-    def build(t: ThreatModel, **kw) -> AutoAttack:
-        return AutoAttack(t.eps, norm=t.norm, version=version, attacks=attacks, bounds=t.bounds, **kw)
-    return build
+@ATTACKS.register("apgd_t")
+class APGDTSpec(APGDSpec):
+    loss, targeted = "dlr", True
 
 
-ATTACKS.register("autoattack")(_official("standard", None))
-ATTACKS.register("autoattack_plus")(_official("plus", None))
-ATTACKS.register("autoattack_rand")(_official("rand", None))
-for _name in ("fab", "fab_t", "square"):
-    ATTACKS.register(_name)(_official("standard", [_name]))
+@ATTACKS.register("autoattack")
+@dataclass
+class AutoAttackSpec(Spec):
+    seed: int = 0                # the official runner's seed
+    batch_size: int = 250        # the official runner's batch size
+    n_iter: int | None = None    # APGD iterations instead of the official 100 (quick looks and tests only)
+    version, attacks = "standard", None   # fixed by the name: the official version, or single attacks
+
+    def build(self, t: ThreatModel) -> AutoAttack:
+        return AutoAttack(t.eps, norm=t.norm, version=self.version,
+                          attacks=None if self.attacks is None else list(self.attacks), seed=self.seed,
+                          batch_size=self.batch_size, n_iter=self.n_iter, bounds=t.bounds)
+
+
+@ATTACKS.register("autoattack_plus")
+class AutoAttackPlusSpec(AutoAttackSpec):
+    version = "plus"
+
+
+@ATTACKS.register("autoattack_rand")
+class AutoAttackRandSpec(AutoAttackSpec):
+    version = "rand"
+
+
+@ATTACKS.register("fab")
+class FABSpec(AutoAttackSpec):
+    attacks = ("fab",)
+
+
+@ATTACKS.register("fab_t")
+class FABTSpec(AutoAttackSpec):
+    attacks = ("fab_t",)
+
+
+@ATTACKS.register("square")
+class SquareSpec(AutoAttackSpec):
+    attacks = ("square",)
 
 
 def names_help() -> str:
@@ -148,7 +242,18 @@ def create_attack(spec: str, threat: ThreatModel | None = None, **overrides) -> 
     threat = ThreatModel() if threat is None else threat
     if not isinstance(threat, ThreatModel):
         raise TypeError(f"threat must be a ThreatModel, got {type(threat).__name__}")
-    return ATTACKS.get(name)(threat, **{**kw, **{k: v for k, v in overrides.items() if v is not None}})
+    options = {**kw, **{k: v for k, v in overrides.items() if v is not None}}
+    declared = hyperparameters(ATTACKS.get(name))
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise invalid("attack options", sorted(options), f"options of attack '{name}': {', '.join(declared) or 'none'}",
+                      f"not accepted ({', '.join(unknown)})")
+    return ATTACKS.get(name)(**options).build(threat)
+
+
+def attack_spec(spec: str) -> type[Spec]:
+    """The declared class of an attack spec (its options: `registry.hyperparameters`)."""
+    return ATTACKS.get(parse_spec(spec)[0])
 
 
 def is_official(spec: str) -> bool:
@@ -157,4 +262,5 @@ def is_official(spec: str) -> bool:
     return name in OFFICIAL or name in AUTOATTACK_NAMES
 
 
-__all__ = ["AUTOATTACK_NAMES", "canonical", "create_attack", "is_official", "names_help", "parse_spec"]
+__all__ = ["AUTOATTACK_NAMES", "Spec", "attack_spec", "canonical", "create_attack", "is_official", "names_help",
+           "parse_spec"]

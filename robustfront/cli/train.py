@@ -60,6 +60,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue OUT/checkpoints/last.pt exactly; the config "
                    "must be the run's own (only epochs and logging may change)")
     p.add_argument("--force", action="store_true", help="overwrite a run already in OUT")
+    p.add_argument("--list-opts", action="store_true", help="print the method's hyper-parameters (--opt PART.NAME: "
+                   "type, the value this method uses, what it means) and exit; with --method, --objective, --wrap, ...")
 
 
 def config_from_args(args) -> TrainConfig:
@@ -86,6 +88,10 @@ def cmd_train(args) -> int:
     from ..train import train
     from ..train.distributed import rank_from_env
     cfg = config_from_args(args)
+    if args.list_opts:
+        from ..train.methods import options_text
+        print(options_text(cfg))
+        return 0
     if cfg.out is None:
         raise ValueError("--out is required: the folder for config.yaml, metrics.jsonl and checkpoints/")
     metrics = train(cfg, resume=args.resume, force=args.force)

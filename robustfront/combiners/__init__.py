@@ -1,14 +1,7 @@
 """Gradient combiners: how the gradients of an objective's terms become one update."""
-from ..registry import Registry
 from .agr import AGR, agr_diagnostics, agr_update
-from .base import Combiner, Sum, Weighted
-from .ca_at import CAAT, ca_at_diagnostics, ca_at_update
-
-COMBINERS = Registry("combiner")
-COMBINERS.register("sum")(Sum)
-COMBINERS.register("weighted")(Weighted)
-COMBINERS.register("ca_at")(CAAT)
-COMBINERS.register("agr")(AGR)
+from .base import COMBINERS, Combiner, Sum, Weighted
+from .ca_at import CAAT, ca_at_diagnostics, ca_at_update  # each module registers its class when imported
 
 
 def create_combiner(name: str, **kwargs) -> Combiner:

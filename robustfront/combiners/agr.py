@@ -16,17 +16,21 @@ computed from the fp64 sums, so clipping costs no second pass over the gradients
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, get_args
+
 import torch
 from torch import Tensor
 
 from ..validation import check_bool, check_choice, check_int, check_number
 from ._fp64 import mix as _mix, norms_dot64 as _norms_dot64
-from .base import Combiner as _Base
+from .base import COMBINERS, Combiner as _Base
 
 __all__ = ["AGR", "CLIP_ON", "INTERPS", "agr_update", "agr_diagnostics"]
 
-INTERPS = ("cosine", "average", "fixed")
-CLIP_ON = ("gics", "from_start", "reconstructed", "all")
+Interp = Literal["cosine", "average", "fixed"]
+ClipOn = Literal["gics", "from_start", "reconstructed", "all"]
+INTERPS, CLIP_ON = get_args(Interp), get_args(ClipOn)
 _MASKS = ("gics", "reconstructed", "all", "none")  # which tensors one step clips
 
 def _check_clip(clip: float | None) -> float | None:
@@ -89,6 +93,8 @@ def agr_diagnostics(g_clean: list[Tensor], g_adv: list[Tensor], *, gop: bool = T
             "neg_frac": co["neg"].double().mean()}
 
 
+@COMBINERS.register("agr")
+@dataclass(eq=False)
 class AGR(_Base):
     """AGR combiner (registered as "agr"). The trainer calls `on_epoch(epoch)` (0-based) each epoch.
 
@@ -117,18 +123,24 @@ class AGR(_Base):
 
     separate = True
     terms = ("clean", "adv")
+    start_epoch: int = 150        # epoch (0-based) from which GICS is on (and GOP, with delay_gop)
+    delay_gop: bool = False       # GOP also waits for start_epoch (the reference code; the paper: from epoch 0)
+    clip: float | None = 0.1      # C: per-tensor norm bound of the reconstructed gradients (none: no clipping)
+    clip_on: ClipOn = "gics"      # which tensors are clipped (see the class docstring)
+    interp: Interp = "cosine"     # GICS weight of g_c: ψ (cosine, AGR), ½ (average) or interp_scale (fixed)
+    interp_scale: float = 0.5     # the fixed GICS weight of g_c, in [0, 1] (interp=fixed; Table 4's τ is 1 - it)
+    eps: float = 1e-12            # |g_c| <= eps·|g_a| counts as a zero clean gradient (ψ := 0)
+    gop: bool = True              # GOP on: drop the part of g_a that conflicts with g_c where ψ < 0
 
-    def __init__(self, start_epoch: int = 150, delay_gop: bool = False, clip: float | None = 0.1,
-                 clip_on: str = "gics", interp: str = "cosine", interp_scale: float = 0.5, eps: float = 1e-12,
-                 gop: bool = True):
-        self.start_epoch = check_int("start_epoch", start_epoch, 0)
-        self.delay_gop = bool(delay_gop)
-        self.gop = check_bool("gop", gop)
-        self.clip = _check_clip(clip)
-        self.clip_on = check_choice("clip_on", clip_on, CLIP_ON)
-        self.interp = check_choice("interp", interp, INTERPS)
-        self.interp_scale = check_number("interp_scale", interp_scale, 0.0, hi=1.0)
-        self.eps = float(eps)
+    def __post_init__(self):
+        self.start_epoch = check_int("start_epoch", self.start_epoch, 0)
+        self.delay_gop = bool(self.delay_gop)
+        self.gop = check_bool("gop", self.gop)
+        self.clip = _check_clip(self.clip)
+        self.clip_on = check_choice("clip_on", self.clip_on, CLIP_ON)
+        self.interp = check_choice("interp", self.interp, INTERPS)
+        self.interp_scale = check_number("interp_scale", self.interp_scale, 0.0, hi=1.0)
+        self.eps = float(self.eps)
         self.epoch = 0                    # set by on_epoch (0-based, as the trainer counts)
         self._sums: Tensor | None = None  # device fp64: gop count, neg count, then Σψ per tensor
         self._steps = 0

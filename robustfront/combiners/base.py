@@ -5,13 +5,21 @@ trainer calls `total_loss` and does one backward; otherwise it computes one
 gradient list per term in `terms` and calls `combine`. A combiner with `terms`
 needs exactly those slots (`objectives.Slots` maps an objective's terms onto
 them); `Sum` has none and takes whatever the objective returns.
+
+Every combiner is a dataclass whose fields are its hyper-parameters (the comment after a field is its
+help text), registered by a decorator at the class; runtime state is set in `__post_init__`.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ..registry import Registry
 from ..validation import check_number, invalid
+
+COMBINERS = Registry("combiner")
 
 
 class Combiner:
@@ -34,6 +42,8 @@ class Combiner:
         return {}
 
 
+@COMBINERS.register("sum")
+@dataclass(eq=False)
 class Sum(Combiner):
     """Plain sum of every term (the objective's own loss): one backward of the total loss."""
 
@@ -41,6 +51,8 @@ class Sum(Combiner):
         return torch.stack(list(losses.values())).sum()
 
 
+@COMBINERS.register("weighted")
+@dataclass(eq=False)
 class Weighted(Combiner):
     """The weighted-average ("vanilla") AT of CA-AT's paper: (1-λ)·clean + λ·adv.
 
@@ -50,8 +62,11 @@ class Weighted(Combiner):
     the two). Equivalent to weighting the two gradients, since the gradient is linear.
     """
     terms = ("clean", "adv")
+    lam: float | None = None           # weight λ of the adversarial loss, in [0, 1] (none: 0.5, or 1 - clean_weight)
+    clean_weight: float | None = None  # weight w of the clean loss instead, w·clean + (1-w)·adv (give one of the two)
 
-    def __init__(self, lam: float | None = None, clean_weight: float | None = None):
+    def __post_init__(self):
+        lam, clean_weight = self.lam, self.clean_weight
         if lam is not None and clean_weight is not None:
             raise invalid("clean_weight", clean_weight, "one of lam (weight of adv) or clean_weight, not both",
                           "given together with lam")
@@ -59,10 +74,7 @@ class Weighted(Combiner):
             self.lam = 1.0 - check_number("clean_weight", clean_weight, 0.0, hi=1.0)
         else:
             self.lam = check_number("lam", 0.5 if lam is None else lam, 0.0, hi=1.0)
-
-    @property
-    def clean_weight(self) -> float:
-        return 1.0 - self.lam
+        self.clean_weight = 1.0 - self.lam   # both conventions readable on the built combiner
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
         if set(losses) != {"clean", "adv"}:

@@ -17,12 +17,13 @@ The update is always written as α·g_a + β·g_c with two scalars per tensor.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ._fp64 import mix as _mix, norms_dot64 as _norms_dot64
-from .base import Combiner as _Base
+from .base import COMBINERS, Combiner as _Base
 
 __all__ = ["CAAT", "ca_at_update", "ca_at_diagnostics"]
 
@@ -72,6 +73,8 @@ def ca_at_diagnostics(g_clean: Tensor, g_adv: Tensor, gamma: float, eps: float =
     return {"cos": co["cos"], "norm_clean": nc[0], "norm_adv": na[0], "mu": co["mu"], "projected": co["projected"]}
 
 
+@COMBINERS.register("ca_at")
+@dataclass(eq=False)
 class CAAT(_Base):
     """CA-AT combiner (registered as "ca_at").
 
@@ -85,11 +88,14 @@ class CAAT(_Base):
 
     separate = True
     terms = ("clean", "adv")
+    gamma: float = 0.8         # γ in [0, 1]: cosine of the cone's half-angle around g_c (1: standard training)
+    per_tensor: bool = False   # apply the rule to each parameter tensor instead of the whole gradient
+    eps: float = 1e-12         # |g_c| <= eps·|g_a| counts as a zero clean gradient (its direction is noise)
 
-    def __init__(self, gamma: float = 0.8, per_tensor: bool = False, eps: float = 1e-12):
-        self.gamma = _check_gamma(gamma)
-        self.per_tensor = bool(per_tensor)
-        self.eps = float(eps)
+    def __post_init__(self):
+        self.gamma = _check_gamma(self.gamma)
+        self.per_tensor = bool(self.per_tensor)
+        self.eps = float(self.eps)
         self._sums: Tensor | None = None  # device fp64: cos, mu, norm_clean, norm_adv, projected
         self._steps = 0
         self._decisions = 0

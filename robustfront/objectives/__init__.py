@@ -8,10 +8,9 @@ a two-slot combiner's slots by `Slots`:
 """
 from __future__ import annotations
 
-from ..registry import Registry
 from .avmixup import AVmixup
 from .awp import AWP, AWPAT, AWPVanilla
-from .base import Objective, correct
+from .base import OBJECTIVES, WRAPPERS, Objective, ObjectiveBase, correct
 from .clp import CLP
 from .cons_at import ConsAT
 from .mart import MART
@@ -22,23 +21,14 @@ from .standard import Standard
 from .trades import TRADES
 from .vanilla import Vanilla
 
-OBJECTIVES = Registry("objective")
-for _name, _cls in {"standard": Standard, "pgd_at": PGDAT, "vanilla": Vanilla, "trades": TRADES, "mart": MART,
-                    "clp": CLP, "cons_at": ConsAT, "raat": RAAT, "raat_pp": RAATPP, "avmixup": AVmixup}.items():
-    OBJECTIVES.register(_name)(_cls)
-
-WRAPPERS = Registry("wrapper")
-WRAPPERS.register("awp")(AWP)
+# importing the modules above registers their classes (@OBJECTIVES.register / @WRAPPERS.register at each class)
 
 
 def create_objective(name: str, attack=None, *, wrap=(), wrap_args: dict | None = None, slots: dict | None = None,
-                     attack_options: dict | None = None, **kwargs) -> Objective:
+                     **kwargs) -> ObjectiveBase:
     """Objective `name` around `attack`, then each wrapper of `wrap` (with `wrap_args[wrapper]`), then
-    the slot mapping `slots` (None: the raw terms, for summing combiners). `attack_options` (e.g.
-    clamp_start=False, bn_mode="train") are rebuilt into a copy of an attack made elsewhere.
-    kwargs left as None keep the objective's defaults."""
-    if attack is not None and attack_options:
-        attack = rebuilt(attack, **attack_options)
+    the slot mapping `slots` (None: the raw terms, for summing combiners). kwargs left as None keep the
+    objective's defaults. Attack options belong to the attack: `attacks.create_attack(name, threat, **options)`."""
     obj = OBJECTIVES.create(name, attack=attack, **kwargs)
     wrap_args = wrap_args or {}
     unknown = set(wrap_args) - set(wrap)
@@ -50,13 +40,6 @@ def create_objective(name: str, attack=None, *, wrap=(), wrap_args: dict | None 
     return Slots(obj, slots) if slots else obj
 
 
-def rebuilt(attack, **options):
-    """A new attack of the same class and constructor arguments as `attack`, with `options` changed."""
-    from ..registry import parameters
-    names = parameters(type(attack))
-    kw = {k: v for k, v in vars(attack).items() if k in names}
-    return type(attack)(**{**kw, **options})
-
-
-__all__ = ["AVmixup", "AWP", "AWPAT", "AWPVanilla", "OBJECTIVES", "Objective", "Slots", "WRAPPERS", "correct",
+__all__ = ["AVmixup", "AWP", "AWPAT", "AWPVanilla", "CLP", "ConsAT", "MART", "OBJECTIVES", "Objective",
+           "ObjectiveBase", "PGDAT", "RAAT", "RAATPP", "Slots", "Standard", "TRADES", "Vanilla", "WRAPPERS", "correct",
            "create_objective"]

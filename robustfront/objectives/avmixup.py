@@ -6,14 +6,18 @@ https://arxiv.org/abs/2003.02484
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..validation import check_choice, check_number
-from .base import Objective, correct
+from .base import OBJECTIVES, Objective, correct
 
-LABELS = ("soft", "hard")
+Labels = Literal["soft", "hard"]
+LABELS = get_args(Labels)
 
 
 def smooth_labels(y: Tensor, num_classes: int, factor: float) -> Tensor:
@@ -23,6 +27,8 @@ def smooth_labels(y: Tensor, num_classes: int, factor: float) -> Tensor:
     return out.scatter(1, y[:, None], factor)
 
 
+@OBJECTIVES.register("avmixup")
+@dataclass(eq=False, repr=False)
 class AVmixup(Objective):
     r"""AVmixup: with δ = x' - x from the training attack,
 
@@ -36,13 +42,8 @@ class AVmixup(Objective):
     loss). One train-mode forward (x̃); the aux term `clean` = CE(f(x), y) costs one more, only
     when requested (AGR + AVmixup takes g_c from it).
 
-    Arguments:
-        attack: the training attack (PGD).
-        gamma (float): γ, how far out the vertex lies (default 2).
-        lambda1 (float): λ1, label smoothing at the clean end (default 0.5).
-        lambda2 (float): λ2, label smoothing at the vertex (default 0.7). The defaults are those of
-            the PyTorch AVmixup code that AGR's reference copies (γ=2, λ1=0.5, λ2=0.7).
-        labels (str): "soft" (default, the AVmixup paper) or "hard" (AGR's reference code).
+    The defaults are those of the PyTorch AVmixup code that AGR's reference copies (γ=2, λ1=0.5, λ2=0.7).
+    The vertex is clipped to the attack's `bounds` (none: [0, 1] when no attack is given).
 
     Returns `({"adv"} [+ {"clean"}], {"adv_correct"} [+ {"clean_correct"}])`; adv_correct counts
     train-mode predictions on x̃ against y.
@@ -51,17 +52,21 @@ class AVmixup(Objective):
     aux = ("clean",)
     slots = {"clean": ("clean",), "adv": ("adv",)}
 
-    def __init__(self, attack=None, gamma: float = 2.0, lambda1: float = 0.5, lambda2: float = 0.7,
-                 labels: str = "soft"):
-        super().__init__(attack)
-        self.gamma = check_number("gamma", gamma, 0.0)
-        self.lambda1 = check_number("lambda1", lambda1, 0.0, hi=1.0)
-        self.lambda2 = check_number("lambda2", lambda2, 0.0, hi=1.0)
-        self.labels = check_choice("labels", labels, LABELS)
+    gamma: float = 2.0      # γ: how far out the adversarial vertex lies, x + γ·δ
+    lambda1: float = 0.5    # λ1: label smoothing of the soft label at the clean end, in [0, 1]
+    lambda2: float = 0.7    # λ2: label smoothing of the soft label at the vertex, in [0, 1]
+    labels: Labels = "soft"  # soft: the paper's mixed soft labels; hard: CE with y (AGR's reference code)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.gamma = check_number("gamma", self.gamma, 0.0)
+        self.lambda1 = check_number("lambda1", self.lambda1, 0.0, hi=1.0)
+        self.lambda2 = check_number("lambda2", self.lambda2, 0.0, hi=1.0)
+        self.labels = check_choice("labels", self.labels, LABELS)
 
     def mixed(self, x: Tensor, x_adv: Tensor, a: Tensor) -> Tensor:
         x_av = x + self.gamma * (x_adv - x)
-        bounds = getattr(self.attack, "bounds", (0.0, 1.0))
+        bounds = (0.0, 1.0) if self.attack is None else self.attack.bounds  # no attack: reused x' of [0,1] images
         if bounds is not None:
             x_av = x_av.clamp(*bounds)
         a = a.view(-1, *[1] * (x.dim() - 1)).to(x.dtype)

@@ -4,11 +4,13 @@ Paper: Adversarial Weight Perturbation Helps Robust Generalization, https://arxi
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
 from ..validation import check_int, check_number, invalid
-from .base import Objective, Wrapper
+from .base import WRAPPERS, Wrapper
 from .pgd_at import PGDAT
 from .vanilla import Vanilla
 
@@ -27,6 +29,8 @@ class _Carry(torch.autograd.Function):
         return (None, None, *[None if g is None else g * grad_out.to(g.dtype) for g in ctx.grads])
 
 
+@WRAPPERS.register("awp")
+@dataclass(eq=False, repr=False)
 class AWP(Wrapper):
     r"""Adversarial weight perturbation around a wrapped objective.
 
@@ -52,28 +56,24 @@ class AWP(Wrapper):
 
     Cost: one extra forward/backward of the wrapped objective's loss per step (the attack is not
     repeated), plus one backward per `at_w` term. A perturbation left in place (after_backward not
-    called) is removed first.
-
-    Arguments:
-        objective: the wrapped objective (any).
-        gamma (float): γ, the relative size of the weight perturbation (default 0.01).
-        warmup_epochs (int): no perturbation before this epoch (default 0: always on).
-        perturb_terms (tuple | None): terms whose sum gives the perturbation direction (None: the
-            objective's own loss). AT-AWP's reference uses the adversarial CE, TRADES-AWP the whole
-            TRADES loss, AGR + AWP the adversarial CE only ("adv").
-        at_w (tuple): terms (or aux terms) taken at the unperturbed weights (default none).
+    called) is removed first. perturb_terms: AT-AWP's reference uses the adversarial CE, TRADES-AWP
+    the whole TRADES loss, AGR + AWP the adversarial CE only ("adv").
 
     No host sync: norms and scales stay on the device.
     """
+    gamma: float = 0.01                           # γ: size of the weight perturbation relative to each weight's norm
+    warmup_epochs: int = 0                        # no perturbation before this epoch (0: always on)
+    perturb_terms: tuple[str, ...] | None = None  # terms whose sum gives the perturbation direction (none: the loss)
+    at_w: tuple[str, ...] = ()                    # terms whose value and gradient are taken at the unperturbed weights
 
-    def __init__(self, objective: Objective, gamma: float = 0.01, warmup_epochs: int = 0,
-                 perturb_terms: tuple[str, ...] | None = None, at_w: tuple[str, ...] = ()):
-        super().__init__(objective)
-        self.gamma = check_number("gamma", gamma, 0.0)
-        self.warmup_epochs = check_int("warmup_epochs", warmup_epochs, 0)
+    def __post_init__(self):
+        super().__post_init__()
+        objective = self.objective
+        self.gamma = check_number("gamma", self.gamma, 0.0)
+        self.warmup_epochs = check_int("warmup_epochs", self.warmup_epochs, 0)
         known = tuple(objective.terms) + tuple(objective.aux)
-        self.perturb_terms = None if perturb_terms is None else tuple(perturb_terms)
-        self.at_w = tuple(at_w)
+        self.perturb_terms = None if self.perturb_terms is None else tuple(self.perturb_terms)
+        self.at_w = tuple(self.at_w)
         for name, ts in (("perturb_terms", self.perturb_terms or ()), ("at_w", self.at_w)):
             if set(ts) - set(known):
                 raise invalid(name, list(ts), f"terms of {type(objective).__name__}: {', '.join(known)}")
@@ -151,8 +151,8 @@ class AWP(Wrapper):
 class AWPAT(AWP):
     """AT-AWP: AWP around PGD-AT (adv = CE(f(x'), y)); the preset `awp`."""
 
-    def __init__(self, attack=None, gamma: float = 0.01, warmup_epochs: int = 0):
-        super().__init__(PGDAT(attack), gamma=gamma, warmup_epochs=warmup_epochs)
+    def __init__(self, attack=None, **options):
+        super().__init__(PGDAT(attack), **options)
 
 
 class AWPVanilla(AWP):
@@ -160,9 +160,8 @@ class AWPVanilla(AWP):
     it: the weight perturbation comes from the adversarial CE only, and the clean CE (g_c) is
     taken at the unperturbed weights w; the preset `agr_awp`."""
 
-    def __init__(self, attack=None, gamma: float = 0.01, warmup_epochs: int = 0):
-        super().__init__(Vanilla(attack), gamma=gamma, warmup_epochs=warmup_epochs, perturb_terms=("adv",),
-                         at_w=("clean",))
+    def __init__(self, attack=None, **options):
+        super().__init__(Vanilla(attack), **options, perturb_terms=("adv",), at_w=("clean",))
 
 
 __all__ = ["AWP", "AWPAT", "AWPVanilla"]

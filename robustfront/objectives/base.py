@@ -13,16 +13,29 @@ wrapped objective twice on one set of adversarial examples this way.
 
 Forward passes that produce loss terms run with the model in train mode (BatchNorm statistics
 update); attacks switch the model to their own `bn_mode` themselves.
+
+Declared, not discovered: every objective is a dataclass whose fields are its hyper-parameters (type,
+default, and the comment after the field as help: `robustfront train --list-opts`), registered by a
+decorator at the class (`@OBJECTIVES.register("trades")`); runtime state is set in `__post_init__`.
+The training attack is a part (`attack`): an `attacks.Attack`, or any callable
+`attack(model, x, y) -> x'` with the attributes `bn_mode` and `bounds` that Attack declares.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from ..registry import PART, Registry
 
-class Objective:
+OBJECTIVES = Registry("objective")
+WRAPPERS = Registry("wrapper")
+
+
+class ObjectiveBase:
+    """What the trainer calls: the protocol and its hooks, shared by objectives and wrappers."""
     #: terms of the objective's own loss (their sum is the loss)
     terms: tuple[str, ...] = ()
     #: extra terms computed from the same forwards but not part of the loss (e.g. MART's clean CE,
@@ -43,8 +56,7 @@ class Objective:
     #: objective's own loss once); remove together with that check
     terms_overlap: bool = False
 
-    def __init__(self, attack=None):
-        self.attack = attack
+    def __post_init__(self):
         self.epoch = 0
         self.wanted: tuple[str, ...] = ()
         self.last_adv: dict = {}
@@ -83,6 +95,14 @@ class Objective:
         """Called once by a trainer that keeps averaged weights (EMA): `averaged` is the averaged
         model, `start_epoch` the epoch from which it averages. A no-op unless an objective uses it (RAAT#)."""
 
+    def attacks(self) -> tuple:
+        """The training attacks this objective runs (those of the objectives it wraps included)."""
+        return ()
+
+    def replace_attacks(self, fn: Callable) -> None:
+        """Put `fn(attack)` in place of each of `attacks()` (the trainer's LoRA wiring: run them on
+        the merged view)."""
+
     def loss(self, losses: dict[str, Tensor]) -> Tensor:
         """The objective's own loss: the sum of its terms (aux terms excluded), with gradient."""
         return torch.stack([losses[t].float() for t in self.terms]).sum()
@@ -91,13 +111,31 @@ class Objective:
         """The objective's own loss for the logs (detached, fp32)."""
         return self.loss(losses).detach()
 
-    # ------------------------------------------------------------------ helpers for subclasses
     def cached(self, name: str, make: Callable[[], object]):
         """`make()` (an attack, a random draw), or the value an earlier call used, given as `adv`."""
         value = self._reuse[name] if name in self._reuse else make()
         self.last_adv[name] = value
         return value
 
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
+                         if k not in ("epoch", "wanted", "last_adv", "_reuse") and not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+@dataclass(eq=False, repr=False)
+class Objective(ObjectiveBase):
+    """An objective: its training attack (a part) and, in subclasses, its hyper-parameters as fields."""
+    attack: Callable | None = field(default=None, metadata=PART)  # the training attack, attack(model, x, y) -> x'
+
+    def attacks(self) -> tuple:
+        return () if self.attack is None else (self.attack,)
+
+    def replace_attacks(self, fn: Callable) -> None:
+        if self.attack is not None:
+            self.attack = fn(self.attack)
+
+    # ------------------------------------------------------------------ helpers for subclasses
     def attacked(self, model: nn.Module, x: Tensor, y: Tensor, name: str = "x_adv") -> Tensor:
         def run():
             if self.attack is None:
@@ -114,11 +152,6 @@ class Objective:
             logits = model(x).float()
         return logits, model(x_adv).float()
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
-                         if k not in ("epoch", "wanted", "last_adv", "_reuse") and not k.startswith("_"))
-        return f"{type(self).__name__}({args})"
-
 
 def correct(logits: Tensor, y: Tensor) -> Tensor:
     """Number of correct predictions, kept on the device (no host sync)."""
@@ -134,13 +167,15 @@ def forward_views(model: nn.Module, xs, joint: bool) -> list[Tensor]:
     return [model(v).float() for v in xs]
 
 
-class Wrapper(Objective):
+@dataclass(eq=False, repr=False)
+class Wrapper(ObjectiveBase):
     """An objective around another one (`self.objective`; AWP, Slots): the wrapped objective's attack and
     random draws are seen through the wrapper, and the trainer's hooks (on_epoch, after_backward, bind,
-    needs_averaged) and its loss reach the wrapped objective here, once for every wrapper."""
+    needs_averaged), its attacks and its loss reach the wrapped objective here, once for every wrapper."""
+    objective: ObjectiveBase = field(metadata=PART)  # the wrapped objective
 
-    def __init__(self, objective: Objective):
-        self.objective = objective
+    def __post_init__(self):
+        objective = self.objective
         self.epoch = objective.epoch
         self.views, self.default_attack = objective.views, objective.default_attack
         self.default_attack_args = objective.default_attack_args
@@ -163,6 +198,12 @@ class Wrapper(Objective):
     def bind(self, averaged: nn.Module, start_epoch: int | None = None) -> None:
         self.objective.bind(averaged, start_epoch)
 
+    def attacks(self) -> tuple:
+        return self.objective.attacks()
+
+    def replace_attacks(self, fn: Callable) -> None:
+        self.objective.replace_attacks(fn)
+
     def loss(self, losses: dict[str, Tensor]) -> Tensor:
         return self.objective.loss(losses)
 
@@ -170,4 +211,4 @@ class Wrapper(Objective):
         return self.objective.reported_loss(losses)
 
 
-__all__ = ["Objective", "Wrapper", "correct", "forward_views"]
+__all__ = ["OBJECTIVES", "Objective", "ObjectiveBase", "WRAPPERS", "Wrapper", "correct", "forward_views"]

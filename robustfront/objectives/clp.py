@@ -4,15 +4,21 @@ Paper: Adversarial Logit Pairing, https://arxiv.org/abs/1803.06373
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
 from ..validation import check_bool, check_choice, check_number
-from .base import Objective, correct
+from .base import OBJECTIVES, Objective, correct
 
-PAIRINGS = ("logit", "prob")
+Pairing = Literal["logit", "prob"]
+PAIRINGS = get_args(Pairing)
 
 
+@OBJECTIVES.register("clp")
+@dataclass(eq=False, repr=False)
 class CLP(Objective):
     r"""Clean/adversarial pairing:
 
@@ -27,29 +33,27 @@ class CLP(Objective):
     logits are shared by both terms, so the gradient of `adv` also reaches the parameters through
     the clean forward.
 
-    Arguments:
-        attack: the training attack `attack(model, x, y) -> x'` (PGD by default).
-        weight (float): w, the pairing weight (default 0.5, the logit-pairing weight λ of Kannan et
-            al.). The logit penalty is the squared L2 distance summed over classes and averaged over
-            the batch; `F.mse_loss`-style implementations also average over the K classes, which
-            equals weight w/K here.
-        pairing (str): "logit" (default) or "prob" (see above).
-        adv_ce (bool): include CE(f(x'), y) in `adv` (default True). CA-AT's reference CLP term is
-            the probability pairing alone: pairing="prob", adv_ce=False, weight=1 (`ca_at_clp`).
-        clean_first (bool): clean forward before the attack (CA-AT's reference order; default False).
+    The logit penalty is the squared L2 distance summed over classes and averaged over the batch;
+    `F.mse_loss`-style implementations also average over the K classes, which equals weight w/K here.
+    CA-AT's reference CLP term is the probability pairing alone: pairing="prob", adv_ce=False,
+    weight=1 (`ca_at_clp`).
 
     Returns `({"clean", "adv"}, {"clean_correct", "adv_correct"})`.
     """
     terms = ("clean", "adv")
     slots = {"clean": ("clean",), "adv": ("adv",)}
 
-    def __init__(self, attack=None, weight: float = 0.5, pairing: str = "logit", adv_ce: bool = True,
-                 clean_first: bool = False):
-        super().__init__(attack)
-        self.weight = check_number("weight", weight, 0.0)
-        self.pairing = check_choice("pairing", pairing, PAIRINGS)
-        self.adv_ce = check_bool("adv_ce", adv_ce)
-        self.clean_first = check_bool("clean_first", clean_first)
+    weight: float = 0.5         # pairing weight w (Kannan et al.'s logit-pairing λ)
+    pairing: Pairing = "logit"  # logit: squared distance of logits; prob: distance of probabilities (CA-AT's CLP)
+    adv_ce: bool = True         # include CE(f(x'), y) in the adversarial term
+    clean_first: bool = False   # clean forward before the attack (CA-AT's reference order)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.weight = check_number("weight", self.weight, 0.0)
+        self.pairing = check_choice("pairing", self.pairing, PAIRINGS)
+        self.adv_ce = check_bool("adv_ce", self.adv_ce)
+        self.clean_first = check_bool("clean_first", self.clean_first)
 
     def penalty(self, logits, logits_adv):
         if self.pairing == "logit":

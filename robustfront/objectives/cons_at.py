@@ -5,13 +5,14 @@ Paper: Consistency Regularization for Adversarial Robustness, https://arxiv.org/
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..validation import check_bool, check_number
-from .base import Objective, correct, forward_views
+from .base import OBJECTIVES, Objective, correct, forward_views
 
 
 def js_from_log_probs(log_a: Tensor, log_b: Tensor) -> Tensor:
@@ -34,6 +35,8 @@ def js_from_logits(logits_a: Tensor, logits_b: Tensor, temperature: float = 1.0)
                              F.log_softmax(logits_b.float() / temperature, dim=1))
 
 
+@OBJECTIVES.register("cons_at")
+@dataclass(eq=False, repr=False)
 class ConsAT(Objective):
     r"""Cons-AT: two augmentations x1, x2 of each image, attacked (x1', x2'):
 
@@ -42,13 +45,9 @@ class ConsAT(Objective):
     p_T = softmax(logits / T). `views = 2`: the trainer passes `x` as a tuple `(x1, x2)` with the
     same labels y. There is no clean term (no clean forward), so it cannot feed a two-slot combiner.
 
-    Arguments:
-        attack: the training attack.
-        lam (float): λ, weight of the consistency term (default 1).
-        temperature (float): T of the softmaxes in the JS term (default 0.5).
-        joint (bool): True (default, the reference code): one attack call on the 2B concatenated
-            views and one train-mode forward of both adversarial views, so BatchNorm normalises
-            them together; False: one attack and one forward per view (two batches of B).
+    joint=True (the reference code): one attack call on the 2B concatenated views and one train-mode
+    forward of both adversarial views, so BatchNorm normalises them together; False: one attack and
+    one forward per view (two batches of B).
 
     Returns `({"adv": ...}, {"adv_correct": ...})`; `adv_correct` is the view-averaged count
     ½(correct on x1' + correct on x2'), a multiple of ½ at most the batch size, so dividing by the
@@ -57,11 +56,15 @@ class ConsAT(Objective):
     terms = ("adv",)
     views = 2
 
-    def __init__(self, attack=None, lam: float = 1.0, temperature: float = 0.5, joint: bool = True):
-        super().__init__(attack)
-        self.lam = check_number("lam", lam, 0.0)
-        self.temperature = check_number("temperature", temperature, 0.0, strict=True)
-        self.joint = check_bool("joint", joint)
+    lam: float = 1.0           # weight λ of the JS consistency term
+    temperature: float = 0.5   # temperature T of the softmaxes in the JS term
+    joint: bool = True         # attack and forward both views as one batch (the reference: shared BatchNorm statistics)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.lam = check_number("lam", self.lam, 0.0)
+        self.temperature = check_number("temperature", self.temperature, 0.0, strict=True)
+        self.joint = check_bool("joint", self.joint)
 
     def compute(self, model, x, y):
         x1, x2 = two_views(x)
@@ -88,7 +91,7 @@ def attack_views(obj: Objective, model, views, y: Tensor, joint: bool, name: str
     mode always gets the concatenation, whose batch statistics it depends on."""
     if obj.attack is None:
         raise ValueError(f"{type(obj).__name__} needs a training attack; got attack=None")
-    if joint and getattr(obj.attack, "bn_mode", "eval") == "eval":
+    if joint and obj.attack.bn_mode == "eval":
         joint = concat_pays(views[0])
 
     def run():

@@ -5,12 +5,14 @@ https://openreview.net/forum?id=rklOg6EFwS
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..validation import check_number
-from .base import Objective, correct
+from .base import OBJECTIVES, Objective, correct
 
 
 def mart_bce(logits_adv: Tensor, y: Tensor) -> Tensor:
@@ -45,6 +47,8 @@ def mart_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, beta: float) 
     return mart_bce(logits_adv, y) + beta * mart_kl(logits_clean, logits_adv, y)
 
 
+@OBJECTIVES.register("mart")
+@dataclass(eq=False, repr=False)
 class MART(Objective):
     r"""MART: loss = mean_i [BCE(f(x'_i), y_i) + β·KL(p(x_i) || p(x'_i))·(1 - p_{y_i}(x_i))], returned
     as its two terms
@@ -60,10 +64,6 @@ class MART(Objective):
     is returned when requested: AGR + MART takes g_c from it and g_a from the whole loss (the
     default slots {"clean": ("clean",), "adv": ("bce", "kl")}).
 
-    Arguments:
-        attack: the training attack `attack(model, x, y) -> x'`.
-        beta (float): weight of the KL term (default 6).
-
     Returns `({"bce", "kl"} [+ {"clean"}], {"clean_correct", "adv_correct"})`.
     """
     terms = ("bce", "kl")
@@ -72,9 +72,11 @@ class MART(Objective):
     default_attack = "pgd_normal"
     default_attack_args = {"clamp_start": False}  # the reference starts at x + 0.001·N, unclamped
 
-    def __init__(self, attack=None, beta: float = 6.0):
-        super().__init__(attack)
-        self.beta = check_number("beta", beta, 0.0)
+    beta: float = 6.0  # weight β of the misclassification-weighted KL term
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.beta = check_number("beta", self.beta, 0.0)
 
     def compute(self, model, x, y):
         x_adv = self.attacked(model, x, y)

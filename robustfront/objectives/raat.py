@@ -7,6 +7,8 @@ alignment of a mixed adversarial input with the same mix of the clean views.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -15,22 +17,26 @@ from torch import Tensor, nn
 from ..models.masked_bn import batch_stats_from
 from ..models.modes import eval_mode
 from ..validation import check_bool, check_choice, check_int, check_number
-from .base import Objective, forward_views
+from .base import OBJECTIVES, Objective, forward_views
 from .cons_at import attack_views, concat_pays, js_from_log_probs, js_from_logits, two_views
 from .mart import mart_bce, mart_kl
 
-MIXES = ("plain", "max")
-TARGETS = ("logits", "probs")
-REDUCED = ("scaled", "attack")
-DICAR_INPUTS = ("selected", "all")
-SUPERVISE = ("both", "first")
-DECIDE = ("model", "averaged")
+Mix = Literal["plain", "max"]
+Target = Literal["logits", "probs"]
+Reduced = Literal["scaled", "attack"]
+DicarInputs = Literal["selected", "all"]
+Supervise = Literal["both", "first"]
+Decide = Literal["model", "averaged"]
+MIXES, TARGETS, REDUCED = get_args(Mix), get_args(Target), get_args(Reduced)
+DICAR_INPUTS, SUPERVISE, DECIDE = get_args(DicarInputs), get_args(Supervise), get_args(Decide)
 
 
 def _per_sample(mask: Tensor, like: Tensor) -> Tensor:
     return mask.view(-1, *[1] * (like.dim() - 1))
 
 
+@OBJECTIVES.register("raat")
+@dataclass(eq=False, repr=False)
 class RAAT(Objective):
     r"""RAAT (plus=False) and RAAT++ (plus=True); RAAT# is RAAT with `decide_with="averaged"` and a
     DICAR start (preset `raat_sharp`). `views = 2`: x is a tuple (x1, x2). Per view v:
@@ -69,25 +75,6 @@ class RAAT(Objective):
     the loss over the selected. With fewer than two selected images "selected" gives DICAR = 0 for
     the step (train-mode BatchNorm needs two; the reference would fail).
 
-    Arguments:
-        attack: the training attack.
-        eta (float): η ∈ (0, 1] (default 0.1). η = 1 gives x'' = x' (scaled).
-        lam (float): λ, weight of DICAR (default 1).
-        gamma (float): γ > 0 of Beta(γ, γ) (default 0.75).
-        temperature (float): T of the JS softmaxes (default 0.5).
-        beta (float): weight of RAAT++'s KL term (default 1, the paper's λ; the reference code 6).
-        plus (bool): RAAT++ instead of RAAT (default False).
-        mix (str): "plain" (default, the paper) or "max" (reference).
-        require_adv_wrong (bool): the reference's boundary rule (default False, the paper's).
-        target (str): "logits" (default, reference code) or "probs" (the paper's Eq. 15–16).
-        reduced (str): "scaled" (default, reference code) or "attack" (the paper's Eq. 8).
-        joint (bool): joint forwards of both views (default True, reference).
-        dicar_inputs (str): "selected" (default, the reference's batch statistics) or "all".
-        supervise (str): "both" (default) or "first" (RAAT#'s reference).
-        decide_with (str): "model" (default) or "averaged" (RAAT#: needs `bind`).
-        dicar_start (int | None): epoch from which DICAR is on (default 0); None: the averaging
-            start given to `bind` (RAAT#).
-
     Returns losses {"adv", "dicar"} (RAAT++: {"adv", "kl", "dicar"}); aux "clean" = mean CE of the
     supervised clean views, on request. Stats (device sums): "boundary", "misclassified",
     "adv_correct" (eval-mode prediction on x'), "clean_correct" (on x) counted over both views and
@@ -98,27 +85,39 @@ class RAAT(Objective):
     terms = ("adv", "dicar")
     slots = {"clean": ("clean",), "adv": ("adv", "dicar")}
 
-    def __init__(self, attack=None, eta: float = 0.1, lam: float = 1.0, gamma: float = 0.75,
-                 temperature: float = 0.5, beta: float = 1.0, plus: bool = False, mix: str = "plain",
-                 require_adv_wrong: bool = False, target: str = "logits", reduced: str = "scaled",
-                 joint: bool = True, dicar_inputs: str = "selected", supervise: str = "both",
-                 decide_with: str = "model", dicar_start: int | None = 0):
-        super().__init__(attack)
-        self.eta = check_number("eta", eta, 0.0, strict=True, hi=1.0)
-        self.lam = check_number("lam", lam, 0.0)
-        self.gamma = check_number("gamma", gamma, 0.0, strict=True)
-        self.temperature = check_number("temperature", temperature, 0.0, strict=True)
-        self.beta = check_number("beta", beta, 0.0)
-        self.plus = check_bool("plus", plus)
-        self.mix = check_choice("mix", mix, MIXES)
-        self.require_adv_wrong = check_bool("require_adv_wrong", require_adv_wrong)
-        self.target = check_choice("target", target, TARGETS)
-        self.reduced = check_choice("reduced", reduced, REDUCED)
-        self.joint = check_bool("joint", joint)
-        self.dicar_inputs = check_choice("dicar_inputs", dicar_inputs, DICAR_INPUTS)
-        self.supervise = check_choice("supervise", supervise, SUPERVISE)
-        self.decide_with = check_choice("decide_with", decide_with, DECIDE)
-        self.dicar_start = None if dicar_start is None else check_int("dicar_start", dicar_start, 0)
+    eta: float = 0.1                  # η in (0, 1]: size of the reduced example x'' relative to x' (1: x'' = x')
+    lam: float = 1.0                  # weight λ of the DICAR alignment term
+    gamma: float = 0.75               # γ > 0 of the Beta(γ, γ) draw of the mixing weight m
+    temperature: float = 0.5          # temperature T of the softmaxes in DICAR's JS divergence
+    beta: float = 1.0                 # weight of RAAT++'s KL term (the paper's λ; the reference code: 6)
+    plus: bool = False                # RAAT++: MART's BCE as the supervised term, plus the weighted KL
+    mix: Mix = "plain"                # plain: m ~ Beta(γ, γ) (the paper); max: max(m, 1-m) (the reference code)
+    require_adv_wrong: bool = False   # boundary also needs x' wrong (the reference's rule; the paper's: x'' wrong)
+    target: Target = "logits"         # DICAR's target: mix of clean logits (reference code) or of probabilities (paper)
+    reduced: Reduced = "scaled"       # x'': x + η·(x' - x) (reference code) or an attack in the η·ε ball (paper)
+    joint: bool = True                # forward both views as one batch (the reference: shared BatchNorm statistics)
+    dicar_inputs: DicarInputs = "selected"  # BatchNorm statistics of DICAR's forward: selected images only, or all
+    supervise: Supervise = "both"     # views with the supervised term: both, or the first (RAAT#'s reference)
+    decide_with: Decide = "model"     # model that makes the boundary split: trained, or averaged (RAAT#: needs ema)
+    dicar_start: int | None = 0       # epoch from which DICAR is on; none: the averaging start (RAAT#)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.eta = check_number("eta", self.eta, 0.0, strict=True, hi=1.0)
+        self.lam = check_number("lam", self.lam, 0.0)
+        self.gamma = check_number("gamma", self.gamma, 0.0, strict=True)
+        self.temperature = check_number("temperature", self.temperature, 0.0, strict=True)
+        self.beta = check_number("beta", self.beta, 0.0)
+        self.plus = check_bool("plus", self.plus)
+        self.mix = check_choice("mix", self.mix, MIXES)
+        self.require_adv_wrong = check_bool("require_adv_wrong", self.require_adv_wrong)
+        self.target = check_choice("target", self.target, TARGETS)
+        self.reduced = check_choice("reduced", self.reduced, REDUCED)
+        self.joint = check_bool("joint", self.joint)
+        self.dicar_inputs = check_choice("dicar_inputs", self.dicar_inputs, DICAR_INPUTS)
+        self.supervise = check_choice("supervise", self.supervise, SUPERVISE)
+        self.decide_with = check_choice("decide_with", self.decide_with, DECIDE)
+        self.dicar_start = None if self.dicar_start is None else check_int("dicar_start", self.dicar_start, 0)
         self.terms = ("adv", "kl", "dicar") if self.plus else ("adv", "dicar")
         kl = ("kl",) if self.plus else ()
         self.slots = {"clean": ("clean",), "adv": ("adv", *kl, "dicar")}
@@ -261,6 +260,8 @@ class RAAT(Objective):
         return tuple(self.reduce(model, v, a, y) for v, a in zip(views, advs))
 
 
+@OBJECTIVES.register("raat_pp")
+@dataclass(eq=False, repr=False)
 class RAATPP(RAAT):
     """RAAT++: RAAT with the MART-style supervised term (`plus=True`); see `RAAT`. Its reference
     trains with MART's attack (PGD from x + 0.001·N(0,1), start not clamped)."""
@@ -269,10 +270,7 @@ class RAATPP(RAAT):
     default_attack_args = {"clamp_start": False}
     terms = ("adv", "kl", "dicar")
     slots = {"clean": ("clean",), "adv": ("adv", "kl", "dicar")}
-
-    def __init__(self, attack=None, **kwargs):
-        kwargs.pop("plus", None)
-        super().__init__(attack, plus=True, **kwargs)
+    plus: bool = field(default=True, init=False)  # always on: not an option of RAAT++
 
 
 __all__ = ["RAAT", "RAATPP"]

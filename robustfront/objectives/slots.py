@@ -7,14 +7,17 @@ calling `losses, stats = objective(model, x, y)` and finds exactly the combiner'
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
 
+from ..registry import PART
 from ..validation import invalid
-from .base import Objective, Wrapper
+from .base import ObjectiveBase, Wrapper
 
 
-def check_mapping(objective: Objective, mapping: dict, name: str = "") -> dict[str, tuple[str, ...]]:
+def check_mapping(objective: ObjectiveBase, mapping: dict, name: str = "") -> dict[str, tuple[str, ...]]:
     """A validated {slot: (term, ...)} for `objective` (terms or aux terms, each slot non-empty)."""
     known = tuple(objective.terms) + tuple(objective.aux)
     label = name or type(objective).__name__
@@ -30,20 +33,19 @@ def check_mapping(objective: Objective, mapping: dict, name: str = "") -> dict[s
     return out
 
 
+@dataclass(eq=False, repr=False)
 class Slots(Wrapper):
-    """`objective` with its raw terms summed into named slots; see the module docstring.
-
-    Arguments:
-        objective: the objective (or an objective wrapped by AWP).
-        mapping (dict): {slot: (term, ...)}, terms from `objective.terms` or `objective.aux` (aux terms
-            are requested from the objective, e.g. MART's clean CE).
+    """`objective` (or an objective wrapped by AWP) with its raw terms summed into named slots; see the
+    module docstring. Aux terms in the mapping are requested from the objective (e.g. MART's clean CE).
 
     `reported_loss` returns the objective's own loss (its terms summed once) of the last call.
     """
+    mapping: dict = field(metadata=PART)  # {slot: (term, ...)}, terms from objective.terms or objective.aux
 
-    def __init__(self, objective: Objective, mapping: dict):
-        super().__init__(objective)
-        self.mapping = check_mapping(objective, mapping)
+    def __post_init__(self):
+        super().__post_init__()
+        objective = self.objective
+        self.mapping = check_mapping(objective, self.mapping)
         objective.request({t for terms in self.mapping.values() for t in terms})
         self.terms, self.wanted = tuple(self.mapping), ()
         self._own: Tensor | None = None

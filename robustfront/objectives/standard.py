@@ -1,8 +1,12 @@
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
-from .base import Objective, correct
+from .base import OBJECTIVES, Objective, correct
 
 
+@OBJECTIVES.register("standard")
+@dataclass(eq=False, repr=False)
 class Standard(Objective):
     """Standard (non-adversarial) training: clean = CE(f(x), y). No adversarial side, so it cannot
     feed a two-slot combiner."""

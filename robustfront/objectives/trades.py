@@ -4,11 +4,13 @@ Paper: Theoretically Principled Trade-off between Robustness and Accuracy, https
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..validation import check_bool, check_number
-from .base import Objective, correct
+from .base import OBJECTIVES, Objective, correct
 
 
 def kl_from_logits(logits_p: Tensor, logits_q: Tensor) -> Tensor:
@@ -24,6 +26,8 @@ def kl_from_logits(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     return (log_p.exp() * (log_p - log_q)).sum(1)
 
 
+@OBJECTIVES.register("trades")
+@dataclass(eq=False, repr=False)
 class TRADES(Objective):
     r"""TRADES: loss = CE(f(x), y) + β·KL(p(x) || p(x')), returned as its two terms
 
@@ -38,11 +42,7 @@ class TRADES(Objective):
     Gradient slots (two-slot combiners): by default g_c from `clean` and g_a from `kl` (CA-AT's
     split of the trade-off); AGR's reference takes g_a from the whole loss, {"adv": ("clean", "kl")}.
 
-    Arguments:
-        attack: the training attack, called as `attack(model, x, y) -> x'`.
-        beta (float): weight of the KL term (default 6; the paper's 1/λ). CA-AT's reference uses the
-            bare KL, beta=1.
-        clean_first (bool): clean forward before the attack (CA-AT's reference order; default False).
+    β is the paper's 1/λ; CA-AT's reference uses the bare KL, beta=1.
 
     Returns `({"clean", "kl"}, {"clean_correct", "adv_correct"})`; stats are device-side counts
     (train-mode predictions on x and x').
@@ -52,10 +52,13 @@ class TRADES(Objective):
     default_attack = "trades_kl"
     default_attack_args = {"clamp_start": False}  # the reference starts at x + 0.001·N, unclamped
 
-    def __init__(self, attack=None, beta: float = 6.0, clean_first: bool = False):
-        super().__init__(attack)
-        self.beta = check_number("beta", beta, 0.0)
-        self.clean_first = check_bool("clean_first", clean_first)
+    beta: float = 6.0             # weight β of the KL term (the paper's 1/λ)
+    clean_first: bool = False     # clean forward before the attack (CA-AT's reference order)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.beta = check_number("beta", self.beta, 0.0)
+        self.clean_first = check_bool("clean_first", self.clean_first)
 
     def compute(self, model, x, y):
         logits, logits_adv = self.clean_and_adv(model, x, y)

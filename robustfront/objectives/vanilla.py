@@ -1,9 +1,13 @@
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
 from ..validation import check_bool, check_number
-from .base import Objective, correct
+from .base import OBJECTIVES, Objective, correct
 
 
+@OBJECTIVES.register("vanilla")
+@dataclass(eq=False, repr=False)
 class Vanilla(Objective):
     """Clean and adversarial CE as separate terms (CA-AT's "vanilla AT").
 
@@ -12,21 +16,19 @@ class Vanilla(Objective):
     Two train-mode forwards per step, kept separate (no concatenated batch) so each term's
     gradient can be taken on its own.
 
-    Arguments:
-        attack: the training attack.
-        clean_first (bool): run the clean forward before the attack (default False: after it). The
-            CA-AT reference code does it first, so the attack (eval-mode BatchNorm) already sees
-            running statistics updated by this batch's clean forward.
-        label_smoothing (float): label smoothing of both CE terms (torch's meaning; default 0, hard
-            labels as both references). A training option for fair comparisons (docs/evidence.md).
+    clean_first: the CA-AT reference code runs the clean forward first, so the attack (eval-mode
+    BatchNorm) already sees running statistics updated by this batch's clean forward. Label
+    smoothing is a training option for fair comparisons (docs/evidence.md); both references use 0.
     """
     terms = ("clean", "adv")
     slots = {"clean": ("clean",), "adv": ("adv",)}
+    clean_first: bool = False     # clean forward before the attack (CA-AT's reference order)
+    label_smoothing: float = 0.0  # label smoothing of both CE terms, in [0, 1) (torch's meaning; 0: hard labels)
 
-    def __init__(self, attack=None, clean_first: bool = False, label_smoothing: float = 0.0):
-        super().__init__(attack)
-        self.clean_first = check_bool("clean_first", clean_first)
-        self.label_smoothing = check_number("label_smoothing", label_smoothing, 0.0, hi=1.0, hi_strict=True)
+    def __post_init__(self):
+        super().__post_init__()
+        self.clean_first = check_bool("clean_first", self.clean_first)
+        self.label_smoothing = check_number("label_smoothing", self.label_smoothing, 0.0, hi=1.0, hi_strict=True)
 
     def compute(self, model, x, y):
         logits_clean, logits_adv = self.clean_and_adv(model, x, y)

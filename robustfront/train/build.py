@@ -17,7 +17,6 @@ from ..device import fused_sgd_supported, maybe_compile, warn_emulated_bf16
 from ..models import attack_view, create_model, load_pretrained, parse_stats, prepare_finetune, trainable_parameters
 from ..models.info import info, record
 from ..models.peft import on_view, parameter_counts, peft_state_dict
-from ..objectives.base import Objective
 from ..validation import invalid
 from .config import TrainConfig
 from .ema import EMA
@@ -75,20 +74,11 @@ def _given_stats(cfg: TrainConfig, channels: int) -> tuple[list[float], list[flo
 
 
 def _attacks_on(objective, view) -> None:
-    """Run the objective's training attack (and those of the objectives it wraps, e.g. AWP's inner
-    one) on `view`, the merged-LoRA copy: input gradients only, one matmul per adapted linear."""
+    """Run the objective's training attacks (those it declares, `attacks()`, wrapped objectives' included)
+    on `view`, the merged-LoRA copy: input gradients only, one matmul per adapted linear. An attack
+    shared by several objectives gets one wrapper."""
     wrapped: dict[int, object] = {}
-    stack, seen = [objective], set()
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        for v in vars(obj).values():  # wrapped objectives, alone or in lists
-            stack += [e for e in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(e, Objective)]
-        attack = getattr(obj, "attack", None)  # objectives without a training attack (standard) have none
-        if attack is not None:
-            obj.attack = wrapped.setdefault(id(attack), on_view(attack, view))
+    objective.replace_attacks(lambda attack: wrapped.setdefault(id(attack), on_view(attack, view)))
 
 
 class FineTuneTrainer(Trainer):

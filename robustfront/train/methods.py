@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..attacks import create_attack
+from ..attacks import attack_spec, create_attack
 from ..combiners import COMBINERS, create_combiner
 from ..objectives import OBJECTIVES, WRAPPERS, create_objective
-from ..registry import EMPTY, Registry, parameters
-from ..validation import check_like, invalid
+from ..registry import Registry, hyperparameters
+from ..validation import invalid
 
 PARTS = ("objective", "combiner", "attack", "slots")  # option prefixes besides the wrapper names
 
@@ -71,8 +71,8 @@ class Composition:
 
 
 def params(cls) -> set[str]:
-    """Hyper-parameter names of a constructor (through **kwargs to the parent's, as RAATPP's)."""
-    return set(parameters(cls)) - {"attack", "objective"}
+    """Hyper-parameter names of an objective, wrapper or combiner: its declared fields, parts left out."""
+    return set(hyperparameters(cls))
 
 
 def compose(cfg) -> Composition:
@@ -169,17 +169,57 @@ def training_attack(name: str | None, threat, *, bn_mode: str | None = None, **o
     threat model; None for "none". attack.KEY options go to the attack's constructor."""
     if name in (None, "none"):
         return None
-    try:
-        return create_attack(name, threat, bn_mode=bn_mode, **options)
-    except TypeError as e:  # an attack.KEY the attack does not take
-        raise invalid("attack options", sorted(options), f"options of attack '{name}'", str(e).split(": ")[-1]) from None
+    return create_attack(name, threat, **{"bn_mode": bn_mode, **typed(attack_spec(name), options)})
 
 
 def typed(cls, args: dict) -> dict:
-    """Each user value checked against its default's type first, so that gamma=abc is one line naming
-    gamma, not a TypeError from inside the rule."""
-    defaults = parameters(cls)
-    return {k: check_like(k, v, defaults[k]) if defaults.get(k, EMPTY) is not EMPTY else v for k, v in args.items()}
+    """Each value converted to its declared type first ("0.9" -> 0.9 for a float), so that gamma=abc is
+    one line naming gamma and its type, not a TypeError from inside the rule."""
+    declared = hyperparameters(cls)
+    return {k: declared[k].coerce(v) if k in declared else v for k, v in args.items()}
+
+
+def option_rows(cfg) -> list[tuple[str, str, object, str]]:
+    """(PART.NAME, type, value, help) of every hyper-parameter of the composition `cfg` asks for (see
+    `compose`), in declaration order: the objective's, each wrapper's, the combiner's, the attack's.
+    The value is the one the method uses: the preset's or an --opt's, else the declared default (also
+    for a preset's None, which Registry.create leaves out)."""
+    c = compose(cfg)
+    parts = [("objective", OBJECTIVES.get(c.objective), c.objective_args),
+             *[(w, WRAPPERS.get(w), c.wrap_args.get(w, {})) for w in c.wrap],
+             ("combiner", COMBINERS.get(c.combiner), c.combiner_args)]
+    if c.attack not in (None, "none"):
+        mode = {"bn_mode": c.attack_bn_mode} if c.attack_bn_mode else {}
+        parts.append(("attack", attack_spec(c.attack), {**mode, **c.attack_args}))
+    rows = []
+    for part, cls, args in parts:
+        given = typed(cls, args)
+        for o in hyperparameters(cls).values():   # None keeps the default when built (Registry.create)
+            rows.append((f"{part}.{o.name}", o.type_name, o.default if given.get(o.name) is None else given[o.name],
+                         o.help))
+    return rows
+
+
+def options_text(cfg) -> str:
+    """The table `robustfront train --list-opts` prints: one line per option, type, value, help."""
+    c = compose(cfg)
+    rows = [(k, t, _shown(v), h) for k, t, v, h in option_rows(cfg)]
+    names = [f"objective {c.objective}", *(f"wrapper {w}" for w in c.wrap), f"combiner {c.combiner}",
+             f"attack {c.attack}"]
+    head = (f"method {cfg.method}: {', '.join(names)}; set with --opt PART.NAME=VALUE (or NAME=VALUE where one "
+            f"part has it)")
+    if not rows:
+        return head + "\n  (no options)"
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join([head, *("  " + "  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows)])
+
+
+def _shown(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, (tuple, list)):
+        return ",".join(map(str, v)) or "(empty)"
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def build_method(cfg, threat):
@@ -192,8 +232,8 @@ def build_method(cfg, threat):
                                      **typed(OBJECTIVES.get(c.objective), c.objective_args))
         combiner = create_combiner(c.combiner, **typed(COMBINERS.get(c.combiner), c.combiner_args))
     except TypeError as e:
-        raise ValueError(f"method '{cfg.method}' refused its options ({e}); allowed: the types of their defaults") \
-            from None
+        raise ValueError(f"method '{cfg.method}' refused its options ({e}); allowed: the declared options "
+                         f"(robustfront train --method {cfg.method} --list-opts)") from None
     if objective.needs_averaged and not cfg.ema:
         raise invalid("ema", cfg.ema, f"a decay in (0, 1): method '{cfg.method}' decides with the averaged weights "
                                       f"(e.g. ema=0.999, ema_start=105)", "not set")
