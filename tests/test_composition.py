@@ -150,3 +150,17 @@ def test_raat_sharp_needs_weight_averaging():
     assert obj.needs_averaged and not build_method(cfg("raat", ema=None), THREAT)[0].needs_averaged
     wrapped, _ = build_method(cfg("raat_sharp", ema=0.999, wrap=["awp"], combiner="ca_at"), THREAT)
     assert wrapped.needs_averaged  # seen through AWP and Slots
+
+
+def test_a_preset_option_set_to_none_reaches_the_objective():
+    # RAAT#'s preset says dicar_start=None (DICAR from the averaging start); dropping the None as "not given"
+    # would silently start DICAR at epoch 0, the plain default
+    objective, _ = build_method(cfg("raat_sharp", ema=0.999, ema_start=1), ThreatModel(eps=8 / 255, alpha=2 / 255, steps=2))
+    inner = objective
+    while not hasattr(inner, "dicar_start"):  # through the Slots/wrapper layers to the RAAT objective
+        inner = inner.objective
+    assert inner.dicar_start is None and inner.needs_averaged
+    plain, _ = build_method(cfg("raat"), ThreatModel(eps=8 / 255, alpha=2 / 255, steps=2))
+    while not hasattr(plain, "dicar_start"):
+        plain = plain.objective
+    assert plain.dicar_start == 0

@@ -27,9 +27,9 @@ from .vanilla import Vanilla
 def create_objective(name: str, attack=None, *, wrap=(), wrap_args: dict | None = None, slots: dict | None = None,
                      **kwargs) -> ObjectiveBase:
     """Objective `name` around `attack`, then each wrapper of `wrap` (with `wrap_args[wrapper]`), then
-    the slot mapping `slots` (None: the raw terms, for summing combiners). kwargs left as None keep the
-    objective's defaults. Attack options belong to the attack: `attacks.create_attack(name, threat, **options)`."""
-    obj = OBJECTIVES.create(name, attack=attack, **kwargs)
+    the slot mapping `slots` (None: the raw terms, for summing combiners). kwargs are the objective's options
+    as given: None is a value where an option takes it (RAAT#'s dicar_start: from the averaging start). Attack options belong to the attack: `attacks.create_attack(name, threat, **options)`."""
+    obj = OBJECTIVES.get(name)(attack=attack, **kwargs)  # explicit: None is a value (RAAT#'s dicar_start)
     wrap_args = wrap_args or {}
     unknown = set(wrap_args) - set(wrap)
     if unknown:
