@@ -142,6 +142,7 @@ def _map_location(device) -> torch.device:
         return torch.device("cpu")  # "cpu:0" is a device torch.load cannot restore storages to
     if dev.type == "cuda" and torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count():
         return dev
+    # getattr: torch builds without the MPS backend have no torch.backends.mps
     mps = getattr(torch.backends, "mps", None)
     if dev.type == "mps" and mps is not None and mps.is_available():
         return dev

@@ -29,6 +29,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         raise invalid("device", name, "cpu (no CUDA device on this machine)", "not available")
     if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
         raise invalid("device", name, f"cuda:0 to cuda:{torch.cuda.device_count() - 1}", "not available")
+    # getattr: torch builds without the MPS backend have no torch.backends.mps
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise invalid("device", name, "cpu (no MPS device on this machine)", "not available")
     return torch.device(name)

@@ -91,6 +91,7 @@ def coerce_fields(obj) -> None:
     """Every field of the dataclass `obj` checked against its declared type, converted in place."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
+        # getattr/setattr: the dataclass's own fields by name
         setattr(obj, f.name, coerce(f.name, getattr(obj, f.name), hints[f.name]))
 
 

@@ -31,6 +31,7 @@ def read_yaml(path) -> dict:
     except UnicodeDecodeError:
         raise ValueError(f"config file {path} is not text; allowed: a YAML file") from None
     except yaml.YAMLError as e:
+        # getattr: PyYAML's error attributes differ between its error classes
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]

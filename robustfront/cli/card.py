@@ -54,6 +54,7 @@ def _fields(args) -> dict:
         if bad:
             raise invalid("card field", bad[0], ", ".join(KEYS), f"unknown (in {args.card_fields})")
     for k in KEYS:
+        # getattr: argparse's namespace, the --card-* flags by name
         v = getattr(args, f"card_{k}", None)
         if v is not None:
             fields[k] = v

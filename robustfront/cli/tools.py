@@ -13,6 +13,7 @@ def cmd_quickstart(args) -> int:
     from ..device import resolve_device
     from .quickstart import quickstart
     for name in ("epochs", "n"):
+        # getattr: argparse's namespace, the flags by name
         if getattr(args, name) is not None:
             check_int(name, getattr(args, name), 1)
     check_out_dir(args.out, "--out")        # before minutes of training
@@ -59,6 +60,7 @@ def cmd_bench(args) -> int:
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None
     for name in ("batch_size", "steps", "attack_steps", "threads"):
+        # getattr: argparse's namespace, the flags by name
         if getattr(args, name) is not None:
             check_int(name, getattr(args, name), 1)
     if args.warmup is not None:

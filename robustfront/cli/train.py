@@ -72,6 +72,7 @@ def config_from_args(args) -> TrainConfig:
     elif args.resume and args.out and (Path(args.out) / "config.yaml").is_file():
         d = read_yaml(Path(args.out) / "config.yaml")
     for f in dataclasses.fields(TrainConfig):
+        # getattr: argparse's namespace, one flag per TrainConfig field (absent ones: not given)
         v = getattr(args, f.name, None)
         if v is None:
             continue

@@ -56,6 +56,7 @@ class Dataset:
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is unknown; allowed: {', '.join(SPLITS)}")
+        # getattr: the split's arrays, x_<split>/y_<split>, by name
         return getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
 
     def tensors(self, split: str, device="cpu", n: int | None = None, seed: int = 0):

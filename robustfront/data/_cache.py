@@ -117,6 +117,7 @@ class _Unsafe(Exception):
 
 
 # tarfile's extraction-filter errors (Python >= 3.11.4 / 3.12), where they exist
+# getattr/hasattr on tarfile: its extraction filters exist from Python 3.12 (and late 3.8-3.11 patches)
 _FILTER_ERRORS = tuple(getattr(tarfile, n) for n in ("FilterError",) if hasattr(tarfile, n)) + (_Unsafe,)
 
 
@@ -166,6 +167,7 @@ def unpack(archive: Path, dest: Path, tick=None) -> None:
     try:
         _unpack(archive, dest, tick)
     except _FILTER_ERRORS as e:
+        # hasattr: tarfile's FilterError carries the member, our _Unsafe its name in args
         member = e.tarinfo.name if hasattr(e, "tarinfo") else e.args[0]
         kind = _UNSAFE_KINDS.get(type(e).__name__, "a path out of the extraction folder")
         raise ValueError(one_line(f"{what} has an unsafe member {str(member)!r} ({kind}): nothing "

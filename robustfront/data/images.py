@@ -17,6 +17,7 @@ from ..validation import invalid, one_line, reason
 from ..device import available_memory
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
+# getattr: Pillow >= 9.1 moved the filters to Image.Resampling
 _BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 _WORKERS = min(8, os.cpu_count() or 1)
 # PIL releases the GIL only while decoding pixels; for small images the per-file Python work

@@ -149,6 +149,7 @@ class TrainConfig:
             raise invalid("nesterov", True, "momentum > 0, or nesterov=False", "invalid with momentum=0")
         big = 2**31 - 1  # sizes past this overflow torch's int32 indexing long before they would be useful
         for name in ("epochs", "batch_size", "attack_steps", "eval_every", "eval_steps", "max_nonfinite"):
+            # getattr below: this dataclass's own fields, named in the checks' tables
             check_int(name, getattr(self, name), 1, big)
         for name, lo in (("train_n", 1), ("eval_n", 1), ("resize", 1), ("crop", 0), ("val_size", 0), ("cutout", 0),
                          ("ema_start", 0), ("log_every", 0)):
@@ -179,6 +180,7 @@ class TrainConfig:
             check_number("lora_alpha", self.lora_alpha, 0.0, strict=True)
         parse_targets(self.lora_targets)
         for key in ("mean", "std"):
+            # getattr: the dataclass's input_mean/input_std fields by name
             if getattr(self, f"input_{key}") is not None and key in self.model_args:
                 raise invalid(f"input_{key}", getattr(self, f"input_{key}"), f"input_{key} or model_args {key}, "
                               f"not both")
@@ -210,6 +212,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         """Plain values (fractions as their text), ready for YAML, JSON and torch.save(weights_only)."""
+        # getattr: every declared field of this dataclass
         return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def changed(self, other: "TrainConfig") -> dict:
