@@ -53,6 +53,11 @@ def _steps(t: ThreatModel, default: int) -> int:
     return t.steps if t.steps is not None else default
 
 
+def _iterative(t: ThreatModel, bn_mode: str, steps: int = 10) -> dict:
+    """The arguments every iterative gradient attack takes from the threat model (and its BN mode)."""
+    return dict(alpha=t.alpha, steps=_steps(t, steps), norm=t.norm, bn_mode=bn_mode, bounds=t.bounds)
+
+
 @dataclass
 class Spec:
     """A registered attack name: its options are the fields (type, default, and the comment after
@@ -121,8 +126,7 @@ class MIFGSMSpec(Spec):
     bn_mode: BNMode = "eval"   # BatchNorm mode of the model during the attack
 
     def build(self, t: ThreatModel) -> MIFGSM:
-        return MIFGSM(t.eps, alpha=t.alpha, steps=_steps(t, 10), decay=self.decay, norm=t.norm,
-                      bn_mode=self.bn_mode, bounds=t.bounds)
+        return MIFGSM(t.eps, decay=self.decay, **_iterative(t, self.bn_mode))
 
 
 @ATTACKS.register("trades_kl")
@@ -132,8 +136,7 @@ class TradesKLSpec(Spec):
     bn_mode: BNMode = "eval"   # BatchNorm mode of the model during the attack
 
     def build(self, t: ThreatModel) -> TradesKL:
-        return TradesKL(t.eps, alpha=t.alpha, steps=_steps(t, 10), norm=t.norm, clamp_start=self.clamp_start,
-                        bn_mode=self.bn_mode, bounds=t.bounds)
+        return TradesKL(t.eps, clamp_start=self.clamp_start, **_iterative(t, self.bn_mode))
 
 
 @ATTACKS.register("spsa")
