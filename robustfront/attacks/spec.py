@@ -122,6 +122,7 @@ class FGSMSpec(Spec):
 @ATTACKS.register("mifgsm")
 @dataclass
 class MIFGSMSpec(Spec):
+    """Momentum iterative FGSM (Dong et al., 2018): sign steps along accumulated normalised gradients."""
     decay: float = 1.0         # momentum μ of the normalised gradients
     bn_mode: BNMode = "eval"   # BatchNorm mode of the model during the attack
 
@@ -132,6 +133,7 @@ class MIFGSMSpec(Spec):
 @ATTACKS.register("trades_kl")
 @dataclass
 class TradesKLSpec(Spec):
+    """TRADES' inner maximisation (Zhang et al., 2019): ascend KL(p(x) ‖ p(x')) from x + 0.001·N(0, 1)."""
     clamp_start: bool = True   # clip the start x + 0.001·N(0,1) to the box before the first gradient
     bn_mode: BNMode = "eval"   # BatchNorm mode of the model during the attack
 
