@@ -20,4 +20,4 @@ def __getattr__(name):
     if name not in _NAMES:
         raise AttributeError(f"module 'robustfront.bench' has no attribute {name!r}")
     import importlib
-    return getattr(importlib.import_module(_NAMES[name], __name__), name)
+    return getattr(importlib.import_module(_NAMES[name], __name__), name)  # lazy (PEP 562): the name from its submodule
