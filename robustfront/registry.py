@@ -165,8 +165,13 @@ class Registry:
         return self._entries[name]
 
     def create(self, name: str, **kwargs: Any) -> Any:
-        """Build `name`; kwargs left as None keep the builder's defaults (timm's convention)."""
+        """Build `name`; kwargs left as None keep the builder's defaults (timm's convention, for models)."""
         return self.get(name)(**{k: v for k, v in kwargs.items() if v is not None})
+
+    def build(self, name: str, **options: Any) -> Any:
+        """Build `name` with its declared options as given: None is a value where an option takes it
+        (AGR's clip=None: no clipping; RAAT#'s dicar_start=None: from the averaging start)."""
+        return self.get(name)(**options)
 
     def options(self, name: str) -> dict[str, Any]:
         """`parameters` of the builder registered as `name`."""

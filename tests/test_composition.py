@@ -164,3 +164,11 @@ def test_a_preset_option_set_to_none_reaches_the_objective():
     while not hasattr(plain, "dicar_start"):
         plain = plain.objective
     assert plain.dicar_start == 0
+
+
+def test_a_combiner_option_set_to_none_is_kept():
+    # AGR's clip=None means no clipping; read as "not given" it would silently clip at the default 0.1
+    _, combiner = build_method(cfg("agr", opts={"combiner.clip": None}), ThreatModel(eps=8 / 255, alpha=2 / 255, steps=2))
+    assert combiner.clip is None
+    _, default = build_method(cfg("agr"), ThreatModel(eps=8 / 255, alpha=2 / 255, steps=2))
+    assert default.clip == 0.1

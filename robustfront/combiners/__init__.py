@@ -5,7 +5,7 @@ from .ca_at import CAAT, ca_at_diagnostics, ca_at_update  # each module register
 
 
 def create_combiner(name: str, **kwargs) -> Combiner:
-    return COMBINERS.create(name, **kwargs)
+    return COMBINERS.build(name, **kwargs)
 
 
 __all__ = ["AGR", "CAAT", "COMBINERS", "Combiner", "Sum", "Weighted", "agr_diagnostics", "agr_update",

@@ -29,14 +29,14 @@ def create_objective(name: str, attack=None, *, wrap=(), wrap_args: dict | None 
     """Objective `name` around `attack`, then each wrapper of `wrap` (with `wrap_args[wrapper]`), then
     the slot mapping `slots` (None: the raw terms, for summing combiners). kwargs are the objective's options
     as given: None is a value where an option takes it (RAAT#'s dicar_start: from the averaging start). Attack options belong to the attack: `attacks.create_attack(name, threat, **options)`."""
-    obj = OBJECTIVES.get(name)(attack=attack, **kwargs)  # explicit: None is a value (RAAT#'s dicar_start)
+    obj = OBJECTIVES.build(name, attack=attack, **kwargs)
     wrap_args = wrap_args or {}
     unknown = set(wrap_args) - set(wrap)
     if unknown:
         raise ValueError(f"wrap_args for {sorted(unknown)}, which are not in wrap={list(wrap)}; allowed: "
                          f"arguments of the wrappers used")
     for w in wrap:
-        obj = WRAPPERS.create(w, objective=obj, **wrap_args.get(w, {}))
+        obj = WRAPPERS.build(w, objective=obj, **wrap_args.get(w, {}))
     return Slots(obj, slots) if slots else obj
 
 

@@ -150,7 +150,7 @@ def _slots(c: Composition, preset, obj_cls, comb_cls, slot_opts: dict) -> dict |
             raise invalid("slots", slot_opts, f"nothing: combiner '{c.combiner}' sums the objective's own terms",
                           "given")
         return None
-    probe = OBJECTIVES.get(c.objective)(**c.objective_args)  # its terms depend on its arguments (None kept)
+    probe = OBJECTIVES.build(c.objective, **c.objective_args)  # its terms depend on its arguments
     base = (preset.slots if preset is not None and preset.slots else None) or probe.slots
     if base is None and not slot_opts:
         able = [n for n in OBJECTIVES.names() if OBJECTIVES.get(n).slots is not None]
